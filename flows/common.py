@@ -1,0 +1,44 @@
+"""What every stage flow shares: params loading, runtime set-up and the task runner."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from tasks.params import Params, load_params  # noqa: E402
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(params_path: str) -> Params:
+    """Load and validate params, then fix seeds and torch threads for this process."""
+    params = load_params(params_path)
+    if params.runtime.torch_threads:
+        import torch
+
+        torch.set_num_threads(params.runtime.torch_threads)
+    seed_everything(params.seed)
+    return params
+
+
+def task_runner(params: Params, max_workers: int | None = None):
+    """Dask when a scheduler address is configured, threads otherwise."""
+    if params.runtime.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=params.runtime.dask_address)
+    return ThreadPoolTaskRunner(max_workers=max_workers)

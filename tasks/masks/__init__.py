@@ -1,0 +1,1 @@
+"""Lesion masks: decoding source localisations, label maps, lesion attributes."""

@@ -1,0 +1,1 @@
+"""Data source adapters: each reads one public collection format into SourceRecords."""

@@ -1,0 +1,110 @@
+"""MLflow bookkeeping shared by every stage: one run per stage execution.
+
+A run records the stage's params section, the git commit, an md5 digest of each input it read,
+and the pipeline execution it belongs to (``CXRSYNTH_PIPELINE_RUN`` tag, and the parent run when
+the ``pipeline`` flow started one), so the MLflow UI groups and compares runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import mlflow
+
+from tasks.params import Params, section_dict
+
+PIPELINE_RUN_ENV = "CXRSYNTH_PIPELINE_RUN"
+PARENT_RUN_ENV = "CXRSYNTH_PARENT_RUN_ID"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def flatten(mapping: Mapping, prefix: str = "") -> dict[str, object]:
+    """Nested dict to dotted keys, the form MLflow params take."""
+    flat: dict[str, object] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def md5_digest(path: str | Path) -> str:
+    """md5 of a file, or of a folder's sorted (relative path, file md5) listing."""
+    path = Path(path)
+    if path.is_file():
+        digest = hashlib.md5()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    if path.is_dir():
+        listing = hashlib.md5()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            listing.update(f"{child.relative_to(path).as_posix()}:{md5_digest(child)}\n".encode())
+        return listing.hexdigest() + ".dir"
+    return "missing"
+
+
+def git_commit(root: str | Path = ".") -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def configure(params: Params) -> None:
+    mlflow.set_tracking_uri(params.tracking.mlflow_uri)
+    mlflow.set_experiment(params.tracking.experiment)
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: Params,
+    sections: tuple[str, ...],
+    inputs: tuple[str | Path, ...] = (),
+    run_name: str | None = None,
+    extra_params: Mapping[str, object] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open the MLflow run of one stage execution, with params, commit, input digests and grouping tags."""
+    configure(params)
+    tags = {
+        "cxrsynth.stage": stage,
+        "mlflow.source.git.commit": git_commit(),
+        "cxrsynth.pipeline_run": os.environ.get(PIPELINE_RUN_ENV, "manual"),
+    }
+    tags.update({f"cxrsynth.input_md5.{Path(p).as_posix()}": md5_digest(p) for p in inputs})
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    with mlflow.start_run(run_name=run_name or stage, tags=tags, parent_run_id=parent, nested=parent is not None) as run:
+        logged: dict[str, object] = {"seed": params.seed}
+        for section in sections:
+            logged.update(flatten(section_dict(params, section), f"{section}."))
+        logged.update(extra_params or {})
+        mlflow.log_params({key: _param_value(value) for key, value in logged.items()})
+        yield run
+
+
+def _param_value(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log numeric metrics, skipping None and NaN (MLflow rejects or misplots them)."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
