@@ -131,6 +131,9 @@ class ConditionDropout(Section):
 class LossParams(Section):
     lesion_weight: float = Field(2.0, ge=0, description="extra weight of the noise loss inside lesion masks")
     ssim_weight: float = Field(0.1, ge=0, description="1-SSIM of the predicted clean image inside the lesion box")
+    snr_gamma: float = Field(
+        5.0, ge=0, description="weight the SSIM term per image by min(SNR, gamma)/gamma (Min-SNR); 0: unweighted"
+    )
 
 
 class DiffusionTrainParams(Section):
@@ -142,6 +145,10 @@ class DiffusionTrainParams(Section):
     sample_every: int = Field(500, ge=1)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     num_workers: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="largest gradient norm; 0 turns clipping off")
+    cache_images: bool = Field(True, description="keep decoded training images in memory (small sets)")
+    sample_steps: int = Field(20, ge=1, description="DPM-Solver steps of the sample grids logged while training")
+    sample_guidance: float = Field(2.0, ge=0, description="guidance scale of those grids")
 
 
 class DiffusionParams(Section):
@@ -170,7 +177,17 @@ class GenerateParams(Section):
     mask_shift: float = Field(0.1, ge=0, le=0.5, description="largest move, as a fraction of the image side")
     mask_scale: tuple[float, float] = (0.8, 1.25)
     mask_flip: bool = True
+    mask_inside: float = Field(
+        0.95, gt=0, le=1, description="share of a moved lesion that must stay inside the lung-field prior"
+    )
     seed: int = 0
+
+    @field_validator("mask_scale")
+    @classmethod
+    def _ordered_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("mask_scale must be (low, high) with 0 < low <= high")
+        return value
 
     @field_validator("rare_findings")
     @classmethod

@@ -1,0 +1,1 @@
+"""Diffusion training and generation: the forward process, data, training loop, sampling, generation plan."""

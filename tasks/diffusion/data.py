@@ -1,0 +1,133 @@
+"""Training data of the diffusion model: the real training split as conditioned samples.
+
+Each sample: the image in [-1, 1], its per-finding masks, whether those masks are complete (every
+present finding has a non-empty mask: only then may they condition the image, and an empty given
+mask then truthfully says "no lesion"), the label indices, and the tokenized text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from models.conditioning import STATE_INDEX, Conditions
+from tasks.datasets import ManifestImages
+from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
+from tasks.diffusion.tokenizer import Tokenizer
+
+MANIFEST = "data/prepare_masks/manifest.parquet"
+PRESENT_ROW = STATE_INDEX[1]
+
+
+def training_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The real images of the training split; nothing else ever trains the generator."""
+    rows = frame[(frame["split"] == "train") & (frame["source"] == "real")].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("the manifest has no real images in the train split to train the diffusion model on")
+    return rows
+
+
+def texts_of(frame: pd.DataFrame, source: str) -> list[str | None]:
+    """The conditioning text of each row (``prompt`` or ``report`` column), None where missing."""
+    if source not in frame.columns:
+        raise ValueError(f"diffusion.text_encoder.source: the manifest has no {source!r} column")
+    return [None if pd.isna(text) else str(text) for text in frame[source]]
+
+
+def masks_complete(masks: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Whether every present finding has lesion pixels in its mask channel."""
+    has_pixels = masks.flatten(1).amax(dim=1) > 0
+    return bool((has_pixels | (states != PRESENT_ROW)).all())
+
+
+class DiffusionDataset(Dataset):
+    def __init__(self, frame: pd.DataFrame, root: str | Path, tokenizer: Tokenizer, text_source: str = "prompt",
+                 cache: bool = True) -> None:
+        self.frame = frame.reset_index(drop=True)
+        self.rows = ManifestImages(self.frame, root)
+        self.states = torch.from_numpy(state_indices(self.frame))
+        attributes = attribute_indices(label_attributes(self.frame))
+        self.laterality = torch.from_numpy(attributes["laterality"])
+        self.severity = torch.from_numpy(attributes["severity"])
+        self.text = tokenizer.encode(texts_of(self.frame, text_source))
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def pixels(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image in [-1, 1] (1, H, W) and masks (F, H, W) uint8, from memory once read."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        item = self.rows[index]
+        pixels = (item["image"] * 2 - 1, item["mask"].to(torch.uint8))
+        if self.cache is not None:
+            self.cache[index] = pixels
+        return pixels
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, masks = self.pixels(index)
+        states = self.states[index]
+        return {
+            "image": image,
+            "masks": masks.float(),
+            "mask_known": torch.tensor(masks_complete(masks, states)),
+            "states": states,
+            "laterality": self.laterality[index],
+            "severity": self.severity[index],
+            "text_ids": self.text["text_ids"][index],
+            "text_attention": self.text["text_attention"][index],
+            "text_present": self.text["text_present"][index],
+        }
+
+
+def batch_conditions(batch: dict[str, torch.Tensor]) -> Conditions:
+    """The full conditions of a collated batch (before any dropout)."""
+    return Conditions(
+        states=batch["states"], laterality=batch["laterality"], severity=batch["severity"],
+        masks=batch["masks"], text_ids=batch["text_ids"], text_attention=batch["text_attention"],
+        keep_label=torch.ones_like(batch["mask_known"]), keep_mask=batch["mask_known"],
+        keep_text=batch["text_present"],
+    )
+
+
+def condition_keep(batch_size: int, rates: dict[str, float], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Independent per-image, per-condition dropout: True where the condition is kept."""
+    draws = torch.rand(len(rates), batch_size, generator=generator)
+    return {name: draws[i] >= rate for i, (name, rate) in enumerate(rates.items())}
+
+
+class StepBatches(Sampler[list[int]]):
+    """Index batches for training steps ``start`` .. ``stop - 1``.
+
+    Step s's batch depends only on (seed, s): each epoch is a permutation seeded by (seed, epoch),
+    so a run resumed at step s sees exactly the batches the uninterrupted run would have.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+        if n_items < 1:
+            raise ValueError("no training images")
+        self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
+        self.start, self.stop = start, stop
+        self.per_epoch = max(1, n_items // batch_size)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def order(self, epoch: int) -> np.ndarray:
+        permutation = np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
+        return np.resize(permutation, max(self.n_items, self.batch_size))  # tiles a set smaller than a batch
+
+    def batch(self, step: int) -> list[int]:
+        epoch, position = divmod(step, self.per_epoch)
+        order = self.order(epoch)
+        return order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield self.batch(step)

@@ -1,0 +1,300 @@
+"""Generation: the plan made concrete (template, moved mask, labels, prompt per image), sampled in
+seeded batches, written as 16-bit PNGs with their masks and a synthetic manifest.
+
+Every request depends only on its image's seed, so the output does not depend on batch size, and a
+rerun with the same plan keeps the images already written (an interrupted run resumes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.conditioning import CONDITION_NAMES, Conditions
+from tasks import manifest
+from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
+from tasks.diffusion.lesion_masks import (
+    jitter_mask,
+    lung_field_prior,
+    mirror,
+    replace_channel,
+    swap_laterality,
+)
+from tasks.diffusion.grids import pairs, tile, write_rgb
+from tasks.diffusion.model_io import process_of
+from tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
+from tasks.diffusion.prompts import prompt_for
+from tasks.diffusion.sampling import sample
+from tasks.diffusion.tokenizer import Tokenizer
+from tasks.findings import FINDINGS, PRESENT, finding_index
+from tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
+from tasks.masks import labelmap
+from tasks.params import GenerateParams
+
+OUT = Path("data/generate")
+PLAN_FILE = "plan.json"
+REQUEST_COLUMNS = [
+    "image_id", "finding", "condition_type", "seed", "template_image_id", "flipped", "moved", "prompt", "view",
+    "pixel_spacing_mm", "mask_path", "n_lesions",
+    *[f"{f}{suffix}" for f in FINDINGS for suffix in ("", "_laterality", "_severity", "_location")],
+]
+
+
+def condition_names(condition_type: str) -> tuple[str, ...]:
+    return tuple(condition_type.split("+"))
+
+
+def check_condition_types(condition_types: list[str], model_conditions: list[str]) -> None:
+    for condition_type in condition_types:
+        missing = [c for c in condition_names(condition_type) if c not in model_conditions]
+        if missing:
+            raise ValueError(f"generate.condition_types: {condition_type!r} needs the {', '.join(missing)} condition, "
+                             f"which the model was not trained with (diffusion.conditions = {model_conditions})")
+
+
+def read_label_maps(frame: pd.DataFrame, root: str | Path) -> dict[str, np.ndarray]:
+    """The label map of every row that has one, by image_id."""
+    rows = frame[frame["mask_path"].notna()]
+    return {image_id: read_mask(Path(root) / path) for image_id, path in zip(rows["image_id"], rows["mask_path"])}
+
+
+def complete(label_map: np.ndarray, row: pd.Series) -> bool:
+    """Every present finding of ``row`` has lesion pixels in ``label_map``."""
+    return all((label_map & (1 << finding_index(f))).any() for f in FINDINGS if pd.notna(row[f]) and row[f] == PRESENT)
+
+
+def templates(train: pd.DataFrame, label_maps: dict[str, np.ndarray], findings: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Per rare finding: ``positive`` training images, and ``masked`` ones whose label map shows the
+    finding and is complete (only those may condition an image through its mask)."""
+    found = {}
+    for finding in findings:
+        positive = train[train[finding] == PRESENT]
+        bit = 1 << finding_index(finding)
+        masked = [row["image_id"] for _, row in positive.iterrows()
+                  if row["image_id"] in label_maps and (label_maps[row["image_id"]] & bit).any()
+                  and complete(label_maps[row["image_id"]], row)]
+        found[finding] = {"positive": positive["image_id"].tolist(), "masked": masked}
+    return found
+
+
+def usable_condition_types(generate: GenerateParams, pools: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """The condition types each finding can use: mask types only where it has mask templates."""
+    return {f: [t for t in generate.condition_types if pools[f]["masked"] or not needs_mask(t)]
+            for f in generate.rare_findings}
+
+
+def _template_labels(row: pd.Series, attributes: pd.Series) -> dict[str, dict[str, object]]:
+    def value(v):
+        return None if pd.isna(v) else (int(v) if isinstance(v, (int, np.integer)) else v)
+
+    return {
+        "state": {f: value(row[f]) for f in FINDINGS},
+        "laterality": {f: value(attributes[f"{f}_laterality"]) for f in FINDINGS},
+        "severity": {f: value(attributes[f"{f}_severity"]) for f in FINDINGS},
+        "location": {f: value(row.get(f"{f}_location")) for f in FINDINGS},
+    }
+
+
+def make_request(plan_row: pd.Series, train: pd.DataFrame, attributes: pd.DataFrame, label_maps: dict[str, np.ndarray],
+                 pools: dict[str, dict[str, list[str]]], prior: np.ndarray | None,
+                 generate: GenerateParams) -> tuple[dict, np.ndarray | None]:
+    """One image's full request, drawn from its own seed: template, mask, labels, prompt."""
+    rng = np.random.default_rng(plan_row["seed"])
+    finding, with_mask = plan_row["finding"], needs_mask(plan_row["condition_type"])
+    pool = pools[finding]["masked" if with_mask else "positive"]
+    template_id = pool[rng.integers(len(pool))]
+    position = train.index[train["image_id"] == template_id][0]
+    labels = _template_labels(train.loc[position], attributes.loc[position])
+    labels["state"][finding] = PRESENT
+    label_map, flipped, moved = None, False, False
+    if with_mask:
+        base = label_maps[template_id]
+        channel = (base >> finding_index(finding)) & 1
+        lesion, jitter = jitter_mask(channel, prior, rng, generate.mask_shift, generate.mask_scale,
+                                     generate.mask_flip, generate.mask_inside)
+        label_map = replace_channel(mirror(base) if jitter.flip else base, finding, lesion)
+        flipped, moved = jitter.flip, jitter.moved
+    else:
+        flipped = bool(generate.mask_flip and rng.random() < 0.5)
+    if flipped:
+        labels["laterality"] = {f: swap_laterality(v) for f, v in labels["laterality"].items()}
+    if moved:
+        labels["location"][finding] = None  # the lesion left the zone the template's report named
+    request = {
+        "image_id": plan_row["image_id"], "finding": finding, "condition_type": plan_row["condition_type"],
+        "seed": int(plan_row["seed"]), "template_image_id": template_id, "flipped": flipped, "moved": moved,
+        "prompt": prompt_for(labels["state"], labels["laterality"], labels["severity"]),
+        "view": train.at[position, "view"], "pixel_spacing_mm": train.at[position, "pixel_spacing_mm"],
+        "mask_path": str(OUT / "masks" / f"{plan_row['image_id']}.png") if with_mask else None,
+        "n_lesions": int(sum(bool((label_map >> i & 1).any()) for i in range(len(FINDINGS)))) if with_mask else 0,
+    }
+    for f in FINDINGS:
+        request[f] = labels["state"][f]
+        for attribute in ("laterality", "severity", "location"):
+            request[f"{f}_{attribute}"] = labels[attribute][f]
+    return request, label_map
+
+
+def build_requests(plan: pd.DataFrame, train: pd.DataFrame, label_maps: dict[str, np.ndarray],
+                   pools: dict[str, dict[str, list[str]]], generate: GenerateParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Every planned image's request, and the label maps of those conditioned on a mask."""
+    train = train.reset_index(drop=True)
+    attributes = label_attributes(train)
+    needs_prior = plan["condition_type"].map(needs_mask).any() if len(plan) else False
+    prior = lung_field_prior(label_maps[i] for i in train["image_id"] if i in label_maps) if needs_prior else None
+    requests, maps = [], {}
+    for _, plan_row in plan.iterrows():
+        request, label_map = make_request(plan_row, train, attributes, label_maps, pools, prior, generate)
+        requests.append(request)
+        if label_map is not None:
+            maps[request["image_id"]] = label_map
+    return pd.DataFrame(requests, columns=REQUEST_COLUMNS), maps
+
+
+def request_conditions(requests: pd.DataFrame, maps: dict[str, np.ndarray], tokenizer: Tokenizer,
+                       image_size: int) -> Conditions:
+    """The conditions of a batch of requests, each keeping only its condition type's conditions."""
+    attributes = attribute_indices(requests)
+    empty = np.zeros((len(FINDINGS), image_size, image_size), np.float32)
+    masks = np.stack([labelmap.decode(maps[i]) if i in maps else empty for i in requests["image_id"]])
+    text = tokenizer.encode(requests["prompt"].tolist())
+    kept = {name: torch.tensor([name in condition_names(t) for t in requests["condition_type"]])
+            for name in CONDITION_NAMES}
+    return Conditions(
+        states=torch.from_numpy(state_indices(requests)), laterality=torch.from_numpy(attributes["laterality"]),
+        severity=torch.from_numpy(attributes["severity"]), masks=torch.from_numpy(masks),
+        text_ids=text["text_ids"], text_attention=text["text_attention"],
+        keep_label=kept["label"], keep_mask=kept["mask"] & torch.tensor([i in maps for i in requests["image_id"]]),
+        keep_text=kept["text"] & text["text_present"],
+    )
+
+
+def image_path(image_id: str) -> Path:
+    return OUT / "images" / f"{image_id}.png"
+
+
+def plan_digest(requests: pd.DataFrame, settings: dict) -> str:
+    payload = json.dumps({"requests": requests.astype(object).where(requests.notna(), None).to_dict("records"),
+                          "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def prepare_output(root: str | Path, digest: str) -> int:
+    """Keep the images of an interrupted run of the same plan; clear those of any other plan.
+    Returns how many images were kept."""
+    root = Path(root)
+    plan_file = root / OUT / PLAN_FILE
+    previous = json.loads(plan_file.read_text()).get("digest") if plan_file.exists() else None
+    if previous != digest:
+        for folder in ("images", "masks", "grids"):
+            shutil.rmtree(root / OUT / folder, ignore_errors=True)
+    write_json(plan_file, {"digest": digest})
+    images = root / OUT / "images"
+    return len(list(images.glob("*.png"))) if images.is_dir() else 0
+
+
+def generate_images(model: nn.Module, config: dict, tokenizer: Tokenizer, requests: pd.DataFrame,
+                    maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
+                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> dict:
+    """Write every requested image not on disk yet; returns counts and throughput."""
+    root = Path(root)
+    for image_id, label_map in maps.items():
+        write_mask(root / OUT / "masks" / f"{image_id}.png", label_map)
+    todo = requests[[not (root / image_path(i)).exists() for i in requests["image_id"]]]
+    started = time.perf_counter()
+    with tqdm(total=len(todo), desc=f"generate ({generate.sampler}, {generate.steps} steps)", unit="img") as bar:
+        for start in range(0, len(todo), generate.batch_size):
+            batch = todo.iloc[start:start + generate.batch_size]
+            cond = request_conditions(batch, maps, tokenizer, config["image_size"])
+            images = sample(model, process_of(config), cond, batch["seed"].tolist(), generate.sampler,
+                            generate.steps, generate.guidance_scale, config["image_size"], device, autocast_dtype)
+            for image_id, image in zip(batch["image_id"], images[:, 0].numpy(), strict=True):
+                write_png16(root / image_path(image_id), image)
+            bar.update(len(batch))
+    wall = time.perf_counter() - started
+    return {"generated": len(todo), "kept": len(requests) - len(todo), "wall_s": wall,
+            "images_per_s": len(todo) / wall if len(todo) and wall > 0 else 0.0}
+
+
+def synthetic_manifest(requests: pd.DataFrame, image_size: int, checkpoint_digest: str,
+                       generate: GenerateParams) -> pd.DataFrame:
+    """Manifest rows of the synthetic images: train split only, no patient, the exact request."""
+    frame = pd.DataFrame({
+        "image_id": requests["image_id"], "split": "train", "source": "synthetic", "dataset": "synthetic",
+        "path": [str(image_path(i)) for i in requests["image_id"]], "view": requests["view"],
+        "orig_height": image_size, "orig_width": image_size, "scale": 1.0, "pad_top": 0, "pad_left": 0,
+        "pixel_spacing_mm": requests["pixel_spacing_mm"], "prompt": requests["prompt"],
+        "mask_path": requests["mask_path"], "n_lesions": requests["n_lesions"],
+        "condition_type": requests["condition_type"], "seed": requests["seed"], "sampler": generate.sampler,
+        "steps": generate.steps, "guidance_scale": generate.guidance_scale, "checkpoint_digest": checkpoint_digest,
+        "template_image_id": requests["template_image_id"],
+    })
+    for f in FINDINGS:
+        frame[f] = requests[f]
+        for attribute in ("laterality", "severity", "location"):
+            frame[f"{f}_{attribute}"] = requests[f"{f}_{attribute}"]
+    return frame
+
+
+def plan_for(frame: pd.DataFrame, root: str | Path, generate: GenerateParams,
+             model_conditions: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Counts per finding, the requests and their label maps, from the prepare_masks manifest."""
+    check_condition_types(list(generate.condition_types), model_conditions)
+    train = frame[(frame["split"] == "train") & (frame["source"] == "real")].reset_index(drop=True)
+    label_maps = read_label_maps(train, root)
+    pools = templates(train, label_maps, generate.rare_findings)
+    counts = finding_counts(train, generate)
+    types = usable_condition_types(generate, pools)
+    counts["condition_types"] = [", ".join(types[f]) for f in counts["finding"]]
+    plan = generation_plan(counts, types, generate.seed)
+    counts["generated"] = [int((plan["finding"] == f).sum()) for f in counts["finding"]]
+    requests, maps = build_requests(plan, train, label_maps, pools, generate)
+    return counts, requests, maps
+
+
+def read_images(requests: pd.DataFrame, root: str | Path = ".") -> list[np.ndarray]:
+    return [read_png16(Path(root) / image_path(i)) for i in requests["image_id"]]
+
+
+GRID_IMAGES = 8
+
+
+def write_grids(requests: pd.DataFrame, maps: dict[str, np.ndarray], root: str | Path = ".") -> list[Path]:
+    """``grids/finding_<f>.png`` and ``grids/condition_<type>.png``: up to GRID_IMAGES images each,
+    plain beside outlined with the mask that conditioned it."""
+    root, written = Path(root), []
+    groups = [("finding", f, requests[requests["finding"] == f]) for f in requests["finding"].unique()]
+    groups += [("condition", t, requests[requests["condition_type"] == t]) for t in requests["condition_type"].unique()]
+    for kind, name, rows in groups:
+        rows = rows.head(GRID_IMAGES)
+        tiles = pairs(read_images(rows, root), [maps.get(i) for i in rows["image_id"]])
+        path = root / OUT / "grids" / f"{kind}_{name.replace('+', '_')}.png"
+        write_rgb(path, tile(tiles, columns=4))
+        written.append(path)
+    return written
+
+
+def generation_metrics(counts: pd.DataFrame, requests: pd.DataFrame, stats: dict) -> dict:
+    with_mask = requests[requests["mask_path"].notna()]
+    return {
+        "planned": len(requests),
+        "generated": stats["generated"],
+        "kept_from_earlier_run": stats["kept"],
+        "images_per_s": round(stats["images_per_s"], 3),
+        "wall_s": round(stats["wall_s"], 2),
+        "moved_mask_share": float(with_mask["moved"].mean()) if len(with_mask) else None,
+        "unmoved_masks": int((~with_mask["moved"].astype(bool)).sum()),
+        "flipped_share": float(requests["flipped"].mean()) if len(requests) else None,
+        "per_condition_type": requests["condition_type"].value_counts().sort_index().to_dict(),
+        "per_finding": {row["finding"]: {k: row[k] for k in ("n_train", "n_positive", "target", "generated")}
+                        for _, row in counts.iterrows()},
+    }

@@ -1,0 +1,60 @@
+"""The sample grid logged while training: a few real training images (row 1), then the same
+images' conditions sampled under every condition type the model has, one row per type, and a last
+row with every condition dropped. Mask rows show the conditioning mask outlined in red."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from models.conditioning import Conditions, concatenate
+from tasks.diffusion.data import DiffusionDataset, batch_conditions
+from tasks.diffusion.grids import outlined, tile
+from tasks.diffusion.model_io import process_of
+from tasks.diffusion.sampling import sample
+from tasks.params import ConditionType
+
+UNCONDITIONAL = "none"
+
+
+def condition_types(conditions: list[str] | tuple[str, ...]) -> list[str]:
+    """Every condition type (label, mask, text and their hybrids) the configured conditions allow."""
+    return [t for t in get_args(ConditionType) if set(t.split("+")) <= set(conditions)]
+
+
+def preview_indices(dataset: DiffusionDataset, count: int) -> list[int]:
+    """Up to ``count`` images, first those whose complete masks show findings not yet shown."""
+    chosen: list[int] = []
+    shown: set[int] = set()
+    for index in range(len(dataset)):
+        item = dataset[index]
+        findings = set(torch.nonzero(item["masks"].flatten(1).amax(dim=1)).flatten().tolist())
+        if item["mask_known"] and findings - shown:
+            chosen.append(index)
+            shown |= findings
+        if len(chosen) == count or len(shown) == item["masks"].shape[0]:
+            break
+    return chosen + [i for i in range(len(dataset)) if i not in chosen][: count - len(chosen)]
+
+
+def preview_grid(model: nn.Module, config: dict, dataset: DiffusionDataset, indices: list[int], steps: int,
+                 guidance_scale: float, device: torch.device | str = "cpu", seed: int = 0) -> np.ndarray:
+    """RGB grid: real images, then one row per condition type, then unconditional samples."""
+    batch = default_collate([dataset[i] for i in indices])
+    full = batch_conditions(batch)
+    rows = [*condition_types(config["conditions"]), UNCONDITIONAL]
+    cond: Conditions = concatenate([full.keeping(() if r == UNCONDITIONAL else tuple(r.split("+"))) for r in rows])
+    seeds = [seed + i for i in range(len(indices))] * len(rows)
+    images = sample(model, process_of(config), cond, seeds, "dpm_solver", steps, guidance_scale,
+                    config["image_size"], device)[:, 0].numpy()
+    lesions = batch["masks"].amax(dim=1).numpy()
+    tiles = [outlined((batch["image"][i, 0].numpy() + 1) / 2, lesions[i]) for i in range(len(indices))]
+    for r, row in enumerate(rows):
+        for i in range(len(indices)):
+            shown = lesions[i] if "mask" in row.split("+") and bool(full.keep_mask[i]) else None
+            tiles.append(outlined(images[r * len(indices) + i], shown))
+    return tile(tiles, columns=len(indices))

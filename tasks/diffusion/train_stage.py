@@ -1,0 +1,78 @@
+"""The train_diffusion stage's work around the loop: data, tokenizer and model set-up, and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.denoiser import ConditionalDenoiser
+from tasks.diffusion.data import DiffusionDataset, texts_of, training_rows
+from tasks.diffusion.model_io import build_model, load_text_backbone, model_config, save_model
+from tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
+from tasks.diffusion.training import TrainOutcome
+from tasks.io import write_text
+from tasks.params import Params
+
+MODEL_DIR = Path("data/train_diffusion/model")
+CHECKPOINT_DIR = Path("data/train_diffusion/checkpoints")
+LOSS_CSV = Path("plots/train_diffusion/loss.csv")
+LOSS_WINDOW = 50  # steps averaged for the first / final loss figures
+
+
+@dataclass
+class TrainingSetup:
+    dataset: DiffusionDataset
+    tokenizer: Tokenizer
+    config: dict
+    model: ConditionalDenoiser
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
+    """The training split as a dataset, the tokenizer built from its texts, and a fresh model."""
+    diffusion, text = params.diffusion, params.diffusion.text_encoder
+    rows = training_rows(frame)
+    tokenizer = build_tokenizer(texts_of(rows, text.source), text.kind, text.max_tokens, text.min_word_count, text.path)
+    dataset = DiffusionDataset(rows, root, tokenizer, text.source, cache=diffusion.train.cache_images)
+    image_size = int(dataset[0]["image"].shape[-1])
+    config = model_config(diffusion, image_size, tokenizer)
+    backbone = load_text_backbone(text.path) if text.kind == "pretrained" and "text" in diffusion.conditions else None
+    torch.manual_seed(params.seed)  # the initial weights
+    return TrainingSetup(dataset, tokenizer, config, build_model(config, backbone))
+
+
+def loss_table(history: list[tuple[int, float]]) -> str:
+    return "step,loss\n" + "".join(f"{step},{loss:.6f}\n" for step, loss in history)
+
+
+def training_metrics(outcome: TrainOutcome, setup: TrainingSetup) -> dict:
+    losses = np.array([loss for _, loss in outcome.history])
+    return {
+        "steps": outcome.steps,
+        "resumed_from_step": outcome.resumed_from,
+        "n_train_images": len(setup.dataset),
+        "parameters": sum(p.numel() for p in setup.model.parameters() if p.requires_grad),
+        "loss_first": float(losses[:LOSS_WINDOW].mean()) if len(losses) else None,
+        "loss_final": float(losses[-LOSS_WINDOW:].mean()) if len(losses) else None,
+        "images_per_s": round(outcome.images_per_s, 3),
+        "wall_s": round(outcome.wall_s, 2),
+        **{f"loss_final_{name}": value for name, value in outcome.parts.items() if name != "loss"},
+    }
+
+
+def write_training_outputs(outcome: TrainOutcome, setup: TrainingSetup, root: str | Path = ".") -> None:
+    """The EMA model folder and the loss curve."""
+    root = Path(root)
+    save_model(root / MODEL_DIR, outcome.ema_model, setup.config, setup.tokenizer)
+    write_text(root / LOSS_CSV, loss_table(outcome.history))

@@ -1,0 +1,196 @@
+"""The diffusion training loop: condition dropout, lesion-preserving loss, AdamW, EMA, mixed precision,
+gradient clipping, progress bar, interval checkpoints and resume.
+
+Everything random in a step (timesteps, noise, condition dropout) is drawn from one generator that
+is saved in the checkpoint, and batches depend only on (seed, step), so a resumed run continues
+exactly where the interrupted one stood.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from models.losses import lesion_preserving_loss
+from tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from tasks.diffusion.data import DiffusionDataset, StepBatches, batch_conditions, condition_keep
+from tasks.diffusion.model_io import config_digest, process_of
+from tasks.diffusion.schedulers import min_snr_weight, predicted_clean, training_scheduler, training_target
+from tasks.params import DiffusionParams
+
+# EMA warm-up: the decay grows as (1 + n) / (10 + n) towards ema_decay, so early random weights
+# leave the average quickly (a fixed 0.999 would still hold 22 % of the initial weights after 1500 steps).
+EMA_WARMUP = 10
+
+
+@dataclass
+class TrainHooks:
+    """Optional callbacks: after every step, after each checkpoint, at each sample interval."""
+
+    on_step: Callable[[int, dict], None] | None = None
+    on_checkpoint: Callable[[int, Path, list[tuple[int, float]]], None] | None = None
+    on_sample: Callable[[int, nn.Module], None] | None = None
+
+
+@dataclass
+class TrainOutcome:
+    ema_model: nn.Module
+    history: list[tuple[int, float]]
+    steps: int
+    resumed_from: int
+    steps_this_run: int
+    images_per_s: float
+    wall_s: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision applies on CUDA only: bf16 where the card has it under "auto", else fp16."""
+    if device.type != "cuda" or setting == "no":
+        return None
+    if setting == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[setting]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        rate = min(decay, (1 + n) / (EMA_WARMUP + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - rate)
+
+    # Buffers are constants (index tables), so only parameters are averaged.
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=False)
+
+
+def dropout_rates(diffusion: DiffusionParams) -> dict[str, float]:
+    return {"label": diffusion.dropout.label, "mask": diffusion.dropout.mask, "text": diffusion.dropout.text}
+
+
+def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], diffusion: DiffusionParams,
+                   generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """One batch's lesion-preserving loss under independent condition dropout."""
+    clean = batch["image"].to(device, non_blocking=True)
+    size = clean.shape[0]
+    keep = condition_keep(size, dropout_rates(diffusion), generator)
+    cond = batch_conditions(batch).with_keep(**keep).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
+    noise = torch.randn(clean.shape, generator=generator).to(device)
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    output = model(noisy, timesteps, cond)
+    weights = diffusion.loss
+    # The lesion terms use every known lesion pixel, whether or not the mask condition was dropped.
+    lesion = cond.masks.amax(dim=1, keepdim=True)
+    x0_predicted = predicted_clean(scheduler, noisy, output, timesteps) if weights.ssim_weight > 0 else None
+    return lesion_preserving_loss(
+        output, training_target(scheduler, clean, noise, timesteps), lesion,
+        weights.lesion_weight, weights.ssim_weight, x0_predicted, clean,
+        min_snr_weight(scheduler, timesteps, weights.snr_gamma),
+    )
+
+
+def _rng_states(generator: torch.Generator) -> dict:
+    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng(states: dict, generator: torch.Generator) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def train_diffusion(
+    model: nn.Module,
+    dataset: DiffusionDataset,
+    diffusion: DiffusionParams,
+    config: dict,
+    checkpoint_dir: str | Path,
+    seed: int,
+    device: torch.device | str = "cpu",
+    hooks: TrainHooks | None = None,
+) -> TrainOutcome:
+    """Train ``model`` for ``diffusion.train.steps`` steps, resuming from the newest checkpoint in
+    ``checkpoint_dir`` (refused if it belongs to a different model config)."""
+    device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
+    digest = config_digest(config)
+    scheduler = training_scheduler(process_of(config))
+    model.to(device)
+    ema = make_ema(model, settings.ema_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    precision = autocast_dtype(settings.mixed_precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
+    generator = torch.Generator().manual_seed(seed)
+    step, history = 0, []
+
+    latest = latest_checkpoint(checkpoint_dir)
+    if latest is not None:
+        state = load_checkpoint(latest, digest, config)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        _restore_rng(state["rng"], generator)
+        step, history = state["step"], [tuple(pair) for pair in state["history"]]
+    resumed_from = step
+
+    batches = StepBatches(len(dataset), settings.batch_size, seed, step, settings.steps)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=settings.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    bar = tqdm(total=settings.steps, initial=step, desc="train_diffusion", unit="step", dynamic_ncols=True)
+    started, images, parts = time.perf_counter(), 0, {}
+    for batch in loader:
+        model.train()
+        with autocast(device, precision):
+            losses = diffusion_loss(model, scheduler, batch, diffusion, generator, device)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        if settings.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        ema.update_parameters(model)
+
+        step += 1
+        images += batch["image"].shape[0]
+        loss = float(losses["loss"].detach())
+        history.append((step, loss))
+        parts = {name: float(value.detach()) for name, value in losses.items()}
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / (time.perf_counter() - started):.1f}")
+        if hooks.on_step:
+            hooks.on_step(step, parts)
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            path = save_checkpoint(checkpoint_dir, step, {
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _rng_states(generator), "history": history,
+                "digest": digest, "config": config,
+            })
+            if hooks.on_checkpoint:
+                hooks.on_checkpoint(step, path, history)
+        if hooks.on_sample and (step % settings.sample_every == 0 or step == settings.steps):
+            hooks.on_sample(step, ema.module)
+    bar.close()
+    wall = time.perf_counter() - started
+    return TrainOutcome(
+        ema_model=ema.module.eval(), history=history, steps=step, resumed_from=resumed_from,
+        steps_this_run=step - resumed_from, images_per_s=images / wall if images else 0.0, wall_s=wall, parts=parts,
+    )

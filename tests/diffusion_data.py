@@ -1,0 +1,109 @@
+"""A small stand-in for ``data/prepare_masks``: toy radiographs, label maps and a manifest, made in code.
+
+The diffusion tests (and benchmarks) build their data with ``make_project`` so they do not depend
+on the earlier stages: two dark lung fields in a bright thorax, a heart, and lesions with masks:
+bright round nodules, dark apical pneumothoraces and bright basal effusions, with laterality and
+severity in the manifest columns and a prompt worded like the generator's prompts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from tasks import manifest
+from tasks.diffusion.prompts import prompt_for
+from tasks.findings import FINDINGS
+from tasks.io import write_mask, write_png16
+from tasks.masks import labelmap
+
+LESION_FINDINGS = ("nodule", "pneumothorax", "pleural_effusion")
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.mgrid[0:size, 0:size].astype(np.float32) / size
+
+
+def lungs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image-left (patient right) and image-right (patient left) lung fields."""
+    y, x = _grid(size)
+    right = ((y - 0.5) / 0.3) ** 2 + ((x - 0.31) / 0.14) ** 2 < 1
+    left = ((y - 0.5) / 0.3) ** 2 + ((x - 0.69) / 0.14) ** 2 < 1
+    return right, left
+
+
+def _lesion(finding: str, lung: np.ndarray, rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
+    y, x = _grid(size)
+    rows, cols = np.nonzero(lung)
+    top, bottom = rows.min() / size, rows.max() / size
+    if finding == "nodule":
+        k = rng.integers(len(rows))
+        radius = rng.uniform(0.03, 0.08)
+        mask = ((y - rows[k] / size) ** 2 + (x - cols[k] / size) ** 2 < radius**2) & lung
+        severity = "mild" if radius < 0.05 else "moderate" if radius < 0.065 else "severe"
+    elif finding == "pneumothorax":
+        depth = rng.uniform(0.1, 0.3)
+        mask = lung & (y < top + depth * (bottom - top))
+        severity = "mild" if depth < 0.17 else "moderate" if depth < 0.24 else "severe"
+    else:  # pleural_effusion
+        height = rng.uniform(0.15, 0.4)
+        mask = lung & (y > bottom - height * (bottom - top))
+        severity = "mild" if height < 0.23 else "moderate" if height < 0.32 else "severe"
+    return mask, severity
+
+
+def toy_image(size: int, rng: np.random.Generator, findings: dict[str, str],
+              cardiomegaly: bool) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
+    """One radiograph, the masks of its lesions and their severities; ``findings`` maps a lesion
+    finding to its laterality (patient side: "right" is the image's left half)."""
+    y, x = _grid(size)
+    right, left = lungs(size)
+    image = np.full((size, size), 0.75, np.float32)
+    image[right | left] = 0.25
+    heart = 0.16 if cardiomegaly else 0.11
+    image[((y - 0.62) / heart) ** 2 + ((x - 0.53) / (heart * 1.1)) ** 2 < 1] = 0.7
+    masks, severities = {}, {}
+    for finding, side in findings.items():
+        mask, severity = _lesion(finding, right if side == "right" else left, rng, size)
+        masks[finding], severities[finding] = mask, severity
+        image[mask] = {"nodule": 0.85, "pneumothorax": 0.05, "pleural_effusion": 0.8}[finding]
+    texture = ndimage.gaussian_filter(rng.normal(0, 0.08, (size, size)), 1.0)
+    return np.clip(image + texture.astype(np.float32), 0, 1), masks, severities
+
+
+def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int = 0,
+                 lesion_rate: float = 0.35, masked_rate: float = 0.85) -> pd.DataFrame:
+    """Write images, label maps and ``data/prepare_masks/manifest.parquet`` under ``root``; return the manifest."""
+    root, rng = Path(root), np.random.default_rng(seed)
+    rows = []
+    for i in range(n_images):
+        image_id = f"img{i:05d}"
+        present = {f: str(rng.choice(["left", "right"])) for f in LESION_FINDINGS if rng.random() < lesion_rate}
+        cardiomegaly = bool(rng.random() < 0.15)
+        image, masks, severities = toy_image(size, rng, present, cardiomegaly)
+        path = f"data/ingest/images/{image_id}.png"
+        write_png16(root / path, image)
+        mask_path = None
+        if masks and rng.random() < masked_rate:
+            mask_path = f"data/prepare_masks/masks/{image_id}.png"
+            write_mask(root / mask_path, labelmap.encode(masks, (size, size)))
+        states = {f: 1 if f in present else 0 for f in LESION_FINDINGS}
+        states["cardiomegaly"] = 1 if cardiomegaly else 0
+        row = {
+            "image_id": image_id, "patient_id": f"p{i // 2:05d}", "study_id": f"s{i:05d}",
+            "split": ("train", "train", "train", "train", "train", "train", "train", "val", "test", "test")[(i // 2) % 10],
+            "source": "real", "dataset": "toy", "site": "SITE-A", "path": path, "view": "PA",
+            "orig_height": size, "orig_width": size, "scale": 1.0, "pad_top": 0, "pad_left": 0,
+            "pixel_spacing_mm": 1.4 * 256 / size, "prompt": prompt_for(states, present, severities),
+            "mask_path": mask_path, "n_lesions": len(masks) if mask_path else 0,
+        }
+        for finding in FINDINGS:
+            row[finding] = states.get(finding)
+            row[f"{finding}_laterality"] = present.get(finding)
+            row[f"{finding}_severity"] = severities.get(finding)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return manifest.write(frame, root / "data/prepare_masks/manifest.parquet", "prepare_masks")
