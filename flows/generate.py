@@ -28,7 +28,7 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
         device = resolve_device(params.runtime.device)
         model, config, tokenizer = load_model(MODEL_DIR, device)
         checkpoint_digest = tracking.md5_digest(weights)
-        counts, requests, maps = generation.plan_for(manifest.read(MANIFEST), ".", settings, config["conditions"])
+        counts, requests, maps = generation.plan_for(manifest.read(MANIFEST), ".", settings, config)
         generation.prepare_output(".", generation.plan_digest(requests, {
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,
             "guidance_scale": settings.guidance_scale}))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import ndimage
 
 from tasks import manifest
@@ -21,6 +22,10 @@ from tasks.io import write_mask, write_png16
 from tasks.masks import labelmap
 
 LESION_FINDINGS = ("nodule", "pneumothorax", "pleural_effusion")
+
+# The test machine's cores are shared: one torch thread runs these tiny models several times faster
+# than two threads that wait on each other.
+torch.set_num_threads(1)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,3 +112,47 @@ def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int
         rows.append(row)
     frame = pd.DataFrame(rows)
     return manifest.write(frame, root / "data/prepare_masks/manifest.parquet", "prepare_masks")
+
+
+def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> "DiffusionParams":
+    """Diffusion params small enough for a unit test step in well under a second."""
+    from tasks.params import DiffusionParams
+
+    return DiffusionParams.model_validate({
+        "timesteps": 50,
+        "unet": {"channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
+                 "num_head_channels": 8, "norm_num_groups": 4},
+        "conditions": list(conditions),
+        "label_dim": 16,
+        "text_encoder": {"max_tokens": 12, "dim": 16, "layers": 1, "min_word_count": 1},
+        "train": {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "sample_every": 100, **train},
+    })
+
+
+def tiny_setup(root: str | Path, diffusion=None, n_images: int = 16, size: int = 16, seed: int = 0):
+    """A toy project under ``root`` and a TrainingSetup (dataset, tokenizer, config, fresh model) on it."""
+    from tasks.diffusion.train_stage import training_setup
+    from tasks.params import Params
+
+    frame = make_project(root, n_images=n_images, size=size, seed=seed)
+    params = Params(diffusion=diffusion or tiny_diffusion())
+    return frame, training_setup(params, frame, root)
+
+
+TINY_BERT_WORDS = ["no", "mild", "moderate", "severe", "left", "right", "nodule", "pneumothorax", "pleural",
+                   "effusion", "cardiomegaly", "acute", "findings", "."]
+
+
+def save_tiny_bert(folder: str | Path) -> Path:
+    """A tiny randomly initialised BERT and its tokenizer, saved as a pretrained encoder folder."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_BERT_WORDS]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(str(folder))
+    config = BertConfig(vocab_size=5 + len(TINY_BERT_WORDS), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    BertModel(config).save_pretrained(str(folder))
+    return folder

@@ -1,8 +1,10 @@
 """Training data of the diffusion model: the real training split as conditioned samples.
 
 Each sample: the image in [-1, 1], its per-finding masks, whether those masks are complete (every
-present finding has a non-empty mask: only then may they condition the image, and an empty given
-mask then truthfully says "no lesion"), the label indices, and the tokenized text.
+present finding that the data set masks at all has a non-empty mask: only then may they condition
+the image, and an empty given mask then truthfully says "no lesion"), the label indices, and the
+tokenized text. Findings the training split never masks (e.g. cardiomegaly when no source
+outlines hearts) do not count against completeness.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from models.conditioning import STATE_INDEX, Conditions
 from tasks.datasets import ManifestImages
 from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
 from tasks.diffusion.tokenizer import Tokenizer
+from tasks.findings import FINDINGS
+from tasks.io import read_mask
 
 MANIFEST = "data/prepare_masks/manifest.parquet"
 PRESENT_ROW = STATE_INDEX[1]
@@ -39,10 +43,18 @@ def texts_of(frame: pd.DataFrame, source: str) -> list[str | None]:
     return [None if pd.isna(text) else str(text) for text in frame[source]]
 
 
-def masks_complete(masks: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """Whether every present finding has lesion pixels in its mask channel."""
+def maskable_findings(frame: pd.DataFrame, root: str | Path) -> list[str]:
+    """The findings with lesion pixels in at least one label map of ``frame``."""
+    bits = 0
+    for path in frame["mask_path"].dropna():
+        bits |= int(np.bitwise_or.reduce(read_mask(Path(root) / path), axis=None))
+    return [f for i, f in enumerate(FINDINGS) if bits >> i & 1]
+
+
+def masks_complete(masks: torch.Tensor, states: torch.Tensor, maskable: torch.Tensor) -> bool:
+    """Whether every present, maskable finding has lesion pixels in its mask channel."""
     has_pixels = masks.flatten(1).amax(dim=1) > 0
-    return bool((has_pixels | (states != PRESENT_ROW)).all())
+    return bool((has_pixels | (states != PRESENT_ROW) | ~maskable).all())
 
 
 class DiffusionDataset(Dataset):
@@ -50,6 +62,8 @@ class DiffusionDataset(Dataset):
                  cache: bool = True) -> None:
         self.frame = frame.reset_index(drop=True)
         self.rows = ManifestImages(self.frame, root)
+        self.maskable = maskable_findings(self.frame, root)
+        self.maskable_flags = torch.tensor([f in self.maskable for f in FINDINGS])
         self.states = torch.from_numpy(state_indices(self.frame))
         attributes = attribute_indices(label_attributes(self.frame))
         self.laterality = torch.from_numpy(attributes["laterality"])
@@ -76,7 +90,7 @@ class DiffusionDataset(Dataset):
         return {
             "image": image,
             "masks": masks.float(),
-            "mask_known": torch.tensor(masks_complete(masks, states)),
+            "mask_known": torch.tensor(masks_complete(masks, states, self.maskable_flags)),
             "states": states,
             "laterality": self.laterality[index],
             "severity": self.severity[index],

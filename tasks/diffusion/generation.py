@@ -67,12 +67,14 @@ def read_label_maps(frame: pd.DataFrame, root: str | Path) -> dict[str, np.ndarr
     return {image_id: read_mask(Path(root) / path) for image_id, path in zip(rows["image_id"], rows["mask_path"])}
 
 
-def complete(label_map: np.ndarray, row: pd.Series) -> bool:
-    """Every present finding of ``row`` has lesion pixels in ``label_map``."""
-    return all((label_map & (1 << finding_index(f))).any() for f in FINDINGS if pd.notna(row[f]) and row[f] == PRESENT)
+def complete(label_map: np.ndarray, row: pd.Series, maskable: list[str]) -> bool:
+    """Every present, maskable finding of ``row`` has lesion pixels in ``label_map`` (the rule the
+    model was trained under, ``tasks.diffusion.data.masks_complete``)."""
+    return all((label_map & (1 << finding_index(f))).any() for f in maskable if pd.notna(row[f]) and row[f] == PRESENT)
 
 
-def templates(train: pd.DataFrame, label_maps: dict[str, np.ndarray], findings: list[str]) -> dict[str, dict[str, list[str]]]:
+def templates(train: pd.DataFrame, label_maps: dict[str, np.ndarray], findings: list[str],
+              maskable: list[str]) -> dict[str, dict[str, list[str]]]:
     """Per rare finding: ``positive`` training images, and ``masked`` ones whose label map shows the
     finding and is complete (only those may condition an image through its mask)."""
     found = {}
@@ -81,7 +83,7 @@ def templates(train: pd.DataFrame, label_maps: dict[str, np.ndarray], findings: 
         bit = 1 << finding_index(finding)
         masked = [row["image_id"] for _, row in positive.iterrows()
                   if row["image_id"] in label_maps and (label_maps[row["image_id"]] & bit).any()
-                  and complete(label_maps[row["image_id"]], row)]
+                  and complete(label_maps[row["image_id"]], row, maskable)]
         found[finding] = {"positive": positive["image_id"].tolist(), "masked": masked}
     return found
 
@@ -246,12 +248,13 @@ def synthetic_manifest(requests: pd.DataFrame, image_size: int, checkpoint_diges
 
 
 def plan_for(frame: pd.DataFrame, root: str | Path, generate: GenerateParams,
-             model_conditions: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
-    """Counts per finding, the requests and their label maps, from the prepare_masks manifest."""
-    check_condition_types(list(generate.condition_types), model_conditions)
+             config: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Counts per finding, the requests and their label maps, from the prepare_masks manifest and
+    the trained model's config."""
+    check_condition_types(list(generate.condition_types), config["conditions"])
     train = frame[(frame["split"] == "train") & (frame["source"] == "real")].reset_index(drop=True)
     label_maps = read_label_maps(train, root)
-    pools = templates(train, label_maps, generate.rare_findings)
+    pools = templates(train, label_maps, generate.rare_findings, config["maskable"])
     counts = finding_counts(train, generate)
     types = usable_condition_types(generate, pools)
     counts["condition_types"] = [", ".join(types[f]) for f in counts["finding"]]

@@ -28,12 +28,14 @@ WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 
 
-def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokenizer) -> dict:
-    """The params that shape the model, plus what the data and tokenizer fixed (image size, vocabulary)."""
+def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokenizer, maskable: list[str]) -> dict:
+    """The params that shape the model, plus what the data fixed: image size, vocabulary size, and the
+    findings that have masks (the meaning of a "complete" conditioning mask)."""
     text = diffusion.text_encoder
     return {
         "image_size": image_size,
         "findings": list(FINDINGS),
+        "maskable": list(maskable),
         "conditions": list(diffusion.conditions),
         "label_dim": diffusion.label_dim,
         "unet": diffusion.unet.model_dump(mode="json"),

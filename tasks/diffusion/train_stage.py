@@ -46,7 +46,7 @@ def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") 
     tokenizer = build_tokenizer(texts_of(rows, text.source), text.kind, text.max_tokens, text.min_word_count, text.path)
     dataset = DiffusionDataset(rows, root, tokenizer, text.source, cache=diffusion.train.cache_images)
     image_size = int(dataset[0]["image"].shape[-1])
-    config = model_config(diffusion, image_size, tokenizer)
+    config = model_config(diffusion, image_size, tokenizer, dataset.maskable)
     backbone = load_text_backbone(text.path) if text.kind == "pretrained" and "text" in diffusion.conditions else None
     torch.manual_seed(params.seed)  # the initial weights
     return TrainingSetup(dataset, tokenizer, config, build_model(config, backbone))

@@ -1,0 +1,61 @@
+"""The train_diffusion and generate flows end to end on the tiny profile (toy prepare_masks data)."""
+
+import json
+import shutil
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tasks import manifest
+from tests.conftest import TINY_PARAMS
+from tests.diffusion_data import make_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from flows.train_diffusion import train_diffusion_flow
+
+    root = tmp_path_factory.mktemp("flows")
+    shutil.copy(TINY_PARAMS, root / "params.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        make_project(root, n_images=40, size=32, lesion_rate=0.15)
+        metrics = train_diffusion_flow("params.yaml")
+    return root, metrics
+
+
+def test_train_diffusion_flow_writes_model_curve_metrics_and_mlflow_run(trained, monkeypatch):
+    root, metrics = trained
+    monkeypatch.chdir(root)
+    assert metrics["steps"] == 6 and metrics["n_train_images"] == 28
+    assert {"config.json", "model.pt", "vocab.json"} <= {p.name for p in (root / "data/train_diffusion/model").iterdir()}
+    assert [p.name for p in (root / "data/train_diffusion/checkpoints").iterdir()] == ["step_00000006.pt"]
+    curve = pd.read_csv(root / "plots/train_diffusion/loss.csv")
+    assert curve["step"].tolist() == list(range(1, 7))
+    assert json.loads((root / "metrics/train_diffusion.json").read_text())["steps"] == 6
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    run = mlflow.search_runs(experiment_names=["cxrsynth"], filter_string="tags.`cxrsynth.stage` = 'train_diffusion'",
+                             output_format="list")[0]
+    assert len(mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 6
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"model", "samples", "loss.csv"} <= artifacts
+    assert run.data.params["diffusion.loss.lesion_weight"] == "2.0"
+
+
+def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeypatch):
+    from flows.generate import generate_flow
+
+    root, _ = trained
+    monkeypatch.chdir(root)
+    metrics = generate_flow("params.yaml")
+    synthetic = manifest.read(root / "data/generate/manifest.parquet")
+    assert len(synthetic) == metrics["planned"] > 0 and (synthetic["source"] == "synthetic").all()
+    assert all((root / p).exists() for p in synthetic["path"])
+    assert any((root / "data/generate/grids").glob("finding_*.png"))
+    assert any((root / "data/generate/grids").glob("condition_*.png"))
+    assert json.loads((root / "metrics/generate.json").read_text())["planned"] == len(synthetic)
+    again = generate_flow("params.yaml")
+    assert again["generated"] == 0 and again["kept_from_earlier_run"] == len(synthetic)
