@@ -162,7 +162,6 @@ class DiffusionParams(Section):
     dropout: ConditionDropout = ConditionDropout()
     loss: LossParams = LossParams()
     train: DiffusionTrainParams = DiffusionTrainParams()
-    latent: bool = Field(False, description="train in a library autoencoder's latent space (256 px and above)")
 
 
 class GenerateParams(Section):

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from tasks.diffusion.grids import MIN_TILE, RED, outlined, pairs, tile, write_rgb
+from tasks.diffusion.grids import LABEL_WIDTH, MIN_TILE, RED, outlined, pairs, tile, write_rgb
 from tasks.diffusion.previews import UNCONDITIONAL, condition_types, preview_grid, preview_indices
 from tests.diffusion_data import tiny_diffusion, tiny_setup
 
@@ -37,4 +37,4 @@ def test_preview_grid_has_a_row_per_condition_type(tmp_path):
     assert first["mask_known"] and first["masks"].any()
     grid = preview_grid(prepared.model, prepared.config, prepared.dataset, indices, steps=2, guidance_scale=2.0)
     rows = 1 + len(condition_types(["label", "mask"])) + len([UNCONDITIONAL])
-    assert grid.shape[0] == rows * (MIN_TILE + 2) + 2 and grid.shape[1] == 3 * (MIN_TILE + 2) + 2
+    assert grid.shape[0] == rows * (MIN_TILE + 2) + 2 and grid.shape[1] == LABEL_WIDTH + 3 * (MIN_TILE + 2) + 2

@@ -134,7 +134,7 @@ def make_request(plan_row: pd.Series, train: pd.DataFrame, attributes: pd.DataFr
     request = {
         "image_id": plan_row["image_id"], "finding": finding, "condition_type": plan_row["condition_type"],
         "seed": int(plan_row["seed"]), "template_image_id": template_id, "flipped": flipped, "moved": moved,
-        "prompt": prompt_for(labels["state"], labels["laterality"], labels["severity"]),
+        "prompt": prompt_for(labels["state"], labels["laterality"], labels["severity"], labels["location"]),
         "view": train.at[position, "view"], "pixel_spacing_mm": train.at[position, "pixel_spacing_mm"],
         "mask_path": str(OUT / "masks" / f"{plan_row['image_id']}.png") if with_mask else None,
         "n_lesions": int(sum(bool((label_map >> i & 1).any()) for i in range(len(FINDINGS)))) if with_mask else 0,

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from tasks.io import atomic_path
 
 RED = np.array([255, 40, 40], dtype=np.uint8)
 MIN_TILE = 128  # small images are enlarged (nearest neighbour) so a grid is readable
+LABEL_WIDTH = 64
 
 
 def outlined(image: np.ndarray, label_map: np.ndarray | None = None) -> np.ndarray:
@@ -29,17 +30,25 @@ def enlarge(rgb: np.ndarray) -> np.ndarray:
     return rgb.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def tile(tiles: Sequence[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
-    """Lay RGB tiles of one size out in rows of ``columns``, on a dark background."""
+def tile(tiles: Sequence[np.ndarray], columns: int, pad: int = 2, row_labels: Sequence[str] = ()) -> np.ndarray:
+    """Lay RGB tiles of one size out in rows of ``columns``, on a dark background, each row
+    optionally named in a margin on the left."""
     if not tiles:
         raise ValueError("no images to tile")
     tiles = [enlarge(t) for t in tiles]
     height, width = tiles[0].shape[:2]
     rows = -(-len(tiles) // columns)
-    canvas = np.full((rows * (height + pad) + pad, columns * (width + pad) + pad, 3), 30, np.uint8)
+    margin = LABEL_WIDTH if row_labels else 0
+    canvas = np.full((rows * (height + pad) + pad, margin + columns * (width + pad) + pad, 3), 30, np.uint8)
     for i, t in enumerate(tiles):
-        top, left = pad + (i // columns) * (height + pad), pad + (i % columns) * (width + pad)
+        top, left = pad + (i // columns) * (height + pad), margin + pad + (i % columns) * (width + pad)
         canvas[top:top + height, left:left + width] = t
+    if row_labels:
+        image = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(image)
+        for row, label in enumerate(row_labels):
+            draw.text((4, pad + row * (height + pad) + height // 2 - 6), label.replace("+", "+\n"), fill=(230, 230, 230))
+        canvas = np.asarray(image).copy()
     return canvas
 
 

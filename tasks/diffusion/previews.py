@@ -57,4 +57,4 @@ def preview_grid(model: nn.Module, config: dict, dataset: DiffusionDataset, indi
         for i in range(len(indices)):
             shown = lesions[i] if "mask" in row.split("+") and bool(full.keep_mask[i]) else None
             tiles.append(outlined(images[r * len(indices) + i], shown))
-    return tile(tiles, columns=len(indices))
+    return tile(tiles, columns=len(indices), row_labels=["real", *rows])

@@ -12,19 +12,20 @@ from collections.abc import Mapping
 from tasks.findings import FINDINGS, PRESENT, UNCERTAIN
 
 
-def _phrase(finding: str, laterality: str | None, severity: str | None) -> str:
-    words = [w for w in (severity, laterality, finding.replace("_", " ")) if w]
+def _phrase(finding: str, laterality: str | None, severity: str | None, location: str | None) -> str:
+    words = [w for w in (severity, laterality, location, finding.replace("_", " ")) if w]
     return " ".join(words)
 
 
 def prompt_for(states: Mapping[str, int | None], laterality: Mapping[str, str | None],
-               severity: Mapping[str, str | None]) -> str:
-    """E.g. ``"moderate left pneumothorax. possible nodule. no pleural effusion."``; findings not
-    mentioned are left out, and ``"no acute findings."`` when nothing is present or uncertain."""
+               severity: Mapping[str, str | None], location: Mapping[str, str | None] | None = None) -> str:
+    """E.g. ``"moderate left apical pneumothorax. possible nodule. no pleural effusion."``; findings
+    not mentioned are left out, and ``"no acute findings."`` when nothing is present or uncertain."""
+    location = location or {}
     present, uncertain, absent = [], [], []
     for finding in FINDINGS:
         state = states.get(finding)
-        phrase = _phrase(finding, laterality.get(finding), severity.get(finding))
+        phrase = _phrase(finding, laterality.get(finding), severity.get(finding), location.get(finding))
         if state == PRESENT:
             present.append(f"{phrase}.")
         elif state == UNCERTAIN:

@@ -1,0 +1,201 @@
+"""Diffusion benchmarks, each measured side by side in one run.
+
+1. train: images/s of the project's training loop (tasks.diffusion.training.train_diffusion: data,
+   condition encoders and dropout, lesion-preserving loss, EMA, clipping, progress bar) against a
+   bare loop of the same MONAI U-Net (same config, batch, input channels and context length; random
+   tensors in memory, MSE, AdamW). Rounds alternate so load from other processes hits both alike.
+2. sample: images/s of DDIM at 50 steps and DPM-Solver++ at 20 steps on the same model and
+   conditions (guidance batched as cond + uncond), alternating rounds.
+3. stages: wall time and peak memory (child ru_maxrss) of the train_diffusion and generate flows on
+   the default profile, in a scratch project of toy radiographs at the phantom's default size and
+   prevalence; ``--train-steps`` caps the training run and its time is extrapolated linearly to the
+   profile's step count (generate runs its full default plan).
+
+Run from the repository root:  python benchmarks/bench_diffusion.py [train] [sample] [stages]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monai.networks.nets import DiffusionModelUNet  # noqa: E402
+
+from tasks.diffusion.data import batch_conditions  # noqa: E402
+from tasks.diffusion.model_io import process_of  # noqa: E402
+from tasks.diffusion.sampling import sample  # noqa: E402
+from tasks.diffusion.train_stage import training_setup  # noqa: E402
+from tasks.diffusion.training import train_diffusion  # noqa: E402
+from tasks.findings import FINDINGS  # noqa: E402
+from tasks.params import load_params  # noqa: E402
+from tests.diffusion_data import make_project  # noqa: E402
+
+
+def default_params(**train):
+    params = load_params(ROOT / "params.yaml")
+    diffusion = params.diffusion.model_copy(update={"train": params.diffusion.train.model_copy(update=train)})
+    return params.model_copy(update={"diffusion": diffusion})
+
+
+def toy_project(root: Path, n_images: int, size: int, lesion_rate: float) -> None:
+    print(f"writing {n_images} toy radiographs ({size} px) to {root}", file=sys.stderr)
+    make_project(root, n_images=n_images, size=size, lesion_rate=lesion_rate)
+
+
+def bare_loop(config: dict, batch_size: int, steps: int, context_tokens: int) -> float:
+    """Images/s of the plain MONAI U-Net training loop the project's loop is measured against."""
+    unet = config["unet"]
+    model = DiffusionModelUNet(
+        spatial_dims=2, in_channels=1 + len(FINDINGS) + 1, out_channels=1, channels=unet["channels"],
+        attention_levels=unet["attention_levels"], num_res_blocks=unet["num_res_blocks"],
+        num_head_channels=unet["num_head_channels"], norm_num_groups=unet["norm_num_groups"],
+        with_conditioning=True, cross_attention_dim=config["label_dim"], use_flash_attention=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    size = config["image_size"]
+    inputs = torch.randn(batch_size, 1 + len(FINDINGS) + 1, size, size)
+    target = torch.randn(batch_size, 1, size, size)
+    context = torch.randn(batch_size, context_tokens, config["label_dim"])
+    started = time.perf_counter()
+    for _ in range(steps):
+        timesteps = torch.randint(0, 1000, (batch_size,))
+        loss = (model(inputs, timesteps, context) - target).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return batch_size * steps / (time.perf_counter() - started)
+
+
+def project_loop(params, root: Path, steps: int, round_index: int) -> float:
+    diffusion = params.diffusion.model_copy(update={"train": params.diffusion.train.model_copy(
+        update={"steps": steps, "checkpoint_every": 10**6})})
+    prepared = training_setup(params, _manifest(root), root)
+    outcome = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config,
+                              root / f"bench_checkpoints_{round_index}", seed=round_index)
+    return outcome.images_per_s
+
+
+def _manifest(root: Path):
+    from tasks import manifest
+
+    return manifest.read(root / "data/prepare_masks/manifest.parquet")
+
+
+def bench_train(args) -> dict:
+    params = default_params()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        toy_project(root, n_images=args.images, size=params.ingest.image_size, lesion_rate=0.08)
+        prepared = training_setup(params, _manifest(root), root)
+        tokens = 1 + len(FINDINGS) + params.diffusion.text_encoder.max_tokens
+        bare_loop(prepared.config, params.diffusion.train.batch_size, 2, tokens)  # warm-up
+        project_loop(params, root, 2, -1)
+        bare, ours = [], []
+        for round_index in range(args.rounds):
+            bare.append(bare_loop(prepared.config, params.diffusion.train.batch_size, args.steps, tokens))
+            ours.append(project_loop(params, root, args.steps, round_index))
+            print(f"  round {round_index}: bare {bare[-1]:.2f} img/s, project {ours[-1]:.2f} img/s", file=sys.stderr)
+    result = {"bare_images_per_s": statistics.median(bare), "project_images_per_s": statistics.median(ours)}
+    result["ratio"] = result["project_images_per_s"] / result["bare_images_per_s"]
+    print(f"train throughput (batch {params.diffusion.train.batch_size}, {params.ingest.image_size} px, "
+          f"{args.steps} steps x {args.rounds} rounds, median): bare MONAI loop {result['bare_images_per_s']:.2f} img/s, "
+          f"project loop {result['project_images_per_s']:.2f} img/s, ratio {result['ratio']:.3f}")
+    return result
+
+
+def bench_sample(args) -> dict:
+    from torch.utils.data import default_collate
+
+    params = default_params()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        toy_project(root, n_images=max(args.batch, 24), size=params.ingest.image_size, lesion_rate=0.2)
+        prepared = training_setup(params, _manifest(root), root)
+        batch = default_collate([prepared.dataset[i] for i in range(args.batch)])
+        cond, process = batch_conditions(batch), process_of(prepared.config)
+        model, seeds = prepared.model.eval(), list(range(args.batch))
+        runs = {"ddim_50": ("ddim", 50), "dpm_solver_20": ("dpm_solver", 20)}
+        timings: dict[str, list[float]] = {name: [] for name in runs}
+        for round_index in range(args.rounds):
+            for name, (sampler, steps) in runs.items():
+                started = time.perf_counter()
+                sample(model, process, cond, seeds, sampler, steps, 2.0, prepared.config["image_size"])
+                timings[name].append(args.batch / (time.perf_counter() - started))
+                print(f"  round {round_index}: {name} {timings[name][-1]:.3f} img/s", file=sys.stderr)
+    result = {f"{name}_images_per_s": statistics.median(values) for name, values in timings.items()}
+    result["ratio"] = result["dpm_solver_20_images_per_s"] / result["ddim_50_images_per_s"]
+    print(f"sampling throughput (batch {args.batch}, guidance 2.0, median of {args.rounds}): DDIM 50 steps "
+          f"{result['ddim_50_images_per_s']:.3f} img/s, DPM-Solver++ 20 steps {result['dpm_solver_20_images_per_s']:.3f} "
+          f"img/s, ratio {result['ratio']:.2f}")
+    return result
+
+
+def run_stage(root: Path, stage: str) -> dict:
+    """Run one stage as its own process; wall time and that process's peak resident memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flows.cli", "stage", stage], cwd=root, check=True,
+                   env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"wall_s": wall, "peak_rss_mb": max(peak, before) / 1024}
+
+
+def bench_stages(args) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    full_steps = params["diffusion"]["train"]["steps"]
+    train = params["diffusion"]["train"]
+    train.update({"steps": args.train_steps, "checkpoint_every": args.train_steps, "sample_every": args.train_steps})
+    params["runtime"]["torch_threads"] = args.threads
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        # The phantom's default size: 1500 patients, 20 % with a second study, 70 % train; 3 % rare findings.
+        toy_project(root, n_images=1800, size=params["ingest"]["image_size"], lesion_rate=0.03)
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        training = run_stage(root, "train_diffusion")
+        trained = json.loads((root / "metrics/train_diffusion.json").read_text())
+        per_step = trained["wall_s"] / trained["steps"]
+        training["extrapolated_wall_s"] = training["wall_s"] + per_step * (full_steps - args.train_steps)
+        generating = run_stage(root, "generate")
+        generated = json.loads((root / "metrics/generate.json").read_text())
+        planned = generated["planned"]
+        generating["images"] = planned
+    print(f"train_diffusion ({args.train_steps} of {full_steps} steps, {args.threads} torch thread(s)): "
+          f"{training['wall_s']:.0f} s wall, {per_step:.2f} s/step -> about {training['extrapolated_wall_s'] / 60:.0f} min "
+          f"for {full_steps} steps; peak RSS {training['peak_rss_mb']:.0f} MB")
+    print(f"generate ({planned} images, default sampler): {generating['wall_s']:.0f} s wall "
+          f"({generated['images_per_s']:.2f} img/s while sampling); peak RSS {generating['peak_rss_mb']:.0f} MB")
+    return {"train_diffusion": training, "generate": generating}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["train", "sample", "stages"], choices=["train", "sample", "stages"])
+    parser.add_argument("--steps", type=int, default=10, help="training steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=200, help="toy training images for the throughput runs")
+    parser.add_argument("--batch", type=int, default=16, help="images per sampling call")
+    parser.add_argument("--train-steps", type=int, default=30, help="steps of the measured train_diffusion run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    for which in args.which:
+        results[which] = {"train": bench_train, "sample": bench_sample, "stages": bench_stages}[which](args)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
