@@ -101,7 +101,7 @@ def bench_train(args) -> dict:
         prepared = training_setup(params, _manifest(root), root)
         tokens = 1 + len(FINDINGS) + params.diffusion.text_encoder.max_tokens
         bare_loop(prepared.config, params.diffusion.train.batch_size, 2, tokens)  # warm-up
-        project_loop(params, root, 2, -1)
+        project_loop(params, root, 2, args.rounds)  # warm-up
         bare, ours = [], []
         for round_index in range(args.rounds):
             bare.append(bare_loop(prepared.config, params.diffusion.train.batch_size, args.steps, tokens))

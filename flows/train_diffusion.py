@@ -64,6 +64,8 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
         metrics = train_stage.training_metrics(outcome, prepared)
         write_json(METRICS, metrics)
         tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        for bad in prepared.quarantined:
+            print(f"quarantined {bad['image_id']}: {bad['reason']}")
         mlflow.log_artifacts(str(train_stage.MODEL_DIR), "model")
         mlflow.log_artifact(str(train_stage.LOSS_CSV))
         print(f"trained {metrics['steps']} steps on {metrics['n_train_images']} images: "

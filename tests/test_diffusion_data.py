@@ -10,6 +10,7 @@ from tasks.diffusion.data import (
     batch_conditions,
     condition_keep,
     masks_complete,
+    readable_rows,
     texts_of,
     training_rows,
 )
@@ -107,3 +108,13 @@ def test_step_batches_depend_only_on_seed_and_step():
     assert len(set(first_epoch.tolist())) == 8  # no repeats within an epoch
     assert list(StepBatches(10, 4, seed=4, start=0, stop=1))[0] != full[0]
     assert len(list(StepBatches(3, 5, seed=0, start=0, stop=2))[0]) == 5  # a set smaller than a batch is tiled
+
+
+def test_unreadable_images_are_quarantined_without_file_names(tmp_path):
+    frame = make_project(tmp_path, n_images=6, size=16)
+    (tmp_path / frame.at[1, "path"]).write_bytes(b"not a png")
+    (tmp_path / frame.at[2, "path"]).unlink()
+    good, quarantined = readable_rows(frame, tmp_path)
+    assert good["image_id"].tolist() == [frame.at[i, "image_id"] for i in (0, 3, 4, 5)]
+    assert [q["image_id"] for q in quarantined] == [frame.at[1, "image_id"], frame.at[2, "image_id"]]
+    assert all(".png" not in q["reason"] for q in quarantined)

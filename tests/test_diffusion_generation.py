@@ -138,3 +138,14 @@ def test_condition_types_the_model_lacks_are_refused():
     with pytest.raises(ValueError, match="generate.condition_types: 'label\\+mask' needs the mask condition"):
         generation.check_condition_types(["label+mask"], ["label", "text"])
     generation.check_condition_types(["label+text"], ["label", "text"])
+
+
+def test_an_empty_plan_writes_an_empty_manifest(project):
+    root, frame, prepared = project
+    settings = SETTINGS.model_copy(update={"target_share": 0.01})
+    counts, requests, maps, stats = _run(root, frame, prepared, settings)
+    assert len(requests) == 0 and stats["generated"] == 0 and (counts["generated"] == 0).all()
+    written = manifest.write(generation.synthetic_manifest(requests, 24, "d", settings),
+                             root / "data/generate/manifest.parquet", "generate")
+    assert len(written) == 0
+    assert generation.generation_metrics(counts, requests, stats)["planned"] == 0

@@ -137,3 +137,15 @@ def test_pretrained_text_encoder_trains_and_reloads_from_the_model_folder(tmp_pa
         assert torch.allclose(model(noisy, timesteps, batch_conditions(batch)),
                               outcome.ema_model(noisy, timesteps, batch_conditions(batch)), atol=1e-5)
     assert tokenizer.encode(["mild left nodule."])["text_attention"].sum() == 6
+
+
+def test_setup_quarantines_unreadable_training_images(tmp_path):
+    from tasks.diffusion.train_stage import training_setup
+    from tasks.params import Params
+    from tests.diffusion_data import make_project
+
+    frame = make_project(tmp_path, n_images=16, size=16)
+    (tmp_path / frame.at[0, "path"]).write_bytes(b"broken")
+    prepared = training_setup(Params(diffusion=tiny_diffusion()), frame, tmp_path)
+    assert [q["image_id"] for q in prepared.quarantined] == [frame.at[0, "image_id"]]
+    assert frame.at[0, "image_id"] not in set(prepared.dataset.frame["image_id"])

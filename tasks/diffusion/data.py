@@ -36,6 +36,22 @@ def training_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def readable_rows(frame: pd.DataFrame, root: str | Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """The rows whose image (and mask, if any) can be read, and the quarantined rest as
+    ``{"image_id", "reason"}`` (no file names: they can embed patient identifiers)."""
+    images = ManifestImages(frame.reset_index(drop=True), root)
+    good, quarantined = [], []
+    for index in range(len(images)):
+        try:
+            images[index]
+        except (OSError, ValueError) as error:
+            quarantined.append({"image_id": str(images.frame.at[index, "image_id"]),
+                                "reason": f"unreadable image or mask ({type(error).__name__})"})
+        else:
+            good.append(index)
+    return images.frame.iloc[good].reset_index(drop=True), quarantined
+
+
 def texts_of(frame: pd.DataFrame, source: str) -> list[str | None]:
     """The conditioning text of each row (``prompt`` or ``report`` column), None where missing."""
     if source not in frame.columns:

@@ -29,6 +29,7 @@ from tasks.diffusion.lesion_masks import (
     replace_channel,
     swap_laterality,
 )
+from tasks.diffusion.data import readable_rows, training_rows
 from tasks.diffusion.grids import pairs, tile, write_rgb
 from tasks.diffusion.model_io import process_of
 from tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
@@ -211,7 +212,8 @@ def generate_images(model: nn.Module, config: dict, tokenizer: Tokenizer, reques
     root = Path(root)
     for image_id, label_map in maps.items():
         write_mask(root / OUT / "masks" / f"{image_id}.png", label_map)
-    todo = requests[[not (root / image_path(i)).exists() for i in requests["image_id"]]]
+    on_disk = requests["image_id"].map(lambda image_id: (root / image_path(image_id)).exists()).astype(bool)
+    todo = requests[~on_disk]
     started = time.perf_counter()
     with tqdm(total=len(todo), desc=f"generate ({generate.sampler}, {generate.steps} steps)", unit="img") as bar:
         for start in range(0, len(todo), generate.batch_size):
@@ -252,7 +254,7 @@ def plan_for(frame: pd.DataFrame, root: str | Path, generate: GenerateParams,
     """Counts per finding, the requests and their label maps, from the prepare_masks manifest and
     the trained model's config."""
     check_condition_types(list(generate.condition_types), config["conditions"])
-    train = frame[(frame["split"] == "train") & (frame["source"] == "real")].reset_index(drop=True)
+    train, _ = readable_rows(training_rows(frame), root)  # train_diffusion reports the unreadable ones
     label_maps = read_label_maps(train, root)
     pools = templates(train, label_maps, generate.rare_findings, config["maskable"])
     counts = finding_counts(train, generate)

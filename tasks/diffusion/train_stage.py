@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from models.denoiser import ConditionalDenoiser
-from tasks.diffusion.data import DiffusionDataset, texts_of, training_rows
+from tasks.diffusion.data import DiffusionDataset, readable_rows, texts_of, training_rows
 from tasks.diffusion.model_io import build_model, load_text_backbone, model_config, save_model
 from tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
 from tasks.diffusion.training import TrainOutcome
@@ -29,6 +29,7 @@ class TrainingSetup:
     tokenizer: Tokenizer
     config: dict
     model: ConditionalDenoiser
+    quarantined: list[dict[str, str]] = field(default_factory=list)
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -42,14 +43,16 @@ def resolve_device(setting: str) -> torch.device:
 def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
     """The training split as a dataset, the tokenizer built from its texts, and a fresh model."""
     diffusion, text = params.diffusion, params.diffusion.text_encoder
-    rows = training_rows(frame)
+    rows, quarantined = readable_rows(training_rows(frame), root)
+    if rows.empty:
+        raise ValueError(f"none of the training images could be read ({len(quarantined)} quarantined)")
     tokenizer = build_tokenizer(texts_of(rows, text.source), text.kind, text.max_tokens, text.min_word_count, text.path)
     dataset = DiffusionDataset(rows, root, tokenizer, text.source, cache=diffusion.train.cache_images)
     image_size = int(dataset[0]["image"].shape[-1])
     config = model_config(diffusion, image_size, tokenizer, dataset.maskable)
     backbone = load_text_backbone(text.path) if text.kind == "pretrained" and "text" in diffusion.conditions else None
     torch.manual_seed(params.seed)  # the initial weights
-    return TrainingSetup(dataset, tokenizer, config, build_model(config, backbone))
+    return TrainingSetup(dataset, tokenizer, config, build_model(config, backbone), quarantined)
 
 
 def loss_table(history: list[tuple[int, float]]) -> str:
@@ -62,6 +65,8 @@ def training_metrics(outcome: TrainOutcome, setup: TrainingSetup) -> dict:
         "steps": outcome.steps,
         "resumed_from_step": outcome.resumed_from,
         "n_train_images": len(setup.dataset),
+        "quarantined": len(setup.quarantined),
+        "quarantined_images": setup.quarantined,
         "parameters": sum(p.numel() for p in setup.model.parameters() if p.requires_grad),
         "loss_first": float(losses[:LOSS_WINDOW].mean()) if len(losses) else None,
         "loss_final": float(losses[-LOSS_WINDOW:].mean()) if len(losses) else None,
