@@ -61,7 +61,13 @@ def sampling_scheduler(process: Process, sampler: str):
     if sampler == "ddim":
         return DDIMScheduler(**config, clip_sample=True)
     if sampler == "dpm_solver":
-        return DPMSolverMultistepScheduler(**config, algorithm_type="dpmsolver++", solver_order=2)
+        # x0 is clipped to the data range each step (what clip_sample does for DDPM / DDIM), and under
+        # the cosine schedule the first, near-infinite-noise steps are skipped (lambda >= -5.1, as
+        # diffusers advises): there x0 = (x - sigma * eps) / alpha magnifies the noise estimate's
+        # error by 1 / alpha ~ 20000 and the solver saturates.
+        return DPMSolverMultistepScheduler(
+            **config, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
+            lambda_min_clipped=-5.1 if process.schedule == "cosine" else -float("inf"))
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from tasks.params import DiffusionParams
 # EMA warm-up: the decay grows as (1 + n) / (10 + n) towards ema_decay, so early random weights
 # leave the average quickly (a fixed 0.999 would still hold 22 % of the initial weights after 1500 steps).
 EMA_WARMUP = 10
+PARTS_WINDOW = 50  # steps over which the final loss parts are averaged
 
 
 @dataclass
@@ -50,7 +52,7 @@ class TrainOutcome:
     steps_this_run: int
     images_per_s: float
     wall_s: float
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, float] = field(default_factory=dict)  # loss parts, mean of this run's last PARTS_WINDOW steps
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -155,7 +157,8 @@ def train_diffusion(
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=settings.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     bar = tqdm(total=settings.steps, initial=step, desc="train_diffusion", unit="step", dynamic_ncols=True)
-    started, images, parts = time.perf_counter(), 0, {}
+    started, images = time.perf_counter(), 0
+    recent_parts: deque[dict[str, float]] = deque(maxlen=PARTS_WINDOW)
     for batch in loader:
         model.train()
         with autocast(device, precision):
@@ -173,11 +176,11 @@ def train_diffusion(
         images += batch["image"].shape[0]
         loss = float(losses["loss"].detach())
         history.append((step, loss))
-        parts = {name: float(value.detach()) for name, value in losses.items()}
+        recent_parts.append({name: float(value.detach()) for name, value in losses.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / (time.perf_counter() - started):.1f}")
         if hooks.on_step:
-            hooks.on_step(step, parts)
+            hooks.on_step(step, recent_parts[-1])
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             path = save_checkpoint(checkpoint_dir, step, {
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
@@ -192,5 +195,7 @@ def train_diffusion(
     wall = time.perf_counter() - started
     return TrainOutcome(
         ema_model=ema.module.eval(), history=history, steps=step, resumed_from=resumed_from,
-        steps_this_run=step - resumed_from, images_per_s=images / wall if images else 0.0, wall_s=wall, parts=parts,
+        steps_this_run=step - resumed_from, images_per_s=images / wall if images else 0.0, wall_s=wall,
+        parts={name: sum(p[name] for p in recent_parts) / len(recent_parts) for name in recent_parts[0]}
+        if recent_parts else {},
     )
