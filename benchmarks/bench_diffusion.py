@@ -1,6 +1,6 @@
 """Diffusion benchmarks, each measured side by side in one run.
 
-1. train: images/s of the project's training loop (tasks.diffusion.training.train_diffusion: data,
+1. train: steady-state images/s of the project's training loop (tasks.diffusion.training.train_diffusion: data,
    condition encoders and dropout, lesion-preserving loss, EMA, clipping, progress bar) against a
    bare loop of the same MONAI U-Net (same config, batch, input channels and context length; random
    tensors in memory, MSE, AdamW). Rounds alternate so load from other processes hits both alike.
@@ -38,7 +38,7 @@ from tasks.diffusion.data import batch_conditions  # noqa: E402
 from tasks.diffusion.model_io import process_of  # noqa: E402
 from tasks.diffusion.sampling import sample  # noqa: E402
 from tasks.diffusion.train_stage import training_setup  # noqa: E402
-from tasks.diffusion.training import train_diffusion  # noqa: E402
+from tasks.diffusion.training import TrainHooks, train_diffusion  # noqa: E402
 from tasks.findings import FINDINGS  # noqa: E402
 from tasks.params import load_params  # noqa: E402
 from tests.diffusion_data import make_project  # noqa: E402
@@ -56,7 +56,8 @@ def toy_project(root: Path, n_images: int, size: int, lesion_rate: float) -> Non
 
 
 def bare_loop(config: dict, batch_size: int, steps: int, context_tokens: int) -> float:
-    """Images/s of the plain MONAI U-Net training loop the project's loop is measured against."""
+    """Images/s of the plain MONAI U-Net training loop the project's loop is measured against
+    (steady state: the first step is not timed)."""
     unet = config["unet"]
     model = DiffusionModelUNet(
         spatial_dims=2, in_channels=1 + len(FINDINGS) + 1, out_channels=1, channels=unet["channels"],
@@ -68,23 +69,28 @@ def bare_loop(config: dict, batch_size: int, steps: int, context_tokens: int) ->
     inputs = torch.randn(batch_size, 1 + len(FINDINGS) + 1, size, size)
     target = torch.randn(batch_size, 1, size, size)
     context = torch.randn(batch_size, context_tokens, config["label_dim"])
-    started = time.perf_counter()
+    ends = []
     for _ in range(steps):
         timesteps = torch.randint(0, 1000, (batch_size,))
         loss = (model(inputs, timesteps, context) - target).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return batch_size * steps / (time.perf_counter() - started)
+        ends.append(time.perf_counter())
+    return batch_size * (steps - 1) / (ends[-1] - ends[0])
 
 
 def project_loop(params, root: Path, steps: int, round_index: int) -> float:
+    """Images/s of the project's loop, timed like the bare one: from the end of step 1 to the end of
+    the last step (so neither the first batch's file reads nor the final checkpoint write count;
+    the loop writes a checkpoint every ``checkpoint_every`` = 250 steps in the default profile)."""
     diffusion = params.diffusion.model_copy(update={"train": params.diffusion.train.model_copy(
         update={"steps": steps, "checkpoint_every": 10**6})})
     prepared = training_setup(params, _manifest(root), root)
-    outcome = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config,
-                              root / f"bench_checkpoints_{round_index}", seed=round_index)
-    return outcome.images_per_s
+    ends: list[float] = []
+    train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, root / f"bench_checkpoints_{round_index}",
+                    seed=round_index, hooks=TrainHooks(on_step=lambda step, parts: ends.append(time.perf_counter())))
+    return diffusion.train.batch_size * (steps - 1) / (ends[-1] - ends[0])
 
 
 def _manifest(root: Path):
@@ -104,14 +110,19 @@ def bench_train(args) -> dict:
         project_loop(params, root, 2, args.rounds)  # warm-up
         bare, ours = [], []
         for round_index in range(args.rounds):
-            bare.append(bare_loop(prepared.config, params.diffusion.train.batch_size, args.steps, tokens))
-            ours.append(project_loop(params, root, args.steps, round_index))
-            print(f"  round {round_index}: bare {bare[-1]:.2f} img/s, project {ours[-1]:.2f} img/s", file=sys.stderr)
-    result = {"bare_images_per_s": statistics.median(bare), "project_images_per_s": statistics.median(ours)}
-    result["ratio"] = result["project_images_per_s"] / result["bare_images_per_s"]
+            # Alternate which loop goes first, so a change in the machine's load hits both alike.
+            runs = [lambda: bare.append(bare_loop(prepared.config, params.diffusion.train.batch_size, args.steps, tokens)),
+                    lambda: ours.append(project_loop(params, root, args.steps, round_index))]
+            for run in runs if round_index % 2 == 0 else runs[::-1]:
+                run()
+            print(f"  round {round_index}: bare {bare[-1]:.2f} img/s, project {ours[-1]:.2f} img/s "
+                  f"(ratio {ours[-1] / bare[-1]:.3f})", file=sys.stderr)
+    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+    result = {"bare_images_per_s": statistics.median(bare), "project_images_per_s": statistics.median(ours),
+              "ratio": statistics.median(ratios), "ratios": ratios}
     print(f"train throughput (batch {params.diffusion.train.batch_size}, {params.ingest.image_size} px, "
-          f"{args.steps} steps x {args.rounds} rounds, median): bare MONAI loop {result['bare_images_per_s']:.2f} img/s, "
-          f"project loop {result['project_images_per_s']:.2f} img/s, ratio {result['ratio']:.3f}")
+          f"{args.steps} steps x {args.rounds} rounds): bare MONAI loop {result['bare_images_per_s']:.2f} img/s, "
+          f"project loop {result['project_images_per_s']:.2f} img/s (medians); median per-round ratio {result['ratio']:.3f}")
     return result
 
 

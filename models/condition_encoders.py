@@ -51,7 +51,8 @@ class LabelEncoder(nn.Module):
 class LearnedTextEncoder(nn.Module):
     """A small transformer over word-token ids, trained with the denoiser from the training reports."""
 
-    def __init__(self, vocab_size: int, max_tokens: int, width: int, layers: int, out_dim: int, pad_id: int = 0) -> None:
+    def __init__(self, vocab_size: int, max_tokens: int, width: int, layers: int, out_dim: int,
+                 pad_id: int = 0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, width, padding_idx=pad_id)
         self.position = nn.Parameter(torch.randn(max_tokens, width) * 0.02)

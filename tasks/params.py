@@ -154,7 +154,7 @@ class DiffusionTrainParams(Section):
 class DiffusionParams(Section):
     timesteps: int = Field(1000, ge=10)
     schedule: Literal["linear", "cosine"] = "cosine"
-    prediction: Literal["epsilon", "v_prediction"] = "epsilon"
+    prediction: Literal["epsilon", "v_prediction"] = "v_prediction"
     unet: UNetParams = UNetParams()
     conditions: list[Literal["label", "mask", "text"]] = Field(default_factory=lambda: ["label", "mask", "text"])
     label_dim: int = Field(128, ge=8, description="width of label and text context tokens")

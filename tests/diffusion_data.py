@@ -20,6 +20,7 @@ from tasks.diffusion.prompts import prompt_for
 from tasks.findings import FINDINGS
 from tasks.io import write_mask, write_png16
 from tasks.masks import labelmap
+from tasks.params import DiffusionParams
 
 LESION_FINDINGS = ("nodule", "pneumothorax", "pleural_effusion")
 
@@ -114,10 +115,8 @@ def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int
     return manifest.write(frame, root / "data/prepare_masks/manifest.parquet", "prepare_masks")
 
 
-def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> "DiffusionParams":
+def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> DiffusionParams:
     """Diffusion params small enough for a unit test step in well under a second."""
-    from tasks.params import DiffusionParams
-
     return DiffusionParams.model_validate({
         "timesteps": 50,
         "unet": {"channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,

@@ -55,3 +55,13 @@ def test_samplers_are_the_diffusers_schedulers_of_the_same_process():
         assert len(scheduler.timesteps) == 10 and scheduler.timesteps[0] == 99
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         sampling_scheduler(process, "euler")
+
+
+def test_dpm_solver_clips_x0_and_skips_the_cosine_schedules_infinite_noise_end():
+    cosine = sampling_scheduler(Process(1000, "cosine", "epsilon"), "dpm_solver")
+    assert cosine.config.thresholding and cosine.config.sample_max_value == 1.0
+    cosine.set_timesteps(20)
+    assert cosine.timesteps[0] < 999  # lambda >= -5.1 starts a little below the last timestep
+    linear = sampling_scheduler(Process(1000, "linear", "epsilon"), "dpm_solver")
+    linear.set_timesteps(20)
+    assert linear.timesteps[0] == 999

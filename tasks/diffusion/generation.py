@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.conditioning import CONDITION_NAMES, Conditions
-from tasks import manifest
+from tasks.diffusion.data import readable_rows, training_rows
+from tasks.diffusion.grids import pairs, tile, write_rgb
 from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
 from tasks.diffusion.lesion_masks import (
     jitter_mask,
@@ -29,8 +30,6 @@ from tasks.diffusion.lesion_masks import (
     replace_channel,
     swap_laterality,
 )
-from tasks.diffusion.data import readable_rows, training_rows
-from tasks.diffusion.grids import pairs, tile, write_rgb
 from tasks.diffusion.model_io import process_of
 from tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
 from tasks.diffusion.prompts import prompt_for
@@ -147,8 +146,10 @@ def make_request(plan_row: pd.Series, train: pd.DataFrame, attributes: pd.DataFr
     return request, label_map
 
 
-def build_requests(plan: pd.DataFrame, train: pd.DataFrame, label_maps: dict[str, np.ndarray],
-                   pools: dict[str, dict[str, list[str]]], generate: GenerateParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def build_requests(
+    plan: pd.DataFrame, train: pd.DataFrame, label_maps: dict[str, np.ndarray],
+    pools: dict[str, dict[str, list[str]]], generate: GenerateParams,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Every planned image's request, and the label maps of those conditioned on a mask."""
     train = train.reset_index(drop=True)
     attributes = label_attributes(train)

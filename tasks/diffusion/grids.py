@@ -47,7 +47,8 @@ def tile(tiles: Sequence[np.ndarray], columns: int, pad: int = 2, row_labels: Se
         image = Image.fromarray(canvas)
         draw = ImageDraw.Draw(image)
         for row, label in enumerate(row_labels):
-            draw.text((4, pad + row * (height + pad) + height // 2 - 6), label.replace("+", "+\n"), fill=(230, 230, 230))
+            top = pad + row * (height + pad) + height // 2 - 6
+            draw.text((4, top), label.replace("+", "+\n"), fill=(230, 230, 230))
         canvas = np.asarray(image).copy()
     return canvas
 

@@ -30,7 +30,8 @@ def lung_field_prior(label_maps: Iterable[np.ndarray], findings: tuple[str, ...]
         lesion = (label_map & bits) > 0
         union = lesion if union is None else union | lesion
     if union is None or not union.any():
-        raise ValueError("no lung lesion masks in the training split: cannot build the lung-field prior for mask jitter")
+        raise ValueError("no lung lesion masks in the training split: "
+                         "cannot build the lung-field prior for mask jitter")
     union |= union[:, ::-1]
     radius = max(1, round(union.shape[0] / 32))
     structure = ndimage.iterate_structure(ndimage.generate_binary_structure(2, 1), radius)

@@ -33,7 +33,8 @@ class Process:
 def scheduler_config(process: Process) -> dict:
     """Keyword arguments shared by every scheduler of this process."""
     if process.schedule not in BETA_SCHEDULES:
-        raise ValueError(f"diffusion.schedule: unknown schedule {process.schedule!r}; expected one of {sorted(BETA_SCHEDULES)}")
+        raise ValueError(f"diffusion.schedule: unknown schedule {process.schedule!r}; "
+                         f"expected one of {sorted(BETA_SCHEDULES)}")
     # DDPM's linear betas (1e-4 .. 0.02) are tuned for 1000 steps; scale them so that a shorter
     # process still ends in (nearly) pure noise (Nichol & Dhariwal 2021).
     scale = 1000.0 / process.timesteps

@@ -10,8 +10,18 @@ import pandas as pd
 import torch
 
 from models.denoiser import ConditionalDenoiser
-from tasks.diffusion.data import DiffusionDataset, readable_rows, texts_of, training_rows
-from tasks.diffusion.model_io import build_model, load_text_backbone, model_config, save_model
+from tasks.diffusion.data import (
+    DiffusionDataset,
+    readable_rows,
+    texts_of,
+    training_rows,
+)
+from tasks.diffusion.model_io import (
+    build_model,
+    load_text_backbone,
+    model_config,
+    save_model,
+)
 from tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
 from tasks.diffusion.training import TrainOutcome
 from tasks.io import write_text

@@ -22,10 +22,24 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from models.losses import lesion_preserving_loss
-from tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from tasks.diffusion.data import DiffusionDataset, StepBatches, batch_conditions, condition_keep
+from tasks.diffusion.checkpoints import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tasks.diffusion.data import (
+    DiffusionDataset,
+    StepBatches,
+    batch_conditions,
+    condition_keep,
+)
 from tasks.diffusion.model_io import config_digest, process_of
-from tasks.diffusion.schedulers import min_snr_weight, predicted_clean, training_scheduler, training_target
+from tasks.diffusion.schedulers import (
+    min_snr_weight,
+    predicted_clean,
+    training_scheduler,
+    training_target,
+)
 from tasks.params import DiffusionParams
 
 # EMA warm-up: the decay grows as (1 + n) / (10 + n) towards ema_decay, so early random weights
