@@ -8,8 +8,8 @@
    conditions (guidance batched as cond + uncond), alternating rounds.
 3. stages: wall time and peak memory (child ru_maxrss) of the train_diffusion and generate flows on
    the default profile, in a scratch project of toy radiographs at the phantom's default size and
-   prevalence; ``--train-steps`` caps the training run and its time is extrapolated linearly to the
-   profile's step count (generate runs its full default plan).
+   prevalence; ``--train-steps`` caps the training run and its time is extrapolated to the profile's
+   step count and preview grids (generate runs its full default plan).
 
 Run from the repository root:  python benchmarks/bench_diffusion.py [train] [sample] [stages]
 """
@@ -166,8 +166,8 @@ def run_stage(root: Path, stage: str) -> dict:
 
 def bench_stages(args) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    full_steps = params["diffusion"]["train"]["steps"]
     train = params["diffusion"]["train"]
+    full_steps, full_sample_every = train["steps"], train["sample_every"]
     train.update({"steps": args.train_steps, "checkpoint_every": args.train_steps, "sample_every": args.train_steps})
     params["runtime"]["torch_threads"] = args.threads
     with tempfile.TemporaryDirectory() as scratch:
@@ -177,8 +177,13 @@ def bench_stages(args) -> dict:
         (root / "params.yaml").write_text(yaml.safe_dump(params))
         training = run_stage(root, "train_diffusion")
         trained = json.loads((root / "metrics/train_diffusion.json").read_text())
-        per_step = trained["wall_s"] / trained["steps"]
-        training["extrapolated_wall_s"] = training["wall_s"] + per_step * (full_steps - args.train_steps)
+        per_step = train["batch_size"] / trained["images_per_s"]  # training alone, no grid or checkpoint
+        # The measured run made one preview grid and one checkpoint; the full profile makes
+        # steps / sample_every grids (the checkpoints are small beside them).
+        side = trained["wall_s"] - per_step * trained["steps"]
+        grids = full_steps // full_sample_every
+        training["extrapolated_wall_s"] = training["wall_s"] + per_step * (full_steps - args.train_steps) \
+            + side * (grids - 1)
         generating = run_stage(root, "generate")
         generated = json.loads((root / "metrics/generate.json").read_text())
         planned = generated["planned"]

@@ -118,18 +118,52 @@ def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], 
     )
 
 
-def _rng_states(generator: torch.Generator) -> dict:
-    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+@dataclass
+class _Run:
+    """Everything a checkpoint saves and a resume restores."""
+
+    model: nn.Module
+    ema: AveragedModel
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    step: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+    def snapshot(self, digest: str, config: dict) -> dict:
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
+                "history": self.history, "digest": digest, "config": config}
+
+    def restore(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.ema.load_state_dict(saved["ema"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.generator.set_state(saved["rng"]["generator"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        self.step, self.history = saved["step"], [tuple(pair) for pair in saved["history"]]
 
 
-def _restore_rng(states: dict, generator: torch.Generator) -> None:
-    generator.set_state(states["generator"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def _optimise(run: _Run, loss: torch.Tensor, trainable: list[nn.Parameter], grad_clip: float) -> None:
+    """Backward (scaled under fp16), clip, step, and fold the new weights into the EMA."""
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.ema.update_parameters(run.model)
+
+
+def _mean_parts(recent: deque[dict[str, float]]) -> dict[str, float]:
+    return {name: sum(p[name] for p in recent) / len(recent) for name in recent[0]} if recent else {}
 
 
 def train_diffusion(
@@ -143,73 +177,53 @@ def train_diffusion(
     hooks: TrainHooks | None = None,
 ) -> TrainOutcome:
     """Train ``model`` for ``diffusion.train.steps`` steps, resuming from the newest checkpoint in
-    ``checkpoint_dir`` (refused if it belongs to a different model config)."""
+    ``checkpoint_dir`` (refused if it belongs to a different model config). ``images_per_s``
+    counts training only; checkpoint writes and hooks (sample grids) are in ``wall_s``."""
     device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
     digest = config_digest(config)
     scheduler = training_scheduler(process_of(config))
-    model.to(device)
-    ema = make_ema(model, settings.ema_decay)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
     precision = autocast_dtype(settings.mixed_precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
-    generator = torch.Generator().manual_seed(seed)
-    step, history = 0, []
-
+    trainable = [p for p in model.to(device).parameters() if p.requires_grad]
+    run = _Run(model, make_ema(model, settings.ema_decay), torch.optim.AdamW(trainable, lr=settings.learning_rate),
+               torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
+               torch.Generator().manual_seed(seed))
     latest = latest_checkpoint(checkpoint_dir)
     if latest is not None:
-        state = load_checkpoint(latest, digest, config)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        _restore_rng(state["rng"], generator)
-        step, history = state["step"], [tuple(pair) for pair in state["history"]]
-    resumed_from = step
+        run.restore(load_checkpoint(latest, digest, config))
+    resumed_from = run.step
 
-    batches = StepBatches(len(dataset), settings.batch_size, seed, step, settings.steps)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=settings.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    bar = tqdm(total=settings.steps, initial=step, desc="train_diffusion", unit="step", dynamic_ncols=True)
-    started, images = time.perf_counter(), 0
+    loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), settings.batch_size, seed, run.step,
+                                                           settings.steps),
+                        num_workers=settings.num_workers, pin_memory=device.type == "cuda")
+    bar = tqdm(total=settings.steps, initial=run.step, desc="train_diffusion", unit="step", dynamic_ncols=True)
+    started, images, side_s = time.perf_counter(), 0, 0.0
     recent_parts: deque[dict[str, float]] = deque(maxlen=PARTS_WINDOW)
     for batch in loader:
         model.train()
         with autocast(device, precision):
-            losses = diffusion_loss(model, scheduler, batch, diffusion, generator, device)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
-        if settings.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        ema.update_parameters(model)
-
-        step += 1
+            losses = diffusion_loss(model, scheduler, batch, diffusion, run.generator, device)
+        _optimise(run, losses["loss"], trainable, settings.grad_clip)
+        run.step += 1
         images += batch["image"].shape[0]
-        loss = float(losses["loss"].detach())
-        history.append((step, loss))
+        run.history.append((run.step, float(losses["loss"].detach())))
         recent_parts.append({name: float(value.detach()) for name, value in losses.items()})
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / (time.perf_counter() - started):.1f}")
+        bar.set_postfix(loss=f"{run.history[-1][1]:.4f}",
+                        img_s=f"{images / (time.perf_counter() - started - side_s):.1f}")
+        side_started = time.perf_counter()
         if hooks.on_step:
-            hooks.on_step(step, recent_parts[-1])
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
-            path = save_checkpoint(checkpoint_dir, step, {
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "rng": _rng_states(generator), "history": history,
-                "digest": digest, "config": config,
-            })
+            hooks.on_step(run.step, recent_parts[-1])
+        if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
+            path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
             if hooks.on_checkpoint:
-                hooks.on_checkpoint(step, path, history)
-        if hooks.on_sample and (step % settings.sample_every == 0 or step == settings.steps):
-            hooks.on_sample(step, ema.module)
+                hooks.on_checkpoint(run.step, path, run.history)
+        if hooks.on_sample and (run.step % settings.sample_every == 0 or run.step == settings.steps):
+            hooks.on_sample(run.step, run.ema.module)
+        side_s += time.perf_counter() - side_started
     bar.close()
     wall = time.perf_counter() - started
     return TrainOutcome(
-        ema_model=ema.module.eval(), history=history, steps=step, resumed_from=resumed_from,
-        steps_this_run=step - resumed_from, images_per_s=images / wall if images else 0.0, wall_s=wall,
-        parts={name: sum(p[name] for p in recent_parts) / len(recent_parts) for name in recent_parts[0]}
-        if recent_parts else {},
+        ema_model=run.ema.module.eval(), history=run.history, steps=run.step, resumed_from=resumed_from,
+        steps_this_run=run.step - resumed_from, images_per_s=images / (wall - side_s) if images else 0.0,
+        wall_s=wall, parts=_mean_parts(recent_parts),
     )
