@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -154,14 +154,15 @@ def bench_sample(args) -> dict:
 
 
 def run_stage(root: Path, stage: str) -> dict:
-    """Run one stage as its own process; wall time and that process's peak resident memory."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run one stage as its own process; its wall time and peak resident memory (that process alone)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flows.cli", "stage", stage], cwd=root, check=True,
-                   env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"wall_s": wall, "peak_rss_mb": max(peak, before) / 1024}
+    child = subprocess.Popen([sys.executable, "-m", "flows.cli", "stage", stage], cwd=root,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"stage {stage} failed with exit code {child.returncode}")
+    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def bench_stages(args) -> dict:
