@@ -12,7 +12,8 @@ from tasks.io import read_mask, read_png16
 from tasks.params import GenerateParams
 from tests.diffusion_data import make_project, tiny_diffusion
 
-SETTINGS = GenerateParams(target_share=0.3, max_per_finding=5, steps=2, batch_size=3, guidance_scale=2.0)
+SETTINGS = GenerateParams(target_share=0.3, max_per_finding=5, steps=2, batch_size=3, guidance_scale=2.0,
+                          condition_types=["label+mask+text", "label+mask", "text"])
 
 
 @pytest.fixture
@@ -129,9 +130,13 @@ def test_findings_without_mask_templates_use_the_other_condition_types(project):
     no_masks = frame.assign(mask_path=None)
     pools = generation.templates(no_masks[no_masks["split"] == "train"], {}, ["nodule"], ["nodule"])
     assert pools["nodule"]["masked"] == [] and pools["nodule"]["positive"]
-    counts, requests, maps = generation.plan_for(no_masks, root, SETTINGS, prepared.config)
+    settings = SETTINGS.model_copy(update={"condition_types": ["label+mask", "text"]})
+    counts, requests, maps = generation.plan_for(no_masks, root, settings, prepared.config)
     assert len(requests) > 0 and (requests["condition_type"] == "text").all() and maps == {}
     assert set(counts["condition_types"]) == {"text"}
+    mask_types_only = SETTINGS.model_copy(update={"condition_types": ["label+mask", "mask+text"]})
+    _, nothing, _ = generation.plan_for(no_masks, root, mask_types_only, prepared.config)
+    assert len(nothing) == 0
 
 
 def test_condition_types_the_model_lacks_are_refused():
