@@ -14,8 +14,17 @@ from tests.diffusion_data import make_project
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    """One temporary Prefect server for the module, stopped while pytest still captures its log."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, prefect_server):
     from flows.train_diffusion import train_diffusion_flow
 
     root = tmp_path_factory.mktemp("flows")
