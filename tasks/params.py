@@ -96,6 +96,8 @@ class ParseReportsParams(Section):
 
 class PrepareMasksParams(Section):
     min_area_px: int = Field(2, ge=0, description="lesions smaller than this at working size are dropped and reported")
+    workers: int = Field(2, ge=1, description="images prepared in parallel (threads, or Dask when configured)")
+    overlay_images: int = Field(8, ge=0, description="masked images drawn in the MLflow overlay figure")
 
 
 class UNetParams(Section):
