@@ -11,6 +11,7 @@ from tasks import mixing, tracking
 from tasks.classifier import resolve_device, train_classifier
 from tasks.classifier.data import check_images
 from tasks.classifier.outputs import CLASSIFIER_DIR, write_outputs
+from tasks.findings import FINDINGS
 from tasks.params import section_dict
 
 
@@ -50,7 +51,7 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
             "monitor": result.monitor,
             "best_val_macro_auroc": _finite(result.history.loc[result.best_epoch - 1, "val_macro_auroc"]),
             "scored_findings": result.scored_findings,
-            "pos_weight": result.pos_weight,
+            "pos_weight": dict(zip(FINDINGS, result.pos_weight)) if result.pos_weight else None,
             "rows": {"train": len(train), "val": len(val), "quarantined": len(quarantine)},
             "quarantine": quarantine.to_dict(orient="records"),
             "device": str(device),
