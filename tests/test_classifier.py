@@ -161,7 +161,7 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mix_flow("params.yaml", variant="baselines")
     mix_flow("params.yaml", variant="ratio_1")
-    for variant in ("classical_aug", "ratio_1"):
+    for variant in ("classical_aug", "class_weighted", "ratio_1"):
         train_classifier_flow("params.yaml", variant=variant)
         folder = tmp_path / "data/classifiers" / variant
         config = json.loads((folder / "config.json").read_text())
@@ -172,6 +172,7 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, monkeypatch):
         val = manifest.read(tmp_path / "data/mix/baselines/real_only.parquet").query("split == 'val'")
         assert predict(load_classifier(folder), val, root=tmp_path).shape == (12, len(FINDINGS))
     assert json.loads((tmp_path / "data/classifiers/ratio_1/config.json").read_text())["rows"]["train"] > 40
+    assert set(json.loads((tmp_path / "data/classifiers/class_weighted/config.json").read_text())["pos_weight"]) == set(FINDINGS)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["cxrsynth"]).set_index("tags.mlflow.runName")
     assert runs.loc["train_classifier:ratio_1", "params.ratio"] == "1"
