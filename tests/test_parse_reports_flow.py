@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import mlflow
 import pandas as pd
@@ -52,7 +51,8 @@ def test_parse_reports_flow_on_a_tiny_project(tmp_path, monkeypatch):
     manifest.validate(written, "parse_reports")
     assert not (tmp_path / "data" / "parse_reports" / "stale.txt").exists()
     first = written.set_index("image_id").loc["img000"]
-    assert (first["pneumothorax"], first["pneumothorax_laterality"], first["pneumothorax_location"]) == (1, "right", "apical")
+    ptx = [first["pneumothorax"], first["pneumothorax_laterality"], first["pneumothorax_location"]]
+    assert ptx == [1, "right", "apical"]
     assert first["prompt"] == "small right apical pneumothorax; no pleural effusion"
     hedged = written.set_index("image_id").loc[["img001", "img007"]]
     assert hedged["report_consolidation"].tolist() == [-1, -1]

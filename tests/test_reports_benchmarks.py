@@ -1,4 +1,4 @@
-"""The parser's accuracy references: Open-i MeSH mapping, the phantom truth reader, the scores, and a floor on real reports."""
+"""The parser's references: Open-i MeSH mapping, the phantom truth reader, the scores, a floor on real reports."""
 
 import pandas as pd
 import pytest
@@ -36,7 +36,8 @@ def test_openi_reader(tmp_path):
     folder.mkdir(parents=True)
     (folder / "1.xml").write_text(OPENI_XML.format(findings="Small left effusion.", impression="No pneumothorax.",
                                                    majors="<major>Pleural Effusion/left/small</major>"))
-    (folder / "2.xml").write_text(OPENI_XML.format(findings="", impression="Normal chest.", majors="<major>normal</major>"))
+    normal = OPENI_XML.format(findings="", impression="Normal chest.", majors="<major>normal</major>")
+    (folder / "2.xml").write_text(normal)
     text, majors = read_report(folder / "1.xml")
     assert text == "Small left effusion.\n\nNo pneumothorax." and majors == ["Pleural Effusion/left/small"]
     frame = load_openi(tmp_path / "openi-reports")
@@ -54,7 +55,7 @@ def _phantom(tmp_path):
     root = tmp_path / "phantom"
     paths = ["files/patient00000/study1/view1_frontal.dcm", "files/patient00001/study1/view1_frontal.dcm"]
     texts = ["FINDINGS: Small right apical pneumothorax.\nIMPRESSION: Pneumothorax.", "FINDINGS: Lungs are clear."]
-    for path, text in zip(paths, texts):
+    for path, text in zip(paths, texts, strict=True):
         file = report_path(root, path)
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(text)

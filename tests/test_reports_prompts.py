@@ -57,5 +57,6 @@ def test_bad_attribute_is_refused():
 def test_prompt_counts_most_frequent_first():
     counts = prompt_counts(pd.Series(["b", "a", "b", None, "a", "c"], dtype="string"))
     assert counts.to_dict("records") == [
-        {"prompt": "a", "images": 2}, {"prompt": "b", "images": 2}, {"prompt": "", "images": 1}, {"prompt": "c", "images": 1},
+        {"prompt": "a", "images": 2}, {"prompt": "b", "images": 2},
+        {"prompt": "", "images": 1}, {"prompt": "c", "images": 1},
     ]

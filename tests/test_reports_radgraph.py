@@ -28,8 +28,8 @@ DP, UNC, DA, ANAT = XL_LABELS
 # RadGraph-XL output for "Small right apical pneumothorax . No pleural effusion . Heart enlarged . Left basilar opacity
 # suggestive of pneumonia . Possible atelectasis ." in the package's format (radgraph.utils.postprocess_reports).
 ANNOTATION = {
-    "text": "Small right apical pneumothorax . No pleural effusion . Heart enlarged . Left basilar opacity suggestive of "
-            "pneumonia . Possible atelectasis .",
+    "text": "Small right apical pneumothorax . No pleural effusion . Heart enlarged . "
+            "Left basilar opacity suggestive of pneumonia . Possible atelectasis .",
     "entities": {
         "1": entity("Small", DP, 0, [("modify", "4")]),
         "2": entity("right", ANAT, 1, [("modify", "3")]),
@@ -85,14 +85,15 @@ def test_original_radgraph_labels_and_cycles():
 
 @pytest.mark.parametrize("label, state", [
     ("Observation::definitely present", 1), ("Observation::measurement::definitely absent", 0),
-    ("Observation::uncertain", -1), ("OBS-DA", 0), ("OBS-U", -1), ("Anatomy::definitely present", None), ("ANAT-DP", None),
+    ("Observation::uncertain", -1), ("OBS-DA", 0), ("OBS-U", -1),
+    ("Anatomy::definitely present", None), ("ANAT-DP", None),
 ])
 def test_observation_state(label, state):
     assert observation_state(label) == state
 
 
 def test_missing_cache_dir_says_what_to_set():
-    with pytest.raises(RadGraphModelError, match="model_cache_dir is not set.*radgraph-xl.tar.gz.*StanfordAIMI/RRG_scorers"):
+    with pytest.raises(RadGraphModelError, match="model_cache_dir is not set.*radgraph-xl.tar.gz.*RRG_scorers"):
         model_folder("radgraph-xl", None)
 
 
@@ -208,8 +209,9 @@ def test_transformer_missing_offline_is_explained(tiny_models, tmp_path):
     for name in ("vocabulary", "weights.th"):
         (folder / name).symlink_to(tiny_models / "radgraph-xl" / name)
     config = json.loads((tiny_models / "radgraph-xl" / "config.json").read_text())
-    for section in (config["dataset_reader"]["token_indexers"]["bert"], config["model"]["embedder"]["token_embedders"]["bert"]):
-        section["model_name"] = "no-such-org/no-such-encoder"
+    reader, model = config["dataset_reader"]["token_indexers"], config["model"]["embedder"]["token_embedders"]
+    for encoder in (reader["bert"], model["bert"]):
+        encoder["model_name"] = "no-such-org/no-such-encoder"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(RadGraphModelError, match="not available offline"):
         load_radgraph("radgraph-xl", tmp_path, device="cpu")

@@ -89,6 +89,7 @@ def state_of(text, finding):
         ("Left basilar atelectasis versus scarring.", "atelectasis", P),
         # look-alikes that are other findings
         ("Small pericardial effusion.", "pleural_effusion", None),
+        ("No pleural or pericardial effusion.", "pleural_effusion", A),
         ("Known breast mass.", "nodule", None),
         ("Compression collapse of a vertebral body.", "atelectasis", None),
     ],

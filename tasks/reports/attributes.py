@@ -54,10 +54,14 @@ _COORDINATOR = r"\b(?:and or|and|or|versus|vs)\b"
 _CLAUSE_BREAK = re.compile(rf"{_HARD_BREAK}|{_COORDINATOR}")
 _HARD = re.compile(_HARD_BREAK)
 _ENDS_COORDINATED = re.compile(rf"{_COORDINATOR}\s*$")
-_TELEGRAPHIC = re.compile(r"^\s*(?:left|right|bilateral)(?: lung)? (?:base|bases|apex|apical|upper|middle|mid|lower|basilar|"
-                          r"perihilar|hilar|lateral)(?: (?:lobe|lung|zone|lung zone))?(?=\s*(?:[,;:.]|$))")
+_TELEGRAPHIC = re.compile(
+    r"^\s*(?:left|right|bilateral)(?: lung)? (?:base|bases|apex|apical|upper|middle|mid|lower|basilar|perihilar|hilar|"
+    r"lateral)(?: (?:lobe|lung|zone|lung zone))?(?=\s*(?:[,;:.]|$))"
+)
 _OPACITY = re.compile(r"\b(?:opacit(?:y|ies)|opacification|densit(?:y|ies)|infiltrates?|air ?space disease)\b")
-_STARTS_COORDINATED = re.compile(rf"^\s*{_COORDINATOR}\s+(?:[a-z]+\s+){{0,3}}?(?=(?:in|at|on|of|within|involving|along)\b)")
+_STARTS_COORDINATED = re.compile(
+    rf"^\s*{_COORDINATOR}\s+(?:[a-z]+\s+){{0,3}}?(?=(?:in|at|on|of|within|involving|along)\b)"
+)
 _TRAILING = re.compile(r"^\s*(?:is |are |seen |noted |present |identified |again )*"
                        r"(?:in|at|on|of|within|involving|along|over|overlying|projecting over|near)\b")
 

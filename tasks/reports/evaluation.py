@@ -69,23 +69,26 @@ def stage_metrics(frame: pd.DataFrame, additions: pd.DataFrame) -> dict:
         metrics[finding] = {
             "report": state_counts(additions[f"report_{finding}"]),
             "final": state_counts(additions[finding]),
-            "agreement": agreement(additions[f"report_{finding}"], frame[f"structured_{finding}"].reset_index(drop=True)),
+            "agreement": agreement(
+                additions[f"report_{finding}"], frame[f"structured_{finding}"].reset_index(drop=True)
+            ),
         }
     return metrics
 
 
-def attribute_accuracy(parsed: list[dict[str, FindingState]], reference: pd.DataFrame, attribute: str) -> dict[str, dict]:
-    """Per finding: how often the parsed attribute equals the reference's, on true positives where the reference has one."""
+def attribute_accuracy(
+    parsed: list[dict[str, FindingState]], reference: pd.DataFrame, attribute: str
+) -> dict[str, dict]:
+    """Per finding: how often the parsed attribute equals the reference's, on true positives the reference describes."""
     result = {}
     column_of = {finding: f"{finding}_{attribute}" for finding in FINDINGS}
     for finding, column in column_of.items():
         if column not in reference:
             continue
-        pairs = [
-            (getattr(found[finding], attribute), expected)
-            for found, present, expected in zip(parsed, reference[finding], reference[column], strict=True)
-            if present and finding in found and found[finding].state == PRESENT and isinstance(expected, str) and expected
-        ]
+        rows = zip(parsed, reference[finding], reference[column], strict=True)
+        described = [(found, expected) for found, present, expected in rows if present and isinstance(expected, str)]
+        pairs = [(getattr(found[finding], attribute), expected) for found, expected in described
+                 if found.get(finding, FindingState()).state == PRESENT]
         if pairs:
             result[finding] = {"n": len(pairs), "accuracy": sum(a == b for a, b in pairs) / len(pairs)}
     return result

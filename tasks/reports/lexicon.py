@@ -6,6 +6,9 @@ implies: a *sign* such as blunting of a costophrenic angle suggests an effusion 
 (uncertain unless the report names the effusion), a *normal* phrase such as "heart size is
 normal" states the finding absent, and a few words carry a size ("mass" is a lesion over 3 cm).
 ``exclusions`` are look-alike phrases that are other findings (pericardial effusion, breast mass).
+An opacity is a description, not a diagnosis: "airspace opacity" is not consolidation (as CheXpert
+keeps Lung Opacity apart from Consolidation) and "infiltrate" is left out, while "airspace disease"
+and pneumonia are consolidation, and "nodular opacity" is a nodule.
 Open-i's de-identification leaves ``xxxx`` in place of some words; patterns allow it where a
 noun such as "angle" is often replaced.
 """
@@ -52,16 +55,19 @@ TERMS: dict[str, tuple[Term, ...]] = {
         Term(r"borderline (?:heart|cardiac) size", severity="mild"),
         Term(_HEART + r"(?: and [a-z ]{3,40}?)? (?:is |are |appears? |remains? )?(?:within |at )?(?:the )?"
              r"(?:normal|upper limits? of normal|top normal|top of normal|unremarkable)", state=ABSENT, fixed=True),
-        Term(r"normal (?:size )?(?:heart|cardiac silhouette|cardiomediastinal silhouette|cardiac size)", state=ABSENT, fixed=True),
+        Term(r"normal (?:size )?(?:heart|cardiac silhouette|cardiomediastinal silhouette|cardiac size)",
+             state=ABSENT, fixed=True),
         Term(r"heart (?:is )?(?:of )?normal (?:in )?size", state=ABSENT, fixed=True),
     ),
     "pleural_effusion": (
         Term(r"hydropneumothorax"),
+        Term(r"pleural (?:or|and|and or) pericardial effusions?"),
         Term(r"(?:pleural )?effusions?"),
         Term(r"pleural fluid"),
         Term(r"hydrothorax|hemothorax"),
         Term(r"blunt(?:ing|ed) (?:of )?(?:the )?(?:\w+ ){0,4}?costophrenic" + _ANGLE, state=UNCERTAIN, severity="mild"),
-        Term(r"costophrenic" + _ANGLE + r"(?: \w+){0,3}? (?:is |are )?blunt(?:ed|ing)", state=UNCERTAIN, severity="mild"),
+        Term(r"costophrenic" + _ANGLE + r"(?: \w+){0,3}? (?:is |are )?blunt(?:ed|ing)",
+             state=UNCERTAIN, severity="mild"),
     ),
     "pneumothorax": (
         Term(r"hydropneumothorax"),
@@ -92,7 +98,8 @@ EXCLUSIONS: dict[str, str] = {
     "pleural_effusion": r"(?:pericardial|joint|knee|elbow|shoulder|hip) effusions?",
     "nodule": (
         r"(?:breast|mediastinal|soft tissue|neck|thyroid|hilar|paratracheal|abdominal|adrenal|renal|liver|hepatic|"
-        r"pelvic|axillary|chest wall|mediastinum) (?:\w+ )?(?:masse?s?|nodules?|lesions?)|mass effect|lymph nodes?|nipple"
+        r"pelvic|axillary|chest wall|mediastinum) (?:\w+ )?(?:masse?s?|nodules?|lesions?)|"
+        r"mass effect|lymph nodes?|nipple"
     ),
 }
 
@@ -120,7 +127,7 @@ def find_mentions(text: str) -> list[Mention]:
         excluded = [m.span() for m in _EXCLUDED[finding].finditer(text)] if finding in _EXCLUDED else []
         for match in pattern.finditer(text):
             start, end = match.span()
-            if any(s < end and start < e for s, e in excluded):
+            if any(s <= start and end <= e for s, e in excluded):
                 continue
             term = terms[int(match.lastgroup[1:])]
             mentions.append(Mention(finding, start, end, term))

@@ -52,7 +52,9 @@ def report_columns(image_ids: Sequence[str], parsed: Sequence[dict[str, FindingS
     return wide
 
 
-def manifest_additions(frame: pd.DataFrame, parsed: Sequence[dict[str, FindingState]], prefer: str, policy: str) -> pd.DataFrame:
+def manifest_additions(
+    frame: pd.DataFrame, parsed: Sequence[dict[str, FindingState]], prefer: str, policy: str
+) -> pd.DataFrame:
     """The parse_reports columns for every row of ``frame`` (an ingest manifest), keyed by image_id."""
     if len(parsed) != len(frame):
         raise ValueError(f"{len(parsed)} parsed reports for {len(frame)} manifest rows")

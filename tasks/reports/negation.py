@@ -29,7 +29,9 @@ from tasks.findings import ABSENT, PRESENT, UNCERTAIN
 PRE, POST, BOTH = "pre", "post", "both"
 BACKWARD_WINDOW_WORDS = 12  # "consolidation, atelectasis and blunting in the left lower lobe have cleared"
 
-_CHANGE_MODIFIERS = r"(?:(?:significant|interval|appreciable|substantial|definite|major|other|new|gross|radiographic) ){0,3}"
+_CHANGE_MODIFIERS = (
+    r"(?:(?:significant|interval|appreciable|substantial|definite|major|other|new|gross|radiographic) ){0,3}"
+)
 PSEUDO = (
     rf"no {_CHANGE_MODIFIERS}(?:change|increase|decrease|improvement|worsening|progression|enlargement)",
     rf"without {_CHANGE_MODIFIERS}(?:change|improvement|worsening|progression)",
@@ -43,9 +45,11 @@ PSEUDO = (
 
 # (pattern, state it asserts, direction), longest and most specific first: earlier matches hide later ones.
 TRIGGERS: tuple[tuple[str, int, str], ...] = (
-    (r"can ?not (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded?|ruled out|rule out)", UNCERTAIN, BOTH),
+    (r"can ?not (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded?|ruled out|rule out)",
+     UNCERTAIN, BOTH),
     (r"can't (?:be )?(?:excluded?|ruled out|rule out)", UNCERTAIN, BOTH),
-    (r"(?:is |are )?not (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded|ruled out)", UNCERTAIN, BOTH),
+    (r"(?:is |are )?not (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
+     UNCERTAIN, BOTH),
     (r"difficult to (?:completely |entirely )?(?:exclude|rule out)", UNCERTAIN, PRE),
     (r"(?:may|might|could|can) (?:also |well |possibly |potentially |in part )?"
      r"(?:represent|reflect|be|indicate|suggest|relate|correspond|account)\w*", UNCERTAIN, BOTH),
@@ -101,7 +105,7 @@ class SentenceContext:
         self.text = text
         self._word_starts = [m.start() for m in _WORD.finditer(text)]
         taken: list[tuple[int, int]] = [m.span() for m in _PSEUDO.finditer(text)]
-        self.triggers: list[Trigger] = [Trigger(m.start(), m.end(), UNCERTAIN, POST) for m in _QUESTION_MARK.finditer(text)]
+        self.triggers = [Trigger(m.start(), m.end(), UNCERTAIN, POST) for m in _QUESTION_MARK.finditer(text)]
         for pattern, state, direction in _TRIGGERS:
             for match in pattern.finditer(text):
                 if not _overlaps(match.span(), taken):

@@ -33,7 +33,7 @@ def _truthy(value) -> bool:
 
 
 def load_phantom_truth(truth_csv: str | Path) -> pd.DataFrame:
-    """One row per image: ``report_id`` (its Path), ``text``, per finding a bool (present in the report) and attributes."""
+    """One row per image: ``report_id`` (its Path), ``text``, per finding a bool (stated present) and attributes."""
     truth_csv = Path(truth_csv)
     if not truth_csv.exists():
         raise ValueError(f"{truth_csv}: phantom truth file not found (run the phantom stage first)")

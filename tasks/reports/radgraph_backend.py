@@ -49,15 +49,16 @@ def model_folder(model_type: str, model_cache_dir: str | Path | None) -> Path:
 
     if model_type not in MODEL_MAPPING:
         raise RadGraphModelError(
-            f"parse_reports.radgraph.model_type {model_type!r} is not a RadGraph model; expected one of {', '.join(MODEL_MAPPING)}"
+            f"parse_reports.radgraph.model_type {model_type!r} is not a RadGraph model; "
+            f"expected one of {', '.join(MODEL_MAPPING)}"
         )
     archive = MODEL_MAPPING[model_type]
     how = (f"download {archive} from the Hugging Face repository StanfordAIMI/RRG_scorers on a machine with network "
            f"access and extract it so that the folder holds {', '.join(REQUIRED_FILES)}")
     if model_cache_dir is None:
         raise RadGraphModelError(
-            f"parse_reports.backend is 'radgraph' but parse_reports.radgraph.model_cache_dir is not set: set it to a folder "
-            f"containing {model_type}/ ({how})"
+            f"parse_reports.backend is 'radgraph' but parse_reports.radgraph.model_cache_dir is not set: "
+            f"set it to a folder containing {model_type}/ ({how})"
         )
     folder = Path(model_cache_dir) / model_type
     missing = [name for name in REQUIRED_FILES if not (folder / name).exists()]
@@ -88,12 +89,14 @@ def load_radgraph(model_type: str, model_cache_dir: str | Path | None, batch_siz
     cuda = {"cpu": -1, "cuda": 0, "auto": None}[device]
     with hub_offline():
         try:
-            return RadGraph(model_type=model_type, model_cache_dir=str(model_cache_dir), batch_size=batch_size, cuda=cuda)
+            return RadGraph(
+                model_type=model_type, model_cache_dir=str(model_cache_dir), batch_size=batch_size, cuda=cuda
+            )
         except OSError as exc:
             raise RadGraphModelError(
-                f"{folder / 'config.json'}: the transformer it names (model_name, for the tokenizer and encoder config) is "
-                f"not available offline; put that model's config and tokenizer files in the Hugging Face cache or in a "
-                f"local folder and set model_name to it: {exc}"
+                f"{folder / 'config.json'}: the transformer it names (model_name, for the tokenizer and encoder "
+                f"config) is not available offline; put that model's config and tokenizer files in the Hugging Face "
+                f"cache or in a local folder and set model_name to it: {exc}"
             ) from None
 
 
@@ -172,7 +175,9 @@ def radgraph_findings(annotation: Mapping) -> dict[str, FindingState]:
     return combine(mentions)
 
 
-def parse_reports_radgraph(texts: Sequence[str | None], model, batch_size: int = 8, progress: bool = True) -> list[dict[str, FindingState]]:
+def parse_reports_radgraph(
+    texts: Sequence[str | None], model, batch_size: int = 8, progress: bool = True
+) -> list[dict[str, FindingState]]:
     """Findings of each report with a loaded RadGraph model; each distinct report body is run once."""
     bodies = [" ".join(report_body(text).split()) for text in texts]
     distinct = [body for body in dict.fromkeys(bodies) if body]

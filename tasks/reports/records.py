@@ -101,7 +101,8 @@ def findings_table(image_ids: Iterable[str], parsed: Iterable[Mapping[str, Findi
 
 def write_findings(table: pd.DataFrame, path) -> None:
     """Atomically write a findings table as Parquet with its fixed schema."""
-    arrow = pa.Table.from_pandas(table[list(FINDINGS_TABLE_COLUMNS)], schema=FINDINGS_TABLE_SCHEMA, preserve_index=False)
+    columns = table[list(FINDINGS_TABLE_COLUMNS)]
+    arrow = pa.Table.from_pandas(columns, schema=FINDINGS_TABLE_SCHEMA, preserve_index=False)
     with atomic_path(path) as temp:
         pq.write_table(arrow, temp)
 

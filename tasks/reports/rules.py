@@ -8,7 +8,7 @@ Sentences and reports repeat a lot across a collection ("No pneumothorax."), so 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 
 from tqdm import tqdm
@@ -30,16 +30,16 @@ def parse_sentence(sentence: str) -> tuple[tuple[str, FindingState], ...]:
     context = SentenceContext(text)
     parsed = []
     for index, mention in enumerate(mentions):
-        state = mention.term.state if mention.term.fixed else context.assertion(mention.start, mention.end, mention.term.state)
+        term = mention.term
+        state = term.state if term.fixed else context.assertion(mention.start, mention.end, term.state)
         previous_end = max((m.end for m in mentions[:index] if m.end <= mention.start), default=0)
-        next_start = min((m.start for m in mentions[index + 1:] if m.start >= mention.end),
-                         default=len(text))
+        next_start = min((m.start for m in mentions[index + 1:] if m.start >= mention.end), default=len(text))
         attributes = describe(text, mention.start, mention.end, previous_end, next_start, mention.finding)
         parsed.append((mention.finding, FindingState(
             state=state,
             laterality=attributes.laterality,
             location=attributes.location,
-            severity=attributes.severity or mention.term.severity,
+            severity=attributes.severity or term.severity,
             sentence=sentence,
         )))
     return tuple(parsed)
@@ -50,7 +50,7 @@ def parse_report(text: str | None) -> dict[str, FindingState]:
     return combine(pair for sentence in split_sentences(report_body(text)) for pair in parse_sentence(sentence))
 
 
-def parse_reports(texts: Sequence[str | None] | Iterable[str | None], progress: bool = True) -> list[dict[str, FindingState]]:
+def parse_reports(texts: Iterable[str | None], progress: bool = True) -> list[dict[str, FindingState]]:
     """parse_report over many reports; each distinct text is parsed once."""
     texts = list(texts)
     distinct = list(dict.fromkeys(texts))

@@ -29,7 +29,7 @@ def report_body(text: object) -> str:
     if not headers:
         return text
     kept = []
-    for header, following in zip(headers, headers[1:] + [None]):
+    for header, following in zip(headers, headers[1:] + [None], strict=True):
         name = " ".join(header.group(1).split())
         if name in DESCRIPTIVE_SECTIONS:
             kept.append(text[header.end(): following.start() if following else len(text)])
