@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.findings import FINDINGS  # noqa: E402
-from tasks.reports.evaluation import attribute_accuracy, predicted_presence, presence_scores  # noqa: E402
+from tasks.reports.evaluation import (  # noqa: E402
+    attribute_accuracy,
+    predicted_presence,
+    presence_scores,
+    state_accuracy,
+)
 from tasks.reports.rules import parse_reports, parse_sentence  # noqa: E402
 
 DEFAULT_OPENI = ROOT.parent / "shared" / "data" / "openi-reports"
@@ -40,6 +45,7 @@ def run(reference, name: str) -> dict:
         "present": presence_scores(predicted_presence(parsed), reference),
         "present_or_uncertain": presence_scores(predicted_presence(parsed, count_uncertain=True), reference),
         "attributes": {a: attribute_accuracy(parsed, reference, a) for a in ("laterality", "location", "severity")},
+        "state": state_accuracy(parsed, reference),
     }
 
 
@@ -52,6 +58,9 @@ def print_result(result: dict) -> None:
         s, u = result["present"][finding], result["present_or_uncertain"][finding]
         print(f"{finding:18s} {s['n_reference']:4d} {s['precision']:6.3f} {s['recall']:6.3f} {s['tp']:4d} {s['fp']:4d} "
               f"{s['fn']:4d} | {u['precision']:8.3f} {u['recall']:8.3f}")
+    if result["state"]:
+        print("state (present / absent / uncertain / not mentioned) accuracy: "
+              + ", ".join(f"{f} {v['accuracy']:.3f}" for f, v in result["state"].items()))
     for attribute, per_finding in result["attributes"].items():
         if per_finding:
             print(f"{attribute} accuracy on true positives: "

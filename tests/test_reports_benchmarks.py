@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from tasks.findings import FINDINGS
-from tasks.reports.evaluation import attribute_accuracy, predicted_presence, presence_scores
+from tasks.reports.evaluation import attribute_accuracy, predicted_presence, presence_scores, state_accuracy
 from tasks.reports.openi import load_openi, mesh_findings, read_report
 from tasks.reports.phantom_truth import load_phantom_truth, report_path
 from tasks.reports.records import FindingState
@@ -59,13 +59,11 @@ def _phantom(tmp_path):
         file = report_path(root, path)
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(text)
-    pd.DataFrame({"Path": paths}).to_csv(root / "labels.csv", index=False)
-    pd.DataFrame([
-        {"Path": paths[0], "finding": "pneumothorax", "state": "1", "laterality": "right", "location": "apical",
-         "severity": "mild", "in_labels": "True", "in_report": "True"},
-        {"Path": paths[1], "finding": "nodule", "state": "1", "laterality": "left", "location": "upper",
-         "severity": "", "in_labels": "True", "in_report": "False"},
-    ]).to_csv(root / "truth.csv", index=False)
+    rows = [{"Path": path, "finding": finding, "state": 0, "laterality": "", "location": "", "severity": "",
+             "in_labels": "", "in_report": ""} for path in paths for finding in FINDINGS]
+    rows[2].update(state=1, laterality="right", location="apical", severity="mild", in_labels="1.0", in_report="1")
+    rows[6 + 3].update(state=1, laterality="left", location="upper", in_labels="1.0")  # in the image, not the report
+    pd.DataFrame(rows).to_csv(root / "truth.csv", index=False)
     return root
 
 
@@ -74,11 +72,13 @@ def test_phantom_truth_reader(tmp_path):
     frame = load_phantom_truth(root / "truth.csv")
     assert frame["pneumothorax"].tolist() == [True, False]
     assert frame["nodule"].tolist() == [False, False]  # in the image, not in the report
+    assert frame["pneumothorax_state"].tolist() == [1, pd.NA]
     assert frame.loc[0, "pneumothorax_location"] == "apical"
     parsed = parse_reports(frame["text"], progress=False)
     scores = presence_scores(predicted_presence(parsed), frame)
     assert scores["pneumothorax"]["precision"] == 1.0 and scores["pneumothorax"]["recall"] == 1.0
     assert attribute_accuracy(parsed, frame, "location") == {"pneumothorax": {"n": 1, "accuracy": 1.0}}
+    assert state_accuracy(parsed, frame)["pneumothorax"] == {"n": 2, "accuracy": 1.0}
 
 
 def test_phantom_truth_errors(tmp_path):
@@ -90,6 +90,11 @@ def test_phantom_truth_errors(tmp_path):
         load_phantom_truth(root / "truth.csv")
     with pytest.raises(ValueError, match="not a phantom image path"):
         report_path(root, "patient1/a.dcm")
+    truth = pd.read_csv(root / "truth.csv", dtype=str)
+    truth.loc[0, "finding"] = "pneumonia"
+    truth.to_csv(root / "truth.csv", index=False)
+    with pytest.raises(ValueError, match="truth.csv, line 2: unknown finding 'pneumonia'"):
+        load_phantom_truth(root / "truth.csv")
 
 
 def test_presence_scores_count_uncertain_only_when_asked():

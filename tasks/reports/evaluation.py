@@ -1,8 +1,10 @@
 """Accuracy of a report parser: per-finding precision and recall of "present", and agreement.
 
 ``presence_scores`` compares parsed states with a reference that says which findings each report
-states present (MeSH majors, the phantom generator's truth). ``agreement`` compares two label
-sources on the rows where both give a state (parsed report vs structured label file).
+states present (MeSH majors, the phantom generator's truth); ``state_accuracy`` compares all four
+states where the reference has them (phantom); ``attribute_accuracy`` side, zone and size on true
+positives. ``agreement`` compares two label sources on the rows where both give a state (parsed
+report vs structured label file); ``stage_metrics`` is what the parse_reports stage records.
 """
 
 from __future__ import annotations
@@ -91,4 +93,18 @@ def attribute_accuracy(
                  if found.get(finding, FindingState()).state == PRESENT]
         if pairs:
             result[finding] = {"n": len(pairs), "accuracy": sum(a == b for a, b in pairs) / len(pairs)}
+    return result
+
+
+def state_accuracy(parsed: list[dict[str, FindingState]], reference: pd.DataFrame) -> dict[str, dict]:
+    """Per finding: how often the parsed state (1 / 0 / -1 / not mentioned) is the reference's ``<finding>_state``."""
+    result = {}
+    for finding in FINDINGS:
+        column = f"{finding}_state"
+        if column not in reference:
+            continue
+        expected = [None if pd.isna(value) else int(value) for value in reference[column]]
+        got = [found.get(finding, FindingState()).state for found in parsed]
+        matches = sum(a == b for a, b in zip(got, expected, strict=True))
+        result[finding] = {"n": len(got), "accuracy": matches / len(got) if got else None}
     return result
