@@ -54,15 +54,15 @@ def test_agreement_without_overlap_or_variation():
 
 def _frame():
     frame = pd.DataFrame({
-        "image_id": ["a", "b", "c"],
-        "patient_id": ["p1", "p2", "p3"],
-        "split": ["train", "val", "test"],
+        "image_id": ["a", "b", "c", "d"],
+        "patient_id": ["p1", "p2", "p3", "p4"],
+        "split": ["train", "val", "test", "test"],
         "source": "real",
         "dataset": "phantom",
-        "path": ["data/ingest/images/a.png", "data/ingest/images/b.png", "data/ingest/images/c.png"],
-        "report": ["Small right apical pneumothorax. No effusion.", "Possible left effusion.", None],
-        "structured_pneumothorax": [None, 0, 1],
-        "structured_pleural_effusion": [0, None, None],
+        "path": [f"data/ingest/images/{name}.png" for name in "abcd"],
+        "report": ["Small right apical pneumothorax. No effusion.", "Possible left effusion.", None, " "],
+        "structured_pneumothorax": [None, 0, 1, None],
+        "structured_pleural_effusion": [0, None, None, None],
     })
     return manifest.conform(frame, "ingest")
 
@@ -73,21 +73,23 @@ def _parsed():
          "pleural_effusion": FindingState(0, sentence="No effusion.")},
         {"pleural_effusion": FindingState(-1, "left", sentence="Possible left effusion.")},
         {},
+        {},
     ]
 
 
 def test_additions_follow_policy_and_keep_attributes_of_present_findings_only():
     frame = _frame()
     additions = manifest_additions(frame, _parsed(), prefer="structured", policy="positive")
-    assert additions["report_pneumothorax"].tolist() == [1, pd.NA, pd.NA]
-    assert additions["pneumothorax"].tolist() == [1, 0, 1]
-    assert additions["pleural_effusion"].tolist() == [0, 1, pd.NA]
-    assert additions["pneumothorax_laterality"].tolist() == ["right", pd.NA, pd.NA]
-    assert additions["pleural_effusion_laterality"].tolist() == [pd.NA, "left", pd.NA]
+    assert additions["report_pneumothorax"].tolist() == [1, pd.NA, pd.NA, pd.NA]
+    assert additions["pneumothorax"].tolist() == [1, 0, 1, pd.NA]
+    assert additions["pleural_effusion"].tolist() == [0, 1, pd.NA, pd.NA]
+    assert additions["pneumothorax_laterality"].tolist() == ["right", pd.NA, pd.NA, pd.NA]
+    assert additions["pleural_effusion_laterality"].tolist() == [pd.NA, "left", pd.NA, pd.NA]
     assert additions["prompt"].tolist() == [
         "small right apical pneumothorax; no pleural effusion",
         "left pleural effusion; no pneumothorax",
         "pneumothorax",
+        pd.NA,  # neither report nor labels
     ]
     written = manifest.validate(manifest.extend(frame, additions, "parse_reports"), "parse_reports")
     assert written["report"].tolist()[:2] == frame["report"].tolist()[:2]
@@ -95,17 +97,17 @@ def test_additions_follow_policy_and_keep_attributes_of_present_findings_only():
 
 def test_ignore_policy_drops_uncertain_from_the_final_label():
     additions = manifest_additions(_frame(), _parsed(), prefer="report", policy="ignore")
-    assert additions["pleural_effusion"].tolist() == [0, pd.NA, pd.NA]
-    assert additions["report_pleural_effusion"].tolist() == [0, -1, pd.NA]
+    assert additions["pleural_effusion"].tolist() == [0, pd.NA, pd.NA, pd.NA]
+    assert additions["report_pleural_effusion"].tolist() == [0, -1, pd.NA, pd.NA]
 
 
 def test_parsed_rows_must_match_the_manifest():
-    with pytest.raises(ValueError, match="2 parsed reports for 3 manifest rows"):
+    with pytest.raises(ValueError, match="2 parsed reports for 4 manifest rows"):
         manifest_additions(_frame(), _parsed()[:2], "structured", "ignore")
 
 
 def test_findings_table_roundtrip(tmp_path):
-    table = findings_table(["a", "b", "c"], _parsed())
+    table = findings_table(["a", "b", "c", "d"], _parsed())
     assert table[["image_id", "finding"]].values.tolist() == [
         ["a", "pleural_effusion"], ["a", "pneumothorax"], ["b", "pleural_effusion"],
     ]
@@ -116,7 +118,7 @@ def test_findings_table_roundtrip(tmp_path):
 
 
 def test_report_columns_cover_every_finding():
-    wide = report_columns(["a", "b", "c"], _parsed())
+    wide = report_columns(["a", "b", "c", "d"], _parsed())
     for finding in FINDINGS:
         assert f"report_{finding}" in wide and f"{finding}_severity" in wide
 
@@ -125,7 +127,7 @@ def test_stage_metrics_count_states_and_agreement():
     frame = _frame()
     additions = manifest_additions(frame, _parsed(), "structured", "ignore")
     metrics = stage_metrics(frame, additions)
-    assert metrics["n_images"] == 3 and metrics["n_reports"] == 2
-    assert metrics["pneumothorax"]["report"] == {"present": 1, "absent": 0, "uncertain": 0, "not_mentioned": 2}
+    assert (metrics["n_images"], metrics["n_reports"], metrics["n_without_prompt"]) == (4, 2, 1)
+    assert metrics["pneumothorax"]["report"] == {"present": 1, "absent": 0, "uncertain": 0, "not_mentioned": 3}
     assert metrics["pleural_effusion"]["agreement"] == {"n": 1, "rate": 1.0, "kappa": None}
     assert state_counts(labels([1, -1, None, None])) == {"present": 1, "absent": 0, "uncertain": 1, "not_mentioned": 2}

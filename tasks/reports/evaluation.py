@@ -66,7 +66,11 @@ def stage_metrics(frame: pd.DataFrame, additions: pd.DataFrame) -> dict:
     """parse_reports metrics: state counts per finding (report and final) and report/structured agreement."""
     if additions["image_id"].tolist() != frame["image_id"].tolist():
         raise ValueError("parse_reports additions are not in the manifest's row order")
-    metrics: dict = {"n_images": int(len(frame)), "n_reports": int(frame["report"].notna().sum())}
+    metrics: dict = {
+        "n_images": int(len(frame)),
+        "n_reports": int(frame["report"].fillna("").str.strip().ne("").sum()),
+        "n_without_prompt": int(additions["prompt"].isna().sum()),
+    }
     for finding in FINDINGS:
         metrics[finding] = {
             "report": state_counts(additions[f"report_{finding}"]),

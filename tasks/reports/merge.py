@@ -4,7 +4,8 @@ Per finding, the final state takes the preferred source where it gives a state a
 source where it does not (``parse_reports.prefer``); then ``parse_reports.uncertain_policy`` maps
 uncertain to present, absent or null, so the final column holds 1 / 0 / null only. Attributes
 (side, zone, size) come from the report and are kept only where the final state is present.
-The prompt is canonical_prompt over the final findings.
+The prompt is canonical_prompt over the final findings; a row with neither a report nor any
+structured label gets none (nothing is known of it, which is not the same as normal).
 """
 
 from __future__ import annotations
@@ -70,4 +71,12 @@ def manifest_additions(
     additions["prompt"] = pd.array(
         [canonical_prompt(states_from_row(row)) for row in additions.to_dict("records")], dtype="string"
     )
+    additions.loc[~described(frame).to_numpy(), "prompt"] = pd.NA
     return additions
+
+
+def described(frame: pd.DataFrame) -> pd.Series:
+    """Rows with a report or any structured label: the others say nothing, so they get no prompt."""
+    has_report = frame["report"].fillna("").str.strip().ne("")
+    has_labels = frame[[f"structured_{finding}" for finding in FINDINGS]].notna().any(axis=1)
+    return (has_report | has_labels).reset_index(drop=True)
