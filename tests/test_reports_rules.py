@@ -66,6 +66,7 @@ def state_of(text, finding):
         ("Questionable left lower lobe infiltrate or pneumonia.", "consolidation", U),
         ("Findings suspicious for pneumonia.", "consolidation", U),
         ("A small effusion may be present.", "pleural_effusion", U),
+        ("A small effusion can be seen on the lateral view.", "pleural_effusion", P),
         ("Upper lobe airspace disease or pulmonary nodule is not entirely excluded.", "nodule", U),
         ("Blunting of the left costophrenic angle.", "pleural_effusion", U),
         ("The left costophrenic sulcus is blunted.", "pleural_effusion", U),

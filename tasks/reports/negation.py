@@ -51,7 +51,7 @@ TRIGGERS: tuple[tuple[str, int, str], ...] = (
     (r"(?:is |are )?not (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
      UNCERTAIN, BOTH),
     (r"difficult to (?:completely |entirely )?(?:exclude|rule out)", UNCERTAIN, PRE),
-    (r"(?:may|might|could|can) (?:also |well |possibly |potentially |in part )?"
+    (r"(?:may|might|could) (?:also |well |possibly |potentially |in part )?"
      r"(?:represent|reflect|be|indicate|suggest|relate|correspond|account)\w*", UNCERTAIN, BOTH),
     (r"(?:is|are|was|were|felt to be|considered) unlikely|unlikely", ABSENT, BOTH),
     (r"(?:is|are|was|were) (?:possible|suspected|questioned|questionable|not certain|uncertain|equivocal|"
