@@ -7,6 +7,7 @@ written names a source file or a source patient: images are referred to by their
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,14 @@ from tasks.sources.registry import read_source
 
 OUT = Path(ingest.OUT_DIR)
 METRICS = Path("metrics/ingest.json")
-CHUNK = 16  # images per Prefect task: enough to amortise task overhead, small enough to balance
+# Images per Prefect task: each task run costs tens of milliseconds of API round trips, so chunks
+# grow with the collection (about four per worker) within bounds that keep the progress bar moving.
+CHUNK_BOUNDS = (16, 256)
+
+
+def chunk_size(count: int, workers: int) -> int:
+    low, high = CHUNK_BOUNDS
+    return min(high, max(low, math.ceil(count / (workers * 4))))
 
 decode_chunk = task(ingest.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
 
@@ -36,7 +44,7 @@ def decode_all(items: list[ingest.WorkItem], params: Params) -> dict[str, ingest
     with task_runner(params, max_workers=params.ingest.workers) as runner:
         futures = [
             runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
-            for chunk in ingest.chunked(items, CHUNK)
+            for chunk in ingest.chunked(items, chunk_size(len(items), params.ingest.workers))
         ]
         with tqdm(total=len(items), desc="ingest", unit="img") as progress:
             for future in as_completed(futures):

@@ -71,7 +71,7 @@ def write_dicom(
         first, bits, table = voi_lut
         item = Dataset()
         item.LUTDescriptor = [len(table), first, bits]
-        item.LUTData = [int(v) for v in table]
+        item.add_new(0x00283006, "US", [int(v) for v in table])  # LUTData, as US rather than the OW alternative
         dataset.VOILUTSequence = DicomSequence([item])
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)

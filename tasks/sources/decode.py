@@ -15,6 +15,7 @@ quarantine list, because file names can embed patient ids.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,8 @@ def _scrubbed(exc: BaseException, path: Path) -> str:
     """An exception's text with the file's path and name taken out (library messages quote them)."""
     text = str(exc)
     for name in (str(path), path.name, path.stem):
-        if name:
-            text = text.replace(name, "<file>")
+        if name:  # whole words only, so a short stem does not eat into ordinary words
+            text = re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", "<file>", text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -95,7 +96,7 @@ def _scrubbed(exc: BaseException, path: Path) -> str:
 def _decode_dicom(data: bytes, path: Path) -> DecodedImage:
     dataset = _read_dataset(data, path)
     if "PixelData" not in dataset:
-        raise DecodeError(path, "DICOM has no pixel data")
+        raise DecodeError(path, "DICOM has no pixel data (truncated, or not an image object)")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DecodeError(path, f"multi-frame DICOM ({frames} frames) is not a single radiograph")
