@@ -25,6 +25,7 @@ from tasks.sources.registry import read_source
 
 OUT = Path(ingest.OUT_DIR)
 METRICS = Path("metrics/ingest.json")
+QUARANTINE_SHOWN = 20  # quarantined images named in the log; all of them are in quarantine.csv
 # Images per Prefect task: each task run costs tens of milliseconds of API round trips, so chunks
 # grow with the collection (about four per worker) within bounds that keep the progress bar moving.
 CHUNK_BOUNDS = (16, 256)
@@ -33,6 +34,7 @@ CHUNK_BOUNDS = (16, 256)
 def chunk_size(count: int, workers: int) -> int:
     low, high = CHUNK_BOUNDS
     return min(high, max(low, math.ceil(count / (workers * 4))))
+
 
 decode_chunk = task(ingest.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
 
@@ -85,6 +87,8 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
             f"{metrics['quarantined']} quarantined, splits "
             + ", ".join(f"{s} {v['images']}" for s, v in metrics["split"].items())
         )
-        for row in quarantine.itertuples():
+        for row in quarantine.head(QUARANTINE_SHOWN).itertuples():
             print(f"quarantined {row.image_id} (source row {row.row}): {row.reason}")
+        if len(quarantine) > QUARANTINE_SHOWN:
+            print(f"... and {len(quarantine) - QUARANTINE_SHOWN} more in {OUT / 'quarantine.csv'}")
     return metrics

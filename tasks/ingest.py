@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +114,7 @@ class ImageResult:
     site: str | None = None  # from the file's header
     view: str | None = None  # from the file's header
     localisations: tuple[tuple[int, str, str, str], ...] = ()  # (lesion, finding, kind, value or mask file name)
-    mask_md5s: tuple[str, ...] = field(default_factory=tuple)
+    mask_md5s: tuple[str, ...] = ()
 
 
 def source_spacing(item: WorkItem, shape: tuple[int, int], header_spacing: float | None) -> float | None:
@@ -137,7 +137,7 @@ def _load_masks(item: WorkItem, shape: tuple[int, int]) -> list[tuple[int, Local
                 mask = read_mask(localisation.value)
             except FileNotFoundError:
                 raise DecodeError(localisation.value, f"mask file of lesion {lesion} not found") from None
-            except OSError:
+            except Exception:  # PIL's many errors for a broken file all mean the same here
                 raise DecodeError(localisation.value, f"mask file of lesion {lesion} is not a readable image") from None
             if mask.ndim != 2 or mask.shape != shape:
                 raise DecodeError(

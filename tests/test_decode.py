@@ -154,8 +154,8 @@ def test_real_nih_pngs_including_rgba(shared_data):
 
 
 def test_library_messages_lose_the_file_name_but_keep_their_words():
-    from tasks.sources.decode import _scrubbed
+    from tasks.sources.decode import scrubbed
 
     path = Path("/data/PID-4711_pix.png")
-    text = _scrubbed(OSError(f"cannot identify image file '{path}' ({path.stem}), pixel data short"), path)
+    text = scrubbed(OSError(f"cannot identify image file '{path}' ({path.stem}), pixel data short"), path)
     assert "PID-4711" not in text and "pixel data short" in text

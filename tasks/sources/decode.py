@@ -81,7 +81,7 @@ def is_dicom(data: bytes) -> bool:
     return data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
-def _scrubbed(exc: BaseException, path: Path) -> str:
+def scrubbed(exc: BaseException, path: Path) -> str:
     """An exception's text with the file's path and name taken out (library messages quote them)."""
     text = str(exc)
     for name in (str(path), path.name, path.stem):
@@ -103,15 +103,15 @@ def _decode_dicom(data: bytes, path: Path) -> DecodedImage:
     try:
         stored = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for truncated or undecodable pixel data
-        raise DecodeError(path, f"DICOM pixel data cannot be decoded ({_scrubbed(exc, path)})") from None
+        raise DecodeError(path, f"DICOM pixel data cannot be decoded ({scrubbed(exc, path)})") from None
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         if photometric in ("MONOCHROME1", "MONOCHROME2"):
             pixels = _display_values(stored, dataset)
         else:
             pixels = _luminance(stored) / (2 ** int(dataset.BitsStored) - 1)  # colour: RGB after pydicom
-    except (ValueError, AttributeError, KeyError, TypeError, NotImplementedError) as exc:
-        raise DecodeError(path, f"DICOM intensity transform failed ({_scrubbed(exc, path)})") from None
+    except Exception as exc:  # a malformed LUT or window fails in many ways; the file is quarantined
+        raise DecodeError(path, f"DICOM intensity transform failed ({scrubbed(exc, path)})") from None
     if photometric == "MONOCHROME1":  # low values are white: flip to bright = attenuation
         pixels = 1.0 - pixels
     return DecodedImage(
@@ -126,16 +126,16 @@ def _read_dataset(data: bytes, path: Path) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
     except InvalidDicomError as exc:
-        raise DecodeError(path, f"not a valid DICOM file ({_scrubbed(exc, path)})") from None
+        raise DecodeError(path, f"not a valid DICOM file ({scrubbed(exc, path)})") from None
     except Exception as exc:  # a header cut short raises EOFError, struct.error, ValueError, ...
-        raise DecodeError(path, f"truncated or corrupt DICOM header ({_scrubbed(exc, path)})") from None
+        raise DecodeError(path, f"truncated or corrupt DICOM header ({scrubbed(exc, path)})") from None
 
 
 def _display_values(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     """Stored values -> modality LUT -> VOI LUT / window, scaled to [0, 1] by the declared output range."""
     values = apply_modality_lut(stored, dataset)
     if _has_voi(dataset):
-        if dataset.get("VOILUTSequence") and np.all(np.mod(values, 1) == 0):
+        if _voi_lut(dataset) is not None and np.all(np.mod(values, 1) == 0):
             values = values.astype(np.int64)  # a VOI LUT indexes by integer value
         low, high = _voi_range(dataset)
         values = apply_voi_lut(values, dataset)
@@ -146,12 +146,18 @@ def _display_values(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     return (np.asarray(values, dtype=np.float64) - low) / (high - low)
 
 
-def _has_voi(dataset: pydicom.Dataset) -> bool:
+def _voi_lut(dataset: pydicom.Dataset) -> pydicom.Dataset | None:
+    """The VOI LUT pydicom applies (it prefers a complete table to a window), if any."""
     if dataset.get("VOILUTSequence"):
         item = dataset.VOILUTSequence[0]
         if item.get("LUTDescriptor") is not None and item.get("LUTData") is not None:
-            return True
-    return dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None
+            return item
+    return None
+
+
+def _has_voi(dataset: pydicom.Dataset) -> bool:
+    window = dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None
+    return window or _voi_lut(dataset) is not None
 
 
 def _stored_range(dataset: pydicom.Dataset) -> np.ndarray:
@@ -169,8 +175,9 @@ def _modality_range(dataset: pydicom.Dataset) -> tuple[float, float]:
 
 def _voi_range(dataset: pydicom.Dataset) -> tuple[float, float]:
     """The VOI transform's output range, asked of pydicom itself rather than re-derived."""
-    if dataset.get("VOILUTSequence"):
-        entries, first, _bits = (int(v) for v in dataset.VOILUTSequence[0].LUTDescriptor)
+    table_item = _voi_lut(dataset)
+    if table_item is not None:
+        entries, first, _bits = (int(v) for v in table_item.LUTDescriptor)
         table = apply_voi_lut(np.arange(first, first + (entries or 2**16), dtype=np.int64), dataset)
         return float(table.min()), float(table.max())
     # Windowing maps everything below the window to its lowest output and above to its highest.
@@ -208,8 +215,8 @@ def _decode_picture(data: bytes, path: Path) -> DecodedImage:
             image = opened.copy()
     except UnidentifiedImageError:
         raise DecodeError(path, "not an image: neither DICOM nor a format PIL recognises") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for truncated or broken files
-        raise DecodeError(path, f"corrupt image data ({_scrubbed(exc, path)})") from None
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
+        raise DecodeError(path, f"corrupt image data ({scrubbed(exc, path)})") from None
     return DecodedImage(pixels=_checked(_picture_to_unit(image, path), path))
 
 
