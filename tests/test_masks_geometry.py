@@ -9,7 +9,7 @@ from PIL import Image
 from tasks.io import write_png16
 from tasks.masks import geometry
 from tasks.masks.geometry import Geometry
-from tests.rle_double import encode_rle, rle_decoder  # noqa: F401  (rle_decoder is a fixture)
+from tasks.masks.rle import decode_rle, encode_rle
 
 # (source height, source width) -> the fit into a 32 px canvas: scale 0.25 keeps every edge on a pixel.
 SQUARE, TALL, WIDE = (128, 128), (128, 64), (64, 128)
@@ -117,20 +117,20 @@ def test_bad_polygons_are_refused(value, message):
 
 
 @pytest.mark.parametrize("shape", [SQUARE, TALL, WIDE])
-def test_rle_resamples_like_its_box(shape, rle_decoder):
+def test_rle_resamples_like_its_box(shape):
     source = np.zeros(shape, bool)
     source[8:40, 16:40] = True
     fit = geometry.fit(*shape, 32)
     assert np.array_equal(geometry.rle_mask(encode_rle(source), fit), geometry.box_mask("16,8,24,32", fit))
 
 
-def test_rle_decoding_is_column_major(rle_decoder):
+def test_rle_decoding_is_column_major():
     fit = geometry.fit(4, 4, 4)
     mask = geometry.rle_mask("1 2", fit)  # pixels 1 and 2 counted down the first column
     assert np.array_equal(np.argwhere(mask), [[1, 0], [2, 0]])
 
 
-def test_rle_that_does_not_fit_the_source_is_refused(rle_decoder):
+def test_rle_that_does_not_fit_the_source_is_refused():
     with pytest.raises(ValueError):
         geometry.rle_mask("100 50", geometry.fit(8, 8, 4))
 
@@ -169,7 +169,7 @@ def test_unreadable_and_missing_mask_files_are_refused_without_their_path(tmp_pa
     assert "patient" not in str(unreadable.value) + str(missing.value)
 
 
-def test_localisation_mask_dispatches_on_kind_and_resolves_mask_paths(tmp_path, rle_decoder):
+def test_localisation_mask_dispatches_on_kind_and_resolves_mask_paths(tmp_path):
     fit = geometry.fit(*WIDE, 32)
     source = np.zeros(WIDE, np.uint8)
     source[8:40, 16:40] = 1
@@ -193,14 +193,14 @@ def test_resample_refuses_an_array_of_another_size():
 
 
 @pytest.mark.shared_data
-def test_real_siim_rle_masks_keep_their_area_at_working_size(shared_data, rle_decoder):
+def test_real_siim_rle_masks_keep_their_area_at_working_size(shared_data):
     with (shared_data / "formats" / "siim-pneumothorax-train-rle.head300.csv").open() as handle:
         rows = [row for row in csv.reader(handle)][1:]
     encoded = [value.strip() for _, value in rows if value.strip() != "-1"][:20]
     assert encoded, "no positive RLE rows in the sample"
     fit = geometry.fit(1024, 1024, 64)
     for rle in encoded:
-        source = rle_decoder(rle, 1024, 1024)
+        source = decode_rle(rle, 1024, 1024)
         working = geometry.rle_mask(rle, fit)
         expected = source.sum() * fit.scale**2
         assert abs(working.sum() - expected) <= 0.15 * expected + 4

@@ -28,7 +28,7 @@ from tasks.masks.prepare import (
 )
 from tasks.masks.summary import summarise
 from tests.conftest import TINY_PARAMS
-from tests.rle_double import encode_rle, rle_decoder  # noqa: F401  (rle_decoder is a fixture)
+from tasks.masks.rle import encode_rle
 
 SIZE = 32
 OUT = Path("data/prepare_masks")
@@ -115,7 +115,7 @@ def prepare(root: Path, image_id: str, rows: list[dict], min_area_px: int = 2):
     return prepare_image(row_of(root, image_id), frame, root, OUT, min_area_px)
 
 
-def test_every_kind_of_localisation_becomes_the_same_lesion(project, rle_decoder):
+def test_every_kind_of_localisation_becomes_the_same_lesion(project):
     shape = SOURCES["img1"]
     source = np.zeros(shape, bool)
     x, y, w, h = BOX
@@ -164,7 +164,7 @@ def test_two_findings_share_one_label_map(project):
     ("polygon", "0,0;10,0", "bad_polygon"),
     ("circle", "1,2,3", "unknown_kind"),
 ])
-def test_bad_localisations_are_rejected_and_the_rest_kept(project, rle_decoder, kind, value, code):
+def test_bad_localisations_are_rejected_and_the_rest_kept(project, kind, value, code):
     result = prepare(project, "img1", [
         localisation("img1", 0, "pneumothorax", kind, value),
         localisation("img1", 1, "pneumothorax", "box", box_text(*BOX)),
@@ -296,7 +296,7 @@ FLOW_STATES = {
 
 
 @pytest.mark.slow
-def test_flow_writes_masks_that_overlay_their_images(tmp_path, monkeypatch, rle_decoder):
+def test_flow_writes_masks_that_overlay_their_images(tmp_path, monkeypatch):
     from flows.prepare_masks import prepare_masks_flow
 
     boxes = {"img0": [(8, 8, 20, 24)], "img1": [BOX], "img2": [(70, 20, 40, 30)], "img3": [(50, 40, 30, 30)]}

@@ -23,6 +23,8 @@ import numpy as np
 from matplotlib.path import Path as PolygonPath
 from PIL import Image, UnidentifiedImageError
 
+from tasks.masks.rle import decode_rle
+
 KINDS = ("box", "rle", "polygon", "mask")
 THRESHOLD = 0.5  # area share of a working pixel that makes it lesion
 
@@ -169,7 +171,6 @@ def polygon_mask(value: str, geometry: Geometry) -> np.ndarray:
 def rle_mask(value: str, geometry: Geometry) -> np.ndarray:
     """A SIIM-ACR run-length string (at the source size) as a working mask."""
     # The decoder is owned by the SIIM adapter work (tasks/masks/rle.py); imported here, where it is used.
-    from tasks.masks.rle import decode_rle
 
     return resample_mask(decode_rle(value, geometry.orig_height, geometry.orig_width), geometry)
 
