@@ -4,6 +4,7 @@ and tests, fidelity (FID/KID/SSIM/PSNR), lesion preservation, diversity (PRDC), 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 
@@ -21,6 +22,7 @@ def json_ready(value):
 
 
 def numeric(flat: Mapping[str, object]) -> dict[str, float]:
-    """The numeric entries of a flattened metrics dict (what MLflow can log as metrics)."""
-    return {key: float(value) for key, value in flat.items()
+    """The numeric entries of a flattened metrics dict, keyed as MLflow accepts metric names
+    (a condition type such as ``label+mask`` becomes ``label_mask``)."""
+    return {re.sub(r"[^\w\-. :/]", "_", key): float(value) for key, value in flat.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
