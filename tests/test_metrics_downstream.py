@@ -3,7 +3,12 @@ import pytest
 
 from tasks.findings import FINDINGS
 from tasks.metrics.downstream import (
-    averages, both_classes, compare_to_reference, finding_metrics, roc_points, sensitivity_at_specificity,
+    averages,
+    both_classes,
+    compare_to_reference,
+    finding_metrics,
+    roc_points,
+    sensitivity_at_specificity,
     variant_metrics,
 )
 

@@ -5,7 +5,15 @@ import torch
 from models.segmenter import MaskedDiceBCELoss
 from tasks.findings import FINDINGS
 from tasks.metrics.lesions import (
-    CROP_SIZE, condition_accuracy, iou, known_channels, lesion_crop, lesion_crops, lesion_ssim, mask_iou, segment,
+    CROP_SIZE,
+    condition_accuracy,
+    iou,
+    known_channels,
+    lesion_crop,
+    lesion_crops,
+    lesion_ssim,
+    mask_iou,
+    segment,
     train_segmenter,
 )
 

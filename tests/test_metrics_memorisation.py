@@ -21,6 +21,17 @@ def test_exact_copy_is_flagged():
     assert summarise(nearest.iloc[:0], 0.95)["near_copies"] == 0
 
 
+def test_search_in_blocks_matches_one_pass(monkeypatch):
+    from tasks.metrics import memorisation
+
+    rng = np.random.default_rng(2)
+    queries, references = rng.random((7, 8, 8)), rng.random((25, 8, 8))
+    whole = nearest_by_correlation(queries, references)
+    monkeypatch.setattr(memorisation, "BLOCK", 4)
+    blocked = nearest_by_correlation(queries, references)
+    assert (whole[0] == blocked[0]).all() and np.allclose(whole[1], blocked[1])
+
+
 def test_nearest_helpers():
     index, cosine = nearest_by_cosine(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [2.0, 0.1]]))
     assert index.tolist() == [1] and cosine[0] > 0.99

@@ -9,29 +9,41 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+BLOCK = 2048  # reference rows compared at once, so the similarity matrix stays small
+
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float64)
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
+def _standardised(images: np.ndarray) -> np.ndarray:
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return _unit_rows(flat - flat.mean(axis=1, keepdims=True))
+
+
+def _best_match(queries: np.ndarray, references: np.ndarray, prepare) -> tuple[np.ndarray, np.ndarray]:
+    """Index and value of each query's largest dot product with the prepared references, block by block."""
+    queries = prepare(queries)
+    best_index = np.zeros(len(queries), dtype=np.int64)
+    best_value = np.full(len(queries), -np.inf)
+    for start in range(0, len(references), BLOCK):
+        similarity = queries @ prepare(references[start:start + BLOCK]).T
+        index = similarity.argmax(axis=1)
+        value = similarity[np.arange(len(queries)), index]
+        better = value > best_value
+        best_index[better], best_value[better] = index[better] + start, value[better]
+    return best_index, best_value
+
+
 def nearest_by_cosine(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index, cosine similarity) of each query row's most similar reference row."""
-    similarity = _unit_rows(queries) @ _unit_rows(references).T
-    index = similarity.argmax(axis=1)
-    return index, similarity[np.arange(len(queries)), index]
+    return _best_match(queries, references, _unit_rows)
 
 
 def nearest_by_correlation(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index, Pearson correlation of pixels) of each query image's most correlated reference image."""
-    def standardised(images: np.ndarray) -> np.ndarray:
-        flat = images.reshape(len(images), -1).astype(np.float64)
-        flat = flat - flat.mean(axis=1, keepdims=True)
-        return _unit_rows(flat)
-
-    correlation = standardised(queries) @ standardised(references).T
-    index = correlation.argmax(axis=1)
-    return index, correlation[np.arange(len(queries)), index]
+    return _best_match(queries, references, _standardised)
 
 
 def nearest_real(
