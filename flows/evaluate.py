@@ -16,7 +16,7 @@ from flows.common import setup
 from tasks import reader_study, tracking
 from tasks.findings import FINDINGS
 from tasks.io import atomic_path, write_json
-from tasks.metrics import classifiers, downstream, figures, inputs, json_ready, numeric, report
+from tasks.metrics import classifiers, diversity, downstream, figures, inputs, json_ready, numeric, report
 from tasks.metrics import synthetic as synthetic_metrics
 from tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
 from tasks.params import Params
@@ -104,34 +104,49 @@ def _downstream_figures(roc: pd.DataFrame, downstream_by_variant: dict, rare: li
     return paths
 
 
-def _synthetic_figures(params: Params, sets: dict, features: synthetic_metrics.Features, nearest: pd.DataFrame) -> dict[str, str]:
+def _embedding_figure(params: Params, sets: dict, features: synthetic_metrics.Features) -> Path:
     rare, seed = params.generate.rare_findings, params.evaluate.seed
-    train, synthetic = sets["train"], sets["synthetic"]
     rng = np.random.default_rng(seed)
-    picked_train = np.sort(rng.permutation(len(train))[:MAX_EMBEDDED])
-    picked_synthetic = np.sort(rng.permutation(len(synthetic))[:MAX_EMBEDDED])
-    coordinates = synthetic_metrics.diversity.embed_2d(
-        np.concatenate([features.train[picked_train], features.synthetic[picked_synthetic]]), params.evaluate.embedding, seed)
-    names = (np.asarray(synthetic_metrics.finding_of(train.frame, rare), dtype=object)[picked_train].tolist()
-             + np.asarray(synthetic_metrics.finding_of(synthetic.frame, rare), dtype=object)[picked_synthetic].tolist())
-    sources = ["real"] * len(picked_train) + ["synthetic"] * len(picked_synthetic)
-    paths = {"embedding": figures.save(figures.embedding_figure(coordinates, sources, names, params.evaluate.embedding),
-                                       FIGURES / "embedding.png")}
+    coordinates, sources, names = [], [], []
+    for source, image_set, rows in (("real", sets["train"], features.train),
+                                    ("synthetic", sets["synthetic"], features.synthetic)):
+        picked = np.sort(rng.permutation(len(image_set))[:MAX_EMBEDDED])
+        coordinates.append(rows[picked])
+        sources += [source] * len(picked)
+        finding = synthetic_metrics.finding_of(image_set.frame, rare)
+        names += [finding[i] for i in picked]
+    embedded = diversity.embed_2d(np.concatenate(coordinates), params.evaluate.embedding, seed)
+    return figures.save(figures.embedding_figure(embedded, sources, names, params.evaluate.embedding),
+                        FIGURES / "embedding.png")
 
+
+def _memorisation_figure(params: Params, sets: dict, nearest: pd.DataFrame) -> Path:
+    """The six synthetic images closest to a training image, beside it."""
+    train, synthetic = sets["train"], sets["synthetic"]
     closest = nearest.sort_values("correlation", ascending=False).head(6)
     synthetic_position = {image_id: i for i, image_id in enumerate(synthetic.ids)}
     train_position = {image_id: i for i, image_id in enumerate(train.ids)}
     threshold = params.evaluate.memorisation_threshold
     captions = [f"r = {r:.3f}" + (" NEAR-COPY" if r >= threshold else "") for r in closest["correlation"]]
-    paths["memorisation"] = figures.save(figures.pairs_figure(
+    return figures.save(figures.pairs_figure(
         synthetic.images[[synthetic_position[i] for i in closest["image_id"]]],
         train.images[[train_position[i] for i in closest["nearest_by_pixels"]]],
         captions, ("synthetic", "nearest training image")), FIGURES / "memorisation.png")
 
+
+def _samples_figure(params: Params, sets: dict) -> Path:
+    rare = params.generate.rare_findings
+    train, synthetic = sets["train"], sets["synthetic"]
     train_names, synthetic_names = (np.asarray(synthetic_metrics.finding_of(s.frame, rare)) for s in (train, synthetic))
     groups = {f: (train.images[train_names == f][:4], synthetic.images[synthetic_names == f][:4]) for f in rare}
-    paths["samples"] = figures.save(figures.samples_figure(groups), FIGURES / "samples.png")
-    return {name: Path(path).relative_to(REPORTS).as_posix() for name, path in paths.items()}
+    return figures.save(figures.samples_figure(groups), FIGURES / "samples.png")
+
+
+def _synthetic_figures(params: Params, sets: dict, features: synthetic_metrics.Features, nearest: pd.DataFrame) -> dict[str, str]:
+    paths = {"embedding": _embedding_figure(params, sets, features),
+             "memorisation": _memorisation_figure(params, sets, nearest),
+             "samples": _samples_figure(params, sets)}
+    return {name: path.relative_to(REPORTS).as_posix() for name, path in paths.items()}
 
 
 def _reader_study(params: Params, sets: dict) -> dict:
