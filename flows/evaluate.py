@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import setup
 from tasks import reader_study, tracking
+from tasks.classifier import resolve_device
 from tasks.findings import FINDINGS
 from tasks.io import atomic_path, write_json
 from tasks.metrics import classifiers, diversity, downstream, figures, inputs, json_ready, numeric, report
@@ -30,12 +31,6 @@ READER_KEY = REPORTS / "reader_study_key.json"  # outside the folder handed to r
 MAX_EMBEDDED = 400  # images per source in the embedding figure
 
 
-def _device(params: Params) -> str:
-    if params.runtime.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return params.runtime.device
-
-
 @task(name="load image sets", cache_policy=NO_CACHE)  # arrays and models: nothing worth hashing
 def load_image_sets(params: Params) -> dict[str, inputs.ImageSet]:
     real = inputs.read_real()
@@ -46,8 +41,8 @@ def load_image_sets(params: Params) -> dict[str, inputs.ImageSet]:
 
 
 @task(name="predict variant", cache_policy=NO_CACHE)
-def predict_variant(variant: str, test_frame: pd.DataFrame, batch_size: int):
-    model = classifiers.load(classifiers.variant_dir(variant))
+def predict_variant(variant: str, test_frame: pd.DataFrame, batch_size: int, device: torch.device):
+    model = classifiers.load(classifiers.variant_dir(variant), device)
     return model, classifiers.predict(model, test_frame, batch_size=batch_size)
 
 
@@ -68,7 +63,7 @@ def _feature_network(params: Params, reference_model) -> FeatureNetwork:
 
 @task(name="synthetic-set metrics", cache_policy=NO_CACHE)
 def synthetic_set_metrics(params: Params, sets: dict, network: FeatureNetwork, reference_model,
-                          thresholds: dict, device: str) -> tuple[dict, synthetic_metrics.Features, pd.DataFrame]:
+                          thresholds: dict, device: torch.device) -> tuple[dict, synthetic_metrics.Features, pd.DataFrame]:
     config, rare = params.evaluate, params.generate.rare_findings
     test, train, synthetic = sets["test"], sets["train"], sets["synthetic"]
     features = synthetic_metrics.Features(*(extract_features(network, s.images, config.batch_size, device, name)
@@ -191,13 +186,13 @@ def _log_synthetic_run(params: Params, metrics: dict) -> None:
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
-    config, rare, device = params.evaluate, list(params.generate.rare_findings), _device(params)
+    config, rare, device = params.evaluate, list(params.generate.rare_findings), resolve_device(params.runtime.device)
     variants = classifiers.variants(params)
     sets = load_image_sets(params)
     test = sets["test"]
     labels = inputs.evaluation_labels(test.frame)
 
-    predictions = {variant: predict_variant(variant, test.frame, config.batch_size) for variant, _ in variants}
+    predictions = {variant: predict_variant(variant, test.frame, config.batch_size, device) for variant, _ in variants}
     models = {variant: model for variant, (model, _) in predictions.items()}
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}
     downstream_by_variant = downstream_metrics(params, labels, probabilities)

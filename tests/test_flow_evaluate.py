@@ -1,4 +1,4 @@
-"""The evaluate stage end to end on a tiny project (tiny profile, tiny classifiers)."""
+"""The evaluate stage end to end on a tiny project (tiny profile, untrained densenet_small classifiers)."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import pytest
 
 from tasks.params import load_params, variant_name
 from tests.conftest import TINY_PARAMS
-from tests.evaluate_fakes import build_tiny_project, save_tiny_classifier, use_tiny_classifiers
+from tests.evaluate_project import build_tiny_project, save_untrained_classifier
 
 
 @pytest.mark.slow
@@ -21,9 +21,8 @@ def test_evaluate_flow_on_tiny_project(tmp_path, monkeypatch):
     build_tiny_project(tmp_path, size=params.ingest.image_size)
     variants = [*params.mix.baselines, *(variant_name(r) for r in params.mix.ratios)]
     for seed, variant in enumerate(variants):
-        save_tiny_classifier(tmp_path / "data/classifiers" / variant, seed)
-    save_tiny_classifier(tmp_path / "data/classifiers/ratio_99", 99)  # not in params: must be ignored
-    use_tiny_classifiers(monkeypatch)
+        save_untrained_classifier(tmp_path / "data/classifiers" / variant, variant, seed)
+    save_untrained_classifier(tmp_path / "data/classifiers/ratio_99", "ratio_99", 99)  # not in params: ignored
 
     from flows.evaluate import evaluate_flow
 

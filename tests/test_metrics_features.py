@@ -3,17 +3,19 @@ import pytest
 import torch
 from torch import nn
 
+from models.classifier import build_classifier
 from tasks.metrics.features import classifier_features, extract_features, load_feature_network
-from tests.evaluate_fakes import TinyClassifier
 
 
 def test_classifier_features_wraps_penultimate_layer():
-    model = TinyClassifier()
+    torch.manual_seed(0)
+    model = build_classifier("densenet_small").eval()
     network = classifier_features(model)
     images = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
     features = extract_features(network, images, batch_size=2)
     assert network.num_features == model.feature_dim and features.shape == (5, model.feature_dim)
-    expected = model.features(torch.from_numpy(images)[:, None]).detach().numpy()
+    with torch.no_grad():
+        expected = model.features(torch.from_numpy(images)[:, None]).numpy()
     assert np.allclose(features, expected, atol=1e-6)
 
 

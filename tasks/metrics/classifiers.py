@@ -1,6 +1,6 @@
 """The one seam between evaluate and the train_classifier stage: which variants the params name,
-where their classifiers live, loading one and predicting with it. Loading and predicting are the
-classifier stage's own functions (``tasks.classifier``), imported here and nowhere else in evaluate."""
+where their classifiers live, loading one and predicting with it (the classifier stage's own
+``load_classifier`` and ``predict``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from tasks.classifier import load_classifier
+from tasks.classifier import predict as classifier_predict
+from tasks.classifier.outputs import CLASSIFIER_DIR
 from tasks.params import Params, variant_name
 
-CLASSIFIERS = Path("data/classifiers")
 REFERENCE = "real_only"
 
 
@@ -26,21 +29,17 @@ def variants(params: Params) -> list[tuple[str, float]]:
 
 
 def variant_dir(variant: str, root: str | Path = ".") -> Path:
-    directory = Path(root) / CLASSIFIERS / variant
+    directory = Path(root) / CLASSIFIER_DIR / variant
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory}: no trained classifier for variant {variant!r} (config.json missing); "
                          "run its train_classifier stage first")
     return directory
 
 
-def load(directory: Path):
-    from tasks.classifier import load_classifier
-
-    return load_classifier(directory)
+def load(directory: Path, device: torch.device | str = "cpu"):
+    return load_classifier(directory, device)
 
 
 def predict(model, frame: pd.DataFrame, root: str | Path = ".", batch_size: int = 64) -> np.ndarray:
     """Probabilities (n, len(FINDINGS)) of the manifest rows ``frame``."""
-    from tasks.classifier import predict as classifier_predict
-
     return np.asarray(classifier_predict(model, frame, root=root, batch_size=batch_size), dtype=np.float64)

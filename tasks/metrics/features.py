@@ -96,7 +96,7 @@ def _densenet_from_state_dict(path: Path) -> FeatureNetwork:
 
 
 def extract_features(
-    network: FeatureNetwork, images: np.ndarray, batch_size: int = 64, device: str = "cpu", label: str = "features"
+    network: FeatureNetwork, images: np.ndarray, batch_size: int = 64, device: torch.device | str = "cpu", label: str = "features"
 ) -> np.ndarray:
     """Features (N, D) of (N, H, W) images in [0, 1], in batches, with a progress bar."""
     network = network.to(device)

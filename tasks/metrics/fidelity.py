@@ -14,14 +14,14 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from tasks.metrics.features import FeatureNetwork
 
 
-def _batches(images: np.ndarray, batch_size: int, device: str):
+def _batches(images: np.ndarray, batch_size: int, device: torch.device | str):
     for start in range(0, len(images), batch_size):
         yield torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))[:, None].to(device)
 
 
 def fid_kid(
     network: FeatureNetwork, real: np.ndarray, fake: np.ndarray, seed: int,
-    batch_size: int = 64, subsets: int = 50, device: str = "cpu",
+    batch_size: int = 64, subsets: int = 50, device: torch.device | str = "cpu",
 ) -> dict[str, float | int | None]:
     """FID and KID (mean, std over ``subsets`` random subsets, seeded) of (N, H, W) image sets.
     KID's subset size is the smaller set's size, capped at 1000 (the usual value)."""

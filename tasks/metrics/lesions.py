@@ -63,7 +63,7 @@ def known_channels(masks: np.ndarray, states: np.ndarray) -> np.ndarray:
 
 def train_segmenter(
     images: np.ndarray, masks: np.ndarray, known: np.ndarray, epochs: int, seed: int,
-    batch_size: int = 16, learning_rate: float = 1e-3, device: str = "cpu",
+    batch_size: int = 16, learning_rate: float = 1e-3, device: torch.device | str = "cpu",
 ) -> torch.nn.Module:
     """Fit the lesion segmenter on real (N, H, W) images and (N, F, H, W) masks, seeded."""
     if len(images) == 0:
@@ -87,7 +87,7 @@ def train_segmenter(
     return model.eval()
 
 
-def segment(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+def segment(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64, device: torch.device | str = "cpu") -> np.ndarray:
     """(N, F, H, W) bool lesion masks (sigmoid >= 0.5)."""
     found = []
     with torch.no_grad():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tasks.findings import FINDINGS
 from tasks.metrics import diversity, fidelity, lesions, memorisation
@@ -37,7 +38,7 @@ def finding_of(frame: pd.DataFrame, preferred: Sequence[str]) -> list[str]:
 
 
 def fidelity_metrics(
-    network: FeatureNetwork, test: ImageSet, train: ImageSet, synthetic: ImageSet, seed: int, device: str
+    network: FeatureNetwork, test: ImageSet, train: ImageSet, synthetic: ImageSet, seed: int, device: torch.device | str
 ) -> dict:
     """FID/KID of the synthetic set against the real test split, the same between real train and
     test (the floor two real samples reach), and SSIM/PSNR against each synthetic image's template."""
@@ -56,7 +57,7 @@ def fidelity_metrics(
 
 def lesion_metrics(
     synthetic: ImageSet, train: ImageSet, test: ImageSet, synthetic_probabilities: np.ndarray,
-    thresholds: dict[str, float | None], rare_findings: Sequence[str], epochs: int, seed: int, device: str,
+    thresholds: dict[str, float | None], rare_findings: Sequence[str], epochs: int, seed: int, device: torch.device | str,
 ) -> dict:
     """Condition accuracy (overall and per condition type), mask adherence of the mask-conditioned
     images (with the segmenter's IoU on real test masks beside it) and lesion-region SSIM."""

@@ -1,68 +1,28 @@
-"""Stand-ins for evaluate's tests: a tiny classifier with the project classifier's interface
-(``model(x)`` logits, ``features(x)``, ``feature_dim``), its directory format, and a small project
-on disk (real and synthetic manifests, images, masks) built with the foundation's writers."""
+"""A small project on disk for evaluate's tests: real and synthetic manifests, images and lesion
+masks (nodules bright discs, pneumothoraces dark corners), written with the foundation's writers,
+and untrained ``densenet_small`` classifiers saved the way train_classifier saves them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from models.classifier import build_classifier
 from tasks import manifest
-from tasks.datasets import ManifestImages
+from tasks.classifier import save_classifier
+from tasks.classifier.inference import CHECKPOINT
 from tasks.findings import FINDINGS
-from tasks.io import write_mask, write_png16
+from tasks.io import write_json, write_mask, write_png16
 from tasks.masks import labelmap
 
 
-class TinyClassifier(nn.Module):
-    """Mean brightness and texture features; one logit per finding."""
-
-    feature_dim = 8
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, self.feature_dim, 3, padding=1)
-        self.head = nn.Linear(self.feature_dim, len(FINDINGS))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(F.relu(self.conv(images)), 1).flatten(1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
-
-
-def save_tiny_classifier(directory: Path, seed: int) -> None:
+def save_untrained_classifier(directory: Path, variant: str, seed: int) -> None:
     torch.manual_seed(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(TinyClassifier().state_dict(), directory / "model.pt")
-    (directory / "config.json").write_text(json.dumps({"architecture": "tiny", "seed": seed}))
-
-
-def load_tiny_classifier(directory: Path) -> TinyClassifier:
-    model = TinyClassifier()
-    model.load_state_dict(torch.load(Path(directory) / "model.pt", weights_only=True))
-    return model.eval()
-
-
-def predict_tiny(model: nn.Module, frame: pd.DataFrame, root=".", batch_size: int = 64) -> np.ndarray:
-    data = ManifestImages(frame, root)
-    with torch.no_grad():
-        images = torch.stack([data[i]["image"] for i in range(len(data))]) if len(data) else torch.zeros(0, 1, 1, 1)
-        return torch.sigmoid(model(images)).numpy() if len(data) else np.zeros((0, len(FINDINGS)))
-
-
-def use_tiny_classifiers(monkeypatch) -> None:
-    """Point evaluate's classifier seam at the tiny classifier's loader and predictor."""
-    from tasks.metrics import classifiers
-
-    monkeypatch.setattr(classifiers, "load", load_tiny_classifier)
-    monkeypatch.setattr(classifiers, "predict", predict_tiny)
+    save_classifier(build_classifier("densenet_small"), directory / CHECKPOINT)
+    write_json(directory / "config.json", {"variant": variant, "architecture": "densenet_small", "seed": seed})
 
 
 def radiograph(rng: np.random.Generator, size: int, lesions: dict[str, np.ndarray]) -> np.ndarray:
