@@ -249,6 +249,10 @@ class EvaluateParams(Section):
     memorisation_threshold: float = Field(0.95, gt=0, le=1)
     prdc_k: int = Field(5, ge=1)
     feature_network: str | None = Field(None, description="local path of a pretrained radiograph network; default: the real-only classifier")
+    segmenter_epochs: int = Field(10, ge=1, description="epochs of the lesion segmenter behind mask adherence")
+    reader_study_images: int = Field(20, ge=1, description="real and as many synthetic images in the reader study")
+    embedding: Literal["pca", "tsne"] = "pca"
+    batch_size: int = Field(64, ge=1)
     seed: int = 0
 
 
