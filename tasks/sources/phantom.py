@@ -166,7 +166,7 @@ def sample_patient(config: PhantomParams, index: int) -> list[Study]:
         studies.append(Study(
             patient_index=index, study_index=study_index, sex=sex, age=min(age + days // 365, 95), site=site,
             days_from_first=days, anatomy=anatomy,
-            acquisition=_sample_acquisition(study_rng, site, int(study_rng.integers(2**31))),
+            acquisition=_sample_acquisition(study_rng, site, anatomy, int(study_rng.integers(2**31))),
             lesions=lesions,
         ))
     return studies
@@ -179,11 +179,11 @@ def _copy_lesion(lesion: Lesion) -> Lesion:
 def _sample_anatomy(rng: np.random.Generator, sex: str) -> Anatomy:
     male = sex == "Male"
     return Anatomy(
-        body_width=rng.uniform(0.9, 1.02) + (0.03 if male else 0.0),
-        body_depth=rng.uniform(0.85, 1.2),
-        lung_width=rng.uniform(0.92, 1.04),
-        lung_height=rng.uniform(0.93, 1.05),
-        heart_ctr=rng.uniform(0.40, 0.49),
+        body_width=rng.uniform(0.86, 1.03) + (0.04 if male else 0.0),
+        body_depth=rng.uniform(0.8, 1.3),
+        lung_width=rng.uniform(0.88, 1.05),
+        lung_height=rng.uniform(0.9, 1.06),
+        heart_ctr=rng.uniform(0.39, 0.5),
         heart_tilt=rng.uniform(0.45, 0.75),
         dome_right=rng.uniform(0.30, 0.42),
         dome_left_drop=rng.uniform(0.02, 0.07),
@@ -195,20 +195,22 @@ def _sample_anatomy(rng: np.random.Generator, sex: str) -> Anatomy:
     )
 
 
-def _sample_acquisition(rng: np.random.Generator, site: str, noise_seed: int) -> Acquisition:
+def _sample_acquisition(rng: np.random.Generator, site: str, anatomy: Anatomy, noise_seed: int) -> Acquisition:
     profile = SITE_PROFILES[site]
+    # automatic exposure control follows the patient's thickness, imperfectly
+    compensation = 1.7 * (anatomy.body_depth - 1.0)
     return Acquisition(
         site=site,
-        exposure=profile.exposure + rng.normal(0, 0.06),
-        latitude=profile.latitude * rng.uniform(0.92, 1.08),
+        exposure=profile.exposure + compensation + rng.normal(0, 0.07),
+        latitude=profile.latitude * rng.uniform(0.88, 1.12),
         photons=profile.photons * rng.uniform(0.7, 1.3),
         blur_px=profile.blur_px,
-        scale=rng.uniform(0.93, 1.04),
-        shift_x=rng.normal(0, 0.025),
-        shift_y=rng.normal(0, 0.025),
-        tilt=np.deg2rad(rng.normal(0, 2.0)),
+        scale=rng.uniform(0.9, 1.05),
+        shift_x=rng.normal(0, 0.035),
+        shift_y=rng.normal(0, 0.035),
+        tilt=np.deg2rad(rng.normal(0, 2.5)),
         rotation=rng.normal(0, 0.025),
-        inspiration=rng.normal(0, 0.035),
+        inspiration=rng.normal(0, 0.05),
         noise_seed=noise_seed,
     )
 
@@ -228,8 +230,8 @@ def _sample_lesion(finding: str, rng: np.random.Generator) -> Lesion:
 
 
 def _sample_cardiomegaly(rng: np.random.Generator) -> Lesion:
-    ctr = float(rng.uniform(0.56, 0.70))
-    severity = "mild" if ctr < 0.60 else "moderate" if ctr < 0.65 else "severe"
+    ctr = float(rng.uniform(0.52, 0.66))
+    severity = "mild" if ctr < 0.57 else "moderate" if ctr < 0.61 else "severe"
     return Lesion("cardiomegaly", severity=severity, detail={"ctr": round(ctr, 3)})
 
 
@@ -282,7 +284,7 @@ def _sample_atelectasis(rng: np.random.Generator) -> Lesion:
 def _sample_consolidation(rng: np.random.Generator) -> Lesion:
     zone = _choice(rng, {"upper": 0.25, "middle": 0.3, "lower": 0.45})
     return Lesion("consolidation", _side(rng), zone, None, {
-        "radius": float(rng.uniform(0.16, 0.28)), "u": float(rng.uniform(0.35, 0.7)),
+        "radius": float(rng.uniform(0.13, 0.24)), "u": float(rng.uniform(0.35, 0.7)),
         "v": float(rng.uniform(0.3, 0.7)), "seed": int(rng.integers(2**31)),
     })
 
@@ -797,7 +799,7 @@ def _draw_nodule(lesion: Lesion, frame: _Frame, geo: _Geometry, layers: _Layers)
     distance, theta = _polar(frame.x.shape, row, col)
     outline = radius * _nodule_outline(theta, d["margin"], np.random.default_rng(d["seed"]))
     thickness_mm = d["size_mm"] * np.sqrt(np.clip(1 - (distance / outline) ** 2, 0, None))
-    return 0.015 * thickness_mm, distance < outline
+    return 0.02 * thickness_mm, distance < outline
 
 
 def _draw_effusion(lesion: Lesion, frame: _Frame, geo: _Geometry, layers: _Layers):
@@ -896,7 +898,7 @@ def _draw_consolidation(lesion: Lesion, frame: _Frame, geo: _Geometry, layers: _
     blobs /= blobs.std() + 1e-6
     falloff = np.clip(1 - (distance / radius) ** 2, 0, 1)
     patchy = _smoothstep((0.65 * falloff + 0.3 * blobs - 0.12) / 0.6) * (distance < radius)
-    fill = 0.8 * ndimage.gaussian_filter(patchy, frame.px(2.5)) * layers.lungs[side]  # ill-defined margins
+    fill = 0.6 * ndimage.gaussian_filter(patchy, frame.px(2.5)) * layers.lungs[side]  # ill-defined margins
     bronchograms = layers.vessels / (layers.vessels.max() + 1e-6)
     delta = fill * (1.1 * layers.air + 0.05) - fill * layers.markings - 0.25 * fill * bronchograms
     return delta, fill > 0.01  # the hazy margin counts: the lesion changes every pixel of its mask
