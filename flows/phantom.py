@@ -39,7 +39,7 @@ def generate_all(params: Params, staging: Path) -> Rows:
                                                             "root": staging})
                    for start, stop in ranges]
         with tqdm(total=config.n_patients, desc="phantom", unit="patient") as progress:
-            for (start, stop), future in zip(ranges, futures):
+            for (start, stop), future in zip(ranges, futures, strict=True):
                 rows.extend(future.result())
                 progress.update(stop - start)
     return rows

@@ -51,7 +51,7 @@ class PhantomParams(Section):
     )
     mask_fraction: float = Field(0.7, ge=0, le=1, description="positive lesions shipped with a mask file")
     workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (threads, or Dask when configured)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @field_validator("prevalence")
     @classmethod

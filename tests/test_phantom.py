@@ -41,7 +41,7 @@ def _first_with(config: PhantomParams, finding: str, **where):
     for index in range(200):
         for study in sample_patient(config, index):
             lesion = study.lesion(finding)
-            if lesion is not None and all(lesion.detail.get(k, getattr(lesion, k, None)) == v for k, v in where.items()):
+            if lesion is not None and all(lesion.detail.get(key) == value for key, value in where.items()):
                 return study
     raise AssertionError(f"no {finding} {where} in 200 patients")
 
@@ -59,7 +59,8 @@ def test_patient_is_deterministic_in_seed_and_index():
 def test_chunks_give_the_same_patients_in_any_order(tmp_path):
     config = _config(size=32)
     whole = generate_patients(config, 0, 4, tmp_path / "whole")
-    late, early = generate_patients(config, 2, 4, tmp_path / "parts"), generate_patients(config, 0, 2, tmp_path / "parts")
+    late = generate_patients(config, 2, 4, tmp_path / "parts")
+    early = generate_patients(config, 0, 2, tmp_path / "parts")
     assert early.truth + late.truth == whole.truth
     assert early.labels + late.labels == whole.labels
     for row in whole.labels:
@@ -206,14 +207,14 @@ def test_labels_csv_is_chexpert_format_and_lesion_masks_line_up(tmp_path):
     truth = pd.read_csv(tmp_path / "truth.csv")
     positives = truth[truth.state == 1]
     assert 0.3 * len(positives) < len(lesions) < 0.9 * len(positives)
-    shown = set(zip(positives.Path, positives.finding))
+    shown = set(zip(positives.Path, positives.finding, strict=True))
     for row in lesions.itertuples():
         assert (row.Path, row.finding) in shown
         assert row.mask.startswith("masks/") and row.mask.endswith(".png")
         mask = read_mask(tmp_path / row.mask)
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255} and mask.any()
-    no_masks = tmp_path / "none"
-    assert write_tables(generate_patients(_config(size=32, mask_fraction=0.0), 0, 6, no_masks), no_masks)["lesions.csv"].empty
+    unmasked = generate_patients(_config(size=32, mask_fraction=0.0), 0, 6, tmp_path / "none")
+    assert write_tables(unmasked, tmp_path / "none")["lesions.csv"].empty
 
 
 def test_sites_differ_measurably_in_noise_and_contrast():
@@ -241,7 +242,8 @@ def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeyp
     summary = phantom_flow("params.yaml")
 
     root = tmp_path / OUT
-    assert sorted(p.name for p in root.iterdir()) == ["files", "labels.csv", "lesions.csv", "masks", "reports", "truth.csv"]
+    layout = ["files", "labels.csv", "lesions.csv", "masks", "reports", "truth.csv"]
+    assert sorted(p.name for p in root.iterdir()) == layout
     labels = pd.read_csv(root / "labels.csv")
     assert summary["images"] == len(labels) and summary["patients"] == params["phantom"]["n_patients"]
     for path in labels["Path"]:

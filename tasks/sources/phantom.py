@@ -36,8 +36,8 @@ REPORT_STREAM, EXPORT_STREAM = 3, 4  # used by phantom_reports and the collectio
 # Findings that belong to the patient (same in every study), the rest are drawn per study.
 PATIENT_FINDINGS = ("cardiomegaly", "nodule")
 
-# Attenuation units: ~2.0 is the full soft-tissue thickness of the trunk, ~0.01 per mm of tissue.
-_SOFT_PER_MM = 0.01
+# Attenuation units: ~2.0 is the full soft-tissue thickness of the trunk; lung air takes up to ~1.1 off.
+_NODULE_PER_MM = 0.02  # a solid nodule in aerated lung, per mm of its projected thickness
 
 
 @dataclass(frozen=True)
@@ -799,7 +799,7 @@ def _draw_nodule(lesion: Lesion, frame: _Frame, geo: _Geometry, layers: _Layers)
     distance, theta = _polar(frame.x.shape, row, col)
     outline = radius * _nodule_outline(theta, d["margin"], np.random.default_rng(d["seed"]))
     thickness_mm = d["size_mm"] * np.sqrt(np.clip(1 - (distance / outline) ** 2, 0, None))
-    return 0.02 * thickness_mm, distance < outline
+    return _NODULE_PER_MM * thickness_mm, distance < outline
 
 
 def _draw_effusion(lesion: Lesion, frame: _Frame, geo: _Geometry, layers: _Layers):

@@ -240,7 +240,8 @@ _UNCERTAIN = {
     ),
     "pleural_effusion": lambda w: (
         f"possible {_effusion_phrase(w)}.",
-        f"blunting of the costophrenic angle{'s' if w.side == 'bilateral' else ''} may represent {_effusion_phrase(w)}.",
+        f"blunting of the costophrenic angle{'s' if w.side == 'bilateral' else ''} "
+        f"may represent {_effusion_phrase(w)}.",
         f"a {_effusion_phrase(w)} cannot be excluded." if w.side != "bilateral"
         else f"{_effusion_phrase(w)} cannot be excluded.",
         f"questionable {_effusion_phrase(w)}.",

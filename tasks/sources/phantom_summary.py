@@ -83,7 +83,7 @@ def sample_grid(root: str | Path, tables: dict[str, pd.DataFrame], path: str | P
     figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, image_path in zip(axes.ravel(), samples):
+    for ax, image_path in zip(axes.ravel(), samples, strict=False):  # spare axes stay blank
         ax.imshow(read_dicom_image(root / image_path), cmap="gray", vmin=0, vmax=1)
         for lesion in lesions[lesions["Path"] == image_path].itertuples():
             ax.contour(read_mask(root / lesion.mask) > 0, levels=[0.5], colors=MASK_COLOURS[lesion.finding],

@@ -65,7 +65,7 @@ class Rows:
     truth: list[dict] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)  # per image, for counting (not a table)
 
-    def extend(self, other: "Rows") -> None:
+    def extend(self, other: Rows) -> None:
         self.labels += other.labels
         self.lesions += other.lesions
         self.truth += other.truth
