@@ -24,7 +24,7 @@ from tests.conftest import TINY_PARAMS
 
 EVERY_FINDING = {finding: 0.5 for finding in FINDINGS}
 HEDGES = ("possible", "cannot be excluded", "may represent", "questionable", "may be")
-NAMED_BY = {"cardiomegaly": ("cardiomegaly", "enlarge"), "pleural_effusion": ("effusion",),
+NAMED_BY = {"cardiomegaly": ("cardiomegaly", "enlarge"), "pleural_effusion": ("effusion", "costophrenic"),
             "pneumothorax": ("pneumothorax",), "nodule": ("nodul",), "atelectasis": ("atelectasis", "collapse"),
             "consolidation": ("consolidation",)}
 

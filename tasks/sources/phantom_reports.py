@@ -119,8 +119,8 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-_SIZE = {"mild": ("small", "small", "small", "tiny"), "moderate": ("moderate", "moderate", "medium"),
-         "severe": ("large", "large", "massive")}
+_SIZE = {"mild": ("small", "small", "small", "tiny"), "moderate": ("moderate",),
+         "severe": ("large", "large", "large", "massive")}
 _ADVERB = {"mild": "mildly", "moderate": "moderately", "severe": "severely"}
 _ZONE = {
     "upper": ("{side} upper lobe", "{side} upper lung zone", "{side} upper lung"),
@@ -181,6 +181,10 @@ def _effusion_phrase(w: _Words) -> str:
     return _pick(w.rng, (f"{w.size} {side} pleural effusion", f"{w.size} {side} effusion"))
 
 
+def _angles(w: _Words) -> str:
+    return "costophrenic angles bilaterally" if w.side == "bilateral" else f"{w.side} costophrenic angle"
+
+
 def _atelectasis_phrase(w: _Words) -> str:
     if w.lesion.detail["kind"] == "lobar":
         return _pick(w.rng, (f"{w.where} atelectasis", f"{w.where} collapse"))
@@ -202,7 +206,10 @@ _PRESENT = {
         f"{_effusion_phrase(w)} with blunting of the costophrenic angle"
         + ("s." if w.side == "bilateral" else "."),
         f"layering {_effusion_phrase(w)}.",
-    ),
+        f"{_effusion_phrase(w)} at the lung base" + ("s." if w.side == "bilateral" else "."),
+    ) + ((  # a labeler reads a blunted angle alone as a small effusion
+        f"blunting of the {_angles(w)}.",
+    ) if w.lesion.severity == "mild" else ()),
     "pneumothorax": lambda w: (
         f"{w.size} {w.where} pneumothorax.",
         f"{w.size} {w.side} pneumothorax {w.where_after}.",
