@@ -115,11 +115,12 @@ def test_nodule_mask_matches_its_size_in_mm():
     assert 0.8 * expected < area < 1.2 * expected
 
 
-def test_lesion_contrast_scales_visibility():
-    study = _first_with(_config(prevalence=EVERY_FINDING), "consolidation")
+@pytest.mark.parametrize("finding", ["consolidation", "cardiomegaly"])
+def test_lesion_contrast_scales_visibility(finding):
+    study = _first_with(_config(prevalence=EVERY_FINDING), finding)
     without = render(study, 96, 1.4, findings=())
-    faint = np.abs(render(study, 96, 1.4, 0.5, findings=("consolidation",)).image - without.image).sum()
-    strong = np.abs(render(study, 96, 1.4, 1.5, findings=("consolidation",)).image - without.image).sum()
+    faint = np.abs(render(study, 96, 1.4, 0.5, findings=(finding,)).image - without.image).sum()
+    strong = np.abs(render(study, 96, 1.4, 1.5, findings=(finding,)).image - without.image).sum()
     assert strong > 2 * faint
 
 

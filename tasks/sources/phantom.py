@@ -363,7 +363,7 @@ class _Geometry:
         return 2 * (self.lung_cu + self.lung_a)
 
 
-def _geometry(study: Study, with_cardiomegaly: bool) -> _Geometry:
+def _geometry(study: Study, with_cardiomegaly: bool, lesion_contrast: float = 1.0) -> _Geometry:
     anat, acq = study.anatomy, study.acquisition
     lw, lh = anat.lung_width, anat.lung_height
     x_mid = acq.rotation
@@ -377,7 +377,8 @@ def _geometry(study: Study, with_cardiomegaly: bool) -> _Geometry:
     geo.heart = _heart(geo, anat.heart_ctr, anat.heart_tilt)
     lesion = study.lesion("cardiomegaly")
     if with_cardiomegaly and lesion is not None:
-        geo.heart = _enlarge(geo.heart, lesion.detail["ctr"] / anat.heart_ctr)
+        # lesion_contrast scales the enlargement: at 1 the heart is drawn at the lesion's own ratio
+        geo.heart = _enlarge(geo.heart, 1 + lesion_contrast * (lesion.detail["ctr"] / anat.heart_ctr - 1))
     return geo
 
 
@@ -667,7 +668,7 @@ def render(
     """
     drawn = [lesion for lesion in study.lesions if findings is None or lesion.finding in findings]
     frame = _frame(size, spacing_mm, study.acquisition)
-    geo = _geometry(study, with_cardiomegaly=any(lesion.finding == "cardiomegaly" for lesion in drawn))
+    geo = _geometry(study, any(lesion.finding == "cardiomegaly" for lesion in drawn), lesion_contrast)
     anat = study.anatomy
     soft, half_width = _body(frame, anat)
     heart_r2 = _heart_r2(frame, geo)
