@@ -46,8 +46,12 @@ class PhantomParams(Section):
     report_only_fraction: float = Field(
         0.1, ge=0, le=1, description="positive findings left blank in the label CSV (only the report names them)"
     )
+    uncertain_fraction: float = Field(
+        0.1, ge=0, le=1, description="positive findings the report hedges (\"possible ...\"; -1.0 in the label CSV)"
+    )
     mask_fraction: float = Field(0.7, ge=0, le=1, description="positive lesions shipped with a mask file")
-    seed: int = 0
+    workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (threads, or Dask when configured)")
+    seed: int = Field(0, ge=0)
 
     @field_validator("prevalence")
     @classmethod
