@@ -20,6 +20,7 @@ import numpy as np
 
 from tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from tasks.params import PhantomParams
+from tasks.sources.chexpert import CHEXPERT_FINDINGS
 from tasks.sources.phantom import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study, rng_for
 
 # How often a radiologist states each finding's absence in words.
@@ -33,10 +34,8 @@ CHEXPERT_COLUMNS: tuple[str, ...] = (
     "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
     "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
 )
-# cxrsynth finding -> its CheXpert column (a solitary nodule is CheXpert's "Lung Lesion").
-CHEXPERT_COLUMN = {"cardiomegaly": "Cardiomegaly", "pleural_effusion": "Pleural Effusion",
-                   "pneumothorax": "Pneumothorax", "nodule": "Lung Lesion", "atelectasis": "Atelectasis",
-                   "consolidation": "Consolidation"}
+# cxrsynth finding -> its CheXpert column: the inverse of the CheXpert reader's own mapping.
+CHEXPERT_COLUMN = {finding: column for column, finding in CHEXPERT_FINDINGS.items()}
 
 INDICATIONS = ("cough", "shortness of breath", "chest pain", "fever", "dyspnea on exertion",
                "hypoxia", "productive cough and fever", "suspected pneumonia", "weakness", "fall",
