@@ -56,7 +56,8 @@ def report(summary: dict, seconds: float) -> None:
 @flow(name="phantom", log_prints=True)
 def phantom_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
-    staging = OUT.with_name(f".{OUT.name}.partial")
+    # absolute: Dask workers need not share our working directory
+    staging = OUT.resolve().with_name(f".{OUT.name}.partial")
     with tracking.stage_run("phantom", params, sections=("phantom",)):
         shutil.rmtree(staging, ignore_errors=True)
         started = time.perf_counter()

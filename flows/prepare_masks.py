@@ -54,7 +54,7 @@ def prepare_all(frame: pd.DataFrame, localisations: pd.DataFrame, params: Params
             futures.append(runner.submit(prepare_images_task, parameters={
                 "rows": chunk,
                 "localisations": localisations[localisations["image_id"].isin(ids)],
-                "root": ".",
+                "root": str(Path.cwd()),  # absolute: Dask workers need not share our working directory
                 "out_dir": OUT,
                 "min_area_px": params.prepare_masks.min_area_px,
             }))
