@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
-# stage name -> "module:flow function"; imported only when the stage runs, so --help is instant.
+# stage name -> "module:flow function"; imported only when used, so --help is instant.
 STAGES: dict[str, str] = {
     "phantom": "flows.phantom:phantom_flow",
     "ingest": "flows.ingest:ingest_flow",
@@ -18,6 +20,7 @@ STAGES: dict[str, str] = {
     "train_classifier": "flows.train_classifier:train_classifier_flow",
     "evaluate": "flows.evaluate:evaluate_flow",
 }
+PIPELINE = "flows.pipeline:pipeline_flow"
 
 
 def load_flow(target: str):
@@ -36,19 +39,57 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name", choices=sorted(STAGES), help="stage to run")
     stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     stage.add_argument("--variant", default=None, help="mix / train_classifier: the variant to build")
+
+    pipeline = commands.add_parser("pipeline", help="run the whole DAG as one Prefect flow, stage by stage through DVC")
+    pipeline.add_argument("--params", default="params.yaml")
+    pipeline.add_argument("--stages", nargs="*", default=None, help="only these stages (DVC names, e.g. mix@0.5)")
+
+    serve = commands.add_parser("serve", help="serve the pipeline as a scheduled Prefect deployment (blocks)")
+    serve.add_argument("--name", default="cxrsynth-pipeline", help="deployment name")
+    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: every night at 02:00)")
+    serve.add_argument("--timezone", default="UTC")
+    serve.add_argument("--params", default="params.yaml")
     return parser
+
+
+def _pipeline_tags():
+    """Inside a pipeline run, tag each stage's flow run with it (visible and filterable in the UI)."""
+    from tasks.tracking import PIPELINE_RUN_ENV
+
+    pipeline_run = os.environ.get(PIPELINE_RUN_ENV)
+    if not pipeline_run:
+        return contextlib.nullcontext()
+    from prefect import tags
+
+    return tags(f"pipeline:{pipeline_run}")
+
+
+def deployment(name: str, cron: str, timezone: str = "UTC", params_path: str = "params.yaml"):
+    """The pipeline's scheduled deployment (what ``serve`` runs and a test loads)."""
+    from prefect.schedules import Cron
+
+    return load_flow(PIPELINE).to_deployment(
+        name=name, schedule=Cron(cron, timezone=timezone), parameters={"params_path": params_path},
+        concurrency_limit=1,  # two DVC runs in one repository would fight over its lock
+        description="cxrsynth: dvc repro of the whole DAG, stage by stage, on a schedule.",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stage":
-        flow = load_flow(STAGES[args.name])
         kwargs = {"params_path": args.params}
         if args.variant is not None:
             kwargs["variant"] = args.variant
-        flow(**kwargs)
-        return 0
-    return 2
+        with _pipeline_tags():
+            load_flow(STAGES[args.name])(**kwargs)
+    elif args.command == "pipeline":
+        load_flow(PIPELINE)(params_path=args.params, stages=args.stages)
+    elif args.command == "serve":
+        from prefect import serve
+
+        serve(deployment(args.name, args.cron, args.timezone, args.params))
+    return 0
 
 
 if __name__ == "__main__":

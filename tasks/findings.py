@@ -25,6 +25,13 @@ SIZE_TO_SEVERITY = {"small": "mild", "tiny": "mild", "trace": "mild", "minimal":
                     "large": "severe", "massive": "severe", "extensive": "severe"}
 
 
+# Frontal radiographs (PA and AP alike) are displayed as if facing the patient: the patient's left
+# is on the image's right. Every image-side to patient-side mapping in the project goes through here.
+def patient_side(column: float, midline: float) -> str:
+    """The patient's side ("left" or "right") of image column ``column``, given the body's midline column."""
+    return "left" if column >= midline else "right"
+
+
 def check_finding(name: str, where: str = "") -> str:
     """Return ``name`` if it is a modelled finding, else raise naming it and the choices."""
     if name not in FINDINGS:

@@ -20,6 +20,13 @@ from PIL import Image
 PNG16_MAX = 65535
 
 
+def _file_mode() -> int:
+    """What a plain open() would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -30,6 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temp = Path(temp_name)
     try:
         yield temp
+        os.chmod(temp, _file_mode())  # mkstemp makes files private (0600); outputs are shared
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

@@ -46,8 +46,12 @@ class PhantomParams(Section):
     report_only_fraction: float = Field(
         0.1, ge=0, le=1, description="positive findings left blank in the label CSV (only the report names them)"
     )
+    uncertain_fraction: float = Field(
+        0.1, ge=0, le=1, description="positive findings the report hedges (\"possible ...\"; -1.0 in the label CSV)"
+    )
     mask_fraction: float = Field(0.7, ge=0, le=1, description="positive lesions shipped with a mask file")
-    seed: int = 0
+    workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (threads, or Dask when configured)")
+    seed: int = Field(0, ge=0)
 
     @field_validator("prevalence")
     @classmethod
@@ -96,6 +100,8 @@ class ParseReportsParams(Section):
 
 class PrepareMasksParams(Section):
     min_area_px: int = Field(2, ge=0, description="lesions smaller than this at working size are dropped and reported")
+    workers: int = Field(2, ge=1, description="images prepared in parallel (threads, or Dask when configured)")
+    overlay_images: int = Field(8, ge=0, description="masked images drawn in the MLflow overlay figure")
 
 
 class UNetParams(Section):
@@ -198,6 +204,29 @@ class GenerateParams(Section):
         return value
 
 
+class AugmentationParams(Section):
+    """Classical augmentation of the classical_aug baseline, applied on the fly in training.
+
+    No flips: a left-right flip moves the heart to the wrong side and an up-down flip puts the
+    diaphragm on top, so neither gives a chest that exists."""
+
+    prob: float = Field(0.5, ge=0, le=1, description="chance that each transform fires on an image")
+    rotate_degrees: float = Field(7.0, ge=0, le=30)
+    translate_fraction: float = Field(0.05, ge=0, le=0.3, description="largest shift, as a fraction of the image side")
+    zoom: float = Field(0.05, ge=0, le=0.3, description="largest relative zoom in or out")
+    gamma: tuple[float, float] = Field((0.8, 1.25), description="contrast gamma range")
+    intensity_scale: float = Field(0.1, ge=0, le=1, description="largest relative brightness change")
+    intensity_shift: float = Field(0.05, ge=0, le=1, description="largest brightness offset")
+    noise_std: float = Field(0.01, ge=0, le=0.2, description="Gaussian noise standard deviation")
+
+    @field_validator("gamma")
+    @classmethod
+    def _ordered_positive(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("gamma must be (low, high) with 0 < low <= high")
+        return value
+
+
 class MixParams(Section):
     # int | float keeps a ratio written as 1 an int, so variant names match what dvc.yaml renders.
     ratios: list[int | float] = Field(default_factory=lambda: [0.5, 1, 2], description="synthetic images per real image of each rare finding")
@@ -205,6 +234,10 @@ class MixParams(Section):
         default_factory=lambda: ["real_only", "classical_aug", "class_weighted"]
     )
     cap_per_finding: int = Field(1000, ge=0)
+    class_balance: Literal["pos_weight", "oversample"] = Field(
+        "pos_weight", description="class_weighted baseline: BCE pos_weight per finding, or a sampler oversampling rare positives"
+    )
+    augmentation: AugmentationParams = AugmentationParams()
     seed: int = 0
 
     @field_validator("ratios")
@@ -228,6 +261,7 @@ class ClassifierParams(Section):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     patience: int = Field(4, ge=1, description="epochs without validation AUROC gain before stopping")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
     seed: int = 0
 
 
@@ -237,6 +271,10 @@ class EvaluateParams(Section):
     memorisation_threshold: float = Field(0.95, gt=0, le=1)
     prdc_k: int = Field(5, ge=1)
     feature_network: str | None = Field(None, description="local path of a pretrained radiograph network; default: the real-only classifier")
+    segmenter_epochs: int = Field(10, ge=1, description="epochs of the lesion segmenter behind mask adherence")
+    reader_study_images: int = Field(20, ge=1, description="real and as many synthetic images in the reader study")
+    embedding: Literal["pca", "tsne"] = "pca"
+    batch_size: int = Field(64, ge=1)
     seed: int = 0
 
 

@@ -42,5 +42,8 @@ class SourceRecord:
     labels: dict[str, int | None] = field(default_factory=dict)  # per finding: 1 / 0 / -1 / None
     report: str | None = None
     localisations: list[Localisation] = field(default_factory=list)
-    pixel_spacing_mm: float | None = None  # at the source image's resolution
+    pixel_spacing_mm: float | None = None  # at the source image's resolution (or at pixel_spacing_shape)
+    # (rows, columns) the spacing was measured at when that is not the file's own size, as NIH
+    # gives it for the original scan before its PNGs were resized to 1024 x 1024
+    pixel_spacing_shape: tuple[int, int] | None = None
     site: str | None = None

@@ -1,0 +1,56 @@
+"""Stage mix: write one training-set variant manifest (or all the baselines) for the classifier."""
+
+from __future__ import annotations
+
+import mlflow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import setup
+from tasks import manifest, mixing, tracking
+from tasks.params import Params
+
+
+def _log_variant(path, config: dict) -> None:
+    counts = {f"rows.{key}": value for key, value in config["counts"].items()}
+    for finding, drawn in config.get("synthetic_per_finding", {}).items():
+        counts.update({f"synthetic.{finding}.{key}": value for key, value in drawn.items()})
+    tracking.log_metrics(counts)
+    mlflow.log_artifact(str(path.with_suffix(".json")), artifact_path="variants")
+    print(f"{config['variant']}: {config['counts']}")
+
+
+def _write_baselines(params: Params) -> None:
+    real = mixing.real_rows(manifest.read(mixing.REAL_MANIFEST))
+    for name in params.mix.baselines:
+        frame, config = task(mixing.build_baseline, cache_policy=NO_CACHE)(real, name, params)
+        path = mixing.write_variant(frame, config, params)
+        _log_variant(path, config)
+
+
+def _write_ratio(params: Params, ratio: int | float) -> None:
+    real = mixing.real_rows(manifest.read(mixing.REAL_MANIFEST))
+    synthetic = mixing.check_synthetic(manifest.read(mixing.SYNTHETIC_MANIFEST))
+    frame, config = task(mixing.build_ratio, cache_policy=NO_CACHE)(real, synthetic, ratio, params)
+    for finding, drawn in config["synthetic_per_finding"].items():
+        if drawn["drawn"] < min(drawn["requested"], params.mix.cap_per_finding):
+            print(f"warning: {finding}: {drawn['requested']} synthetic images requested, only {drawn['available']} generated")
+    path = mixing.write_variant(frame, config, params)
+    _log_variant(path, config)
+
+
+@flow(name="mix", log_prints=True)
+def mix_flow(params_path: str = "params.yaml", variant: str = mixing.BASELINES_VARIANT) -> None:
+    """``variant='baselines'`` writes every baseline; ``variant='ratio_<r>'`` writes that ratio's mix."""
+    params = setup(params_path)
+    if variant == mixing.BASELINES_VARIANT:
+        with tracking.stage_run("mix", params, sections=("mix",), inputs=(mixing.REAL_MANIFEST,),
+                                run_name="mix:baselines", extra_params={"variant": variant}):
+            _write_baselines(params)
+        return
+    ratio = mixing.ratio_of(variant, params)
+    if ratio is None:
+        raise ValueError(f"mix builds baselines together: pass --variant {mixing.BASELINES_VARIANT}, not {variant!r}")
+    with tracking.stage_run("mix", params, sections=("mix",), inputs=(mixing.REAL_MANIFEST, mixing.SYNTHETIC_MANIFEST),
+                            run_name=f"mix:{variant}", extra_params={"variant": variant, "ratio": ratio}):
+        _write_ratio(params, ratio)

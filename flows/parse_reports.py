@@ -1,0 +1,58 @@
+"""Stage ``parse_reports``: report text -> per-finding state, side, zone, size, and a canonical prompt.
+
+Thin: the work is in ``tasks/reports``. Reads the ingest manifest, parses every report with the
+configured backend (rules offline by default, or RadGraph from local weights), merges the parsed
+states with the source's structured labels (``prefer``, then ``uncertain_policy``), and writes
+the manifest with the parse_reports columns, the long findings table, metrics (state counts and
+report/structured agreement per finding) and their MLflow run. The findings table keeps each
+evidence sentence; it is never logged to MLflow, since report text can hold names.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import setup
+from tasks import manifest, tracking
+from tasks.io import write_json
+from tasks.reports.backends import parse_texts
+from tasks.reports.evaluation import stage_metrics
+from tasks.reports.merge import manifest_additions
+from tasks.reports.prompts import prompt_counts
+from tasks.reports.records import findings_table, write_findings
+
+INPUT = Path("data/ingest/manifest.parquet")
+OUT = Path("data/parse_reports")
+METRICS = Path("metrics/parse_reports.json")
+
+parse_task = task(parse_texts, name="parse_report_texts", cache_policy=NO_CACHE)
+merge_task = task(manifest_additions, name="merge_structured_labels", cache_policy=NO_CACHE)
+
+
+@flow(name="parse_reports", log_prints=True)
+def parse_reports_flow(params_path: str = "params.yaml") -> dict:
+    params = setup(params_path)
+    settings = params.parse_reports
+    with tracking.stage_run("parse_reports", params, sections=("parse_reports",), inputs=(INPUT,)):
+        frame = manifest.read(INPUT)
+        parsed = parse_task(frame["report"].tolist(), settings, params.runtime.device)
+        additions = merge_task(frame, parsed, settings.prefer, settings.uncertain_policy)
+
+        shutil.rmtree(OUT, ignore_errors=True)  # the stage owns data/parse_reports; nothing stale survives
+        manifest.write(manifest.extend(frame, additions, "parse_reports"), OUT / "manifest.parquet", "parse_reports")
+        write_findings(findings_table(frame["image_id"].tolist(), parsed), OUT / "findings.parquet")
+
+        metrics = {"backend": settings.backend, **stage_metrics(frame, additions)}
+        write_json(METRICS, metrics)
+        tracking.log_metrics({k: v for k, v in tracking.flatten(metrics).items() if not isinstance(v, str)})
+        mlflow.log_artifact(str(METRICS))
+        mlflow.log_text(prompt_counts(additions["prompt"]).to_csv(index=False), "prompt_counts.csv")
+        print(f"parse_reports ({settings.backend}): {metrics['n_reports']} reports of {metrics['n_images']} images; "
+              + ", ".join(f"{f} {m['final']['present']} present" for f, m in metrics.items() if isinstance(m, dict)
+                          and "final" in m))
+    return metrics

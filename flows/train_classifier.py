@@ -1,0 +1,64 @@
+"""Stage train_classifier: one downstream classifier per variant, early-stopped on real validation images."""
+
+from __future__ import annotations
+
+import mlflow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import setup
+from tasks import mixing, tracking
+from tasks.classifier import resolve_device, train_classifier
+from tasks.classifier.data import check_images
+from tasks.classifier.outputs import CLASSIFIER_DIR, write_outputs
+from tasks.findings import FINDINGS
+from tasks.params import section_dict
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value == value else None  # NaN (no scorable finding) becomes null in JSON
+
+
+@flow(name="train_classifier", log_prints=True)
+def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real_only") -> dict:
+    params = setup(params_path)
+    ratio = mixing.ratio_of(variant, params)
+    inputs = (mixing.manifest_path(variant, params), mixing.config_path(variant, params))
+    extra = {"variant": variant, "ratio": "none" if ratio is None else ratio}
+    with tracking.stage_run("train_classifier", params, sections=("classifier",), inputs=inputs,
+                            run_name=f"train_classifier:{variant}", extra_params=extra):
+        frame, variant_config = mixing.read_variant(variant, params)
+        mlflow.log_params({"augmentation": variant_config["augmentation"] is not None,
+                           "class_balance": variant_config["class_balance"]})
+        frame, quarantine = check_images(frame, ".", params.ingest.image_size)
+        for row in quarantine.itertuples():
+            print(f"quarantined {row.image_id}: {row.reason}")
+        train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+        device = resolve_device(params.runtime.device)
+        result = task(train_classifier, cache_policy=NO_CACHE)(
+            train, val, variant_config, params.classifier, params.ingest.image_size, ".", device,
+            on_epoch=lambda row: tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
+        )
+        config = {
+            "variant": variant,
+            "ratio": ratio,
+            "architecture": params.classifier.architecture,
+            "params": section_dict(params, "classifier"),
+            "variant_config": variant_config,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "monitor": result.monitor,
+            "best_val_macro_auroc": _finite(result.history.loc[result.best_epoch - 1, "val_macro_auroc"]),
+            "scored_findings": result.scored_findings,
+            "pos_weight": dict(zip(FINDINGS, result.pos_weight)) if result.pos_weight else None,
+            "rows": {"train": len(train), "val": len(val), "quarantined": len(quarantine)},
+            "quarantine": quarantine.to_dict(orient="records"),
+            "device": str(device),
+        }
+        paths = write_outputs(result, CLASSIFIER_DIR / variant, config)
+        tracking.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_auroc": config["best_val_macro_auroc"],
+                              "quarantined": len(quarantine)})
+        for path in paths.values():
+            mlflow.log_artifact(str(path), artifact_path="classifier")
+    return config

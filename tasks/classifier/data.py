@@ -1,0 +1,125 @@
+"""What the classifier trains on: images and labels of a variant's rows, its augmentation and
+class balancing, and the quarantine of images that cannot be used."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.transforms import (
+    Compose,
+    RandAdjustContrast,
+    RandAffine,
+    RandGaussianNoise,
+    RandScaleIntensity,
+    RandShiftIntensity,
+)
+from monai.utils import convert_to_tensor
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
+
+from tasks.datasets import ManifestImages
+from tasks.manifest import label_matrix
+
+
+class LabelledImages(ManifestImages):
+    """Image (1, H, W) in [0, 1] and label vector (NaN where unknown) per row; masks are not read.
+    ``transform`` (a MONAI Compose) augments the image on the fly."""
+
+    def __init__(self, frame: pd.DataFrame, root: str | Path = ".", transform: Compose | None = None) -> None:
+        super().__init__(frame, root)
+        if self.labels is None:
+            raise ValueError("the classifier needs the finding columns in its manifest")
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image = torch.from_numpy(self.image(index))[None]
+        if self.transform is not None:
+            image = convert_to_tensor(self.transform(image), dtype=torch.float32, track_meta=False).clamp(0.0, 1.0)
+        return {"image": image, "labels": torch.from_numpy(self.labels[index]), "index": torch.tensor(index)}
+
+
+def augmentation(settings: dict, image_size: int) -> Compose:
+    """Classical augmentation from a variant's settings: a small rotation, shift and zoom, gamma,
+    brightness, noise. No flips: left-right moves the heart to the wrong side, up-down the diaphragm."""
+    prob = settings["prob"]
+    shift = settings["translate_fraction"] * image_size
+    return Compose([
+        RandAffine(prob=prob, rotate_range=(np.deg2rad(settings["rotate_degrees"]),), translate_range=(shift, shift),
+                   scale_range=(settings["zoom"], settings["zoom"]), padding_mode="zeros"),
+        RandAdjustContrast(prob=prob, gamma=tuple(settings["gamma"])),
+        RandScaleIntensity(factors=settings["intensity_scale"], prob=prob),
+        RandShiftIntensity(offsets=settings["intensity_shift"], prob=prob),
+        RandGaussianNoise(prob=prob, std=settings["noise_std"], sample_std=False),
+    ])
+
+
+def pos_weight(frame: pd.DataFrame) -> torch.Tensor:
+    """Per finding, known negatives over known positives, never below 1: rare findings weigh more,
+    common ones are not weighed down (1 where a finding has no positive)."""
+    labels = label_matrix(frame)
+    positive, negative = (labels == 1).sum(axis=0), (labels == 0).sum(axis=0)
+    weight = np.where(positive > 0, negative / np.maximum(positive, 1), 1.0)
+    return torch.tensor(np.maximum(weight, 1.0), dtype=torch.float32)
+
+
+def sample_weights(frame: pd.DataFrame) -> np.ndarray:
+    """Per row, the largest pos_weight among the findings it shows (1 for rows showing none), so
+    oversampling gives each finding the balance pos_weight gives it in the loss."""
+    present = label_matrix(frame) == 1
+    weights = np.where(present, pos_weight(frame).numpy()[None, :], 1.0)
+    return weights.max(axis=1)
+
+
+def _image_problem(path: Path, image_size: int) -> str | None:
+    try:
+        with Image.open(path) as image:
+            size = image.size
+    except FileNotFoundError:
+        return "image file missing"
+    except (UnidentifiedImageError, OSError) as exc:
+        return f"image unreadable: {type(exc).__name__}"
+    if size != (image_size, image_size):
+        return f"image is {size[0]}x{size[1]}, expected the working size {image_size}x{image_size}"
+    return None
+
+
+def check_images(frame: pd.DataFrame, root: str | Path, image_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split rows into usable ones and a quarantine (``image_id, reason``) of missing, unreadable or
+    wrong-sized images; reads only image headers."""
+    problems = [_image_problem(Path(root) / path, image_size) for path in frame["path"]]
+    bad = np.array([problem is not None for problem in problems], dtype=bool)
+    quarantine = pd.DataFrame({"image_id": frame.loc[bad, "image_id"].astype(str).tolist(),
+                               "reason": [problem for problem in problems if problem is not None]})
+    return frame[~bad].reset_index(drop=True), quarantine
+
+
+def seed_worker(worker_id: int) -> None:
+    """Each loader worker seeds numpy, random and its copy of the augmentation from torch's per-worker
+    seed, which the loader's seeded generator fixes: same seed, same augmented batches."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    dataset = get_worker_info().dataset
+    if getattr(dataset, "transform", None) is not None:
+        dataset.transform.set_random_state(seed=seed)
+
+
+def training_loader(dataset: LabelledImages, batch_size: int, seed: int, num_workers: int, oversample: bool) -> DataLoader:
+    """Shuffled (or oversampled, with replacement) batches in an order fixed by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    if dataset.transform is not None:
+        dataset.transform.set_random_state(seed=seed)
+    sampler = None
+    if oversample:
+        weights = torch.as_tensor(sample_weights(dataset.frame), dtype=torch.double)
+        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+                      num_workers=num_workers, worker_init_fn=seed_worker)
+
+
+def inference_loader(dataset: LabelledImages, batch_size: int, num_workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

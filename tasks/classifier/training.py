@@ -1,0 +1,163 @@
+"""Training one classifier on one variant: the same architecture, seed, budget and early stopping
+for every variant, so the variants differ only in their training data."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from models.classifier import FindingClassifier, build_classifier, masked_bce
+from tasks.classifier.data import LabelledImages, augmentation, inference_loader, pos_weight, training_loader
+from tasks.findings import FINDINGS
+from tasks.params import ClassifierParams
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent CPU run."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def scorable_findings(labels: np.ndarray) -> list[int]:
+    """Indices of findings whose known labels hold both classes (where an AUROC exists)."""
+    return [index for index in range(labels.shape[1])
+            if {0.0, 1.0} <= set(labels[:, index][np.isin(labels[:, index], (0.0, 1.0))].tolist())]
+
+
+def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean AUROC over the findings with both classes among their known (0/1) labels; NaN if none."""
+    scores = []
+    for index in scorable_findings(labels):
+        known = np.isin(labels[:, index], (0.0, 1.0))
+        scores.append(roc_auc_score(labels[known, index], probabilities[known, index]))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the best score (higher is better) and says when ``patience`` epochs brought no gain."""
+
+    patience: int
+    best: float = -np.inf
+    best_epoch: int = 0
+    waited: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record an epoch's score; True if it is a new best."""
+        if score > self.best:
+            self.best, self.best_epoch, self.waited = score, epoch, 0
+            return True
+        self.waited += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.waited >= self.patience
+
+
+@dataclass
+class TrainResult:
+    model: FindingClassifier  # the best epoch's weights, in eval mode
+    history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch run
+    best_epoch: int
+    monitor: str  # val_macro_auroc, or val_loss when no validation finding has both classes
+    stopped_early: bool
+    scored_findings: list[str] = field(default_factory=list)
+    pos_weight: list[float] | None = None
+
+
+def _train_epoch(model, loader, optimizer, weights, device, epoch: int) -> float:
+    model.train()
+    total, batches = 0.0, 0
+    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch"):
+        optimizer.zero_grad(set_to_none=True)
+        loss = masked_bce(model(batch["image"].to(device)), batch["labels"].to(device), weights)
+        loss.backward()
+        optimizer.step()
+        total, batches = total + loss.item(), batches + 1
+    return total / max(batches, 1)
+
+
+@torch.no_grad()
+def _validate(model, loader, device) -> tuple[float, np.ndarray]:
+    """Unweighted masked BCE (comparable across variants) and the predicted probabilities."""
+    model.eval()
+    total, count, probabilities = 0.0, 0, []
+    for batch in loader:
+        logits = model(batch["image"].to(device))
+        labels = batch["labels"].to(device)
+        total += masked_bce(logits, labels).item() * len(labels)
+        count += len(labels)
+        probabilities.append(torch.sigmoid(logits).cpu().numpy())
+    return total / max(count, 1), np.concatenate(probabilities)
+
+
+def train_classifier(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    variant_config: dict,
+    settings: ClassifierParams,
+    image_size: int,
+    root: str | Path = ".",
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train on ``train`` with the variant's augmentation and balancing; stop early on ``val``."""
+    if train.empty or val.empty:
+        raise ValueError(f"variant {variant_config.get('variant')!r} needs training and validation rows "
+                         f"(has {len(train)} and {len(val)})")
+    device = torch.device(device)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.manual_seed(settings.seed)
+    model = build_classifier(settings.architecture).to(device)
+    transform = augmentation(variant_config["augmentation"], image_size) if variant_config.get("augmentation") else None
+    train_data = LabelledImages(train, root, transform)
+    val_data = LabelledImages(val, root)
+    balance = variant_config.get("class_balance", "none")
+    loader = training_loader(train_data, settings.batch_size, settings.seed, settings.num_workers, balance == "oversample")
+    val_loader = inference_loader(val_data, settings.batch_size, settings.num_workers)
+    weights = pos_weight(train).to(device) if balance == "pos_weight" else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+
+    scored = scorable_findings(val_data.labels)
+    monitor = "val_macro_auroc" if scored else "val_loss"
+    stopping = EarlyStopping(settings.patience)
+    best_state, rows = None, []
+    for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {variant_config.get('variant', '')}", unit="epoch"):
+        train_loss = _train_epoch(model, loader, optimizer, weights, device, epoch)
+        val_loss, probabilities = _validate(model, val_loader, device)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+               "val_macro_auroc": macro_auroc(val_data.labels, probabilities)}
+        rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if stopping.update(row["val_macro_auroc"] if scored else -val_loss, epoch):
+            best_state = copy.deepcopy(model.state_dict())
+        if stopping.stop:
+            break
+    if best_state is None:
+        raise RuntimeError(f"variant {variant_config.get('variant')!r}: no epoch gave a finite {monitor} (training diverged)")
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=pd.DataFrame(rows, columns=HISTORY_COLUMNS),
+        best_epoch=stopping.best_epoch,
+        monitor=monitor,
+        stopped_early=len(rows) < settings.epochs,
+        scored_findings=[FINDINGS[index] for index in scored],
+        pos_weight=weights.cpu().tolist() if weights is not None else None,
+    )

@@ -1,0 +1,45 @@
+"""The one seam between evaluate and the train_classifier stage: which variants the params name,
+where their classifiers live, loading one and predicting with it (the classifier stage's own
+``load_classifier`` and ``predict``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tasks.classifier import load_classifier
+from tasks.classifier import predict as classifier_predict
+from tasks.classifier.outputs import CLASSIFIER_DIR
+from tasks.params import Params, variant_name
+
+REFERENCE = "real_only"
+
+
+def variants(params: Params) -> list[tuple[str, float]]:
+    """(variant, ratio) for every variant the current params build: baselines (ratio 0), then ratios."""
+    named = [(baseline, 0.0) for baseline in params.mix.baselines]
+    named += [(variant_name(ratio), float(ratio)) for ratio in params.mix.ratios]
+    if REFERENCE not in dict(named):
+        raise ValueError(f"mix.baselines must include {REFERENCE!r}: evaluate tests every variant against it "
+                         "and measures the synthetic set in its feature space")
+    return named
+
+
+def variant_dir(variant: str, root: str | Path = ".") -> Path:
+    directory = Path(root) / CLASSIFIER_DIR / variant
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"{directory}: no trained classifier for variant {variant!r} (config.json missing); "
+                         "run its train_classifier stage first")
+    return directory
+
+
+def load(directory: Path, device: torch.device | str = "cpu"):
+    return load_classifier(directory, device)
+
+
+def predict(model, frame: pd.DataFrame, root: str | Path = ".", batch_size: int = 64) -> np.ndarray:
+    """Probabilities (n, len(FINDINGS)) of the manifest rows ``frame``."""
+    return np.asarray(classifier_predict(model, frame, root=root, batch_size=batch_size), dtype=np.float64)

@@ -1,0 +1,234 @@
+"""The human-readable evaluation report: Markdown, and the same as one self-contained HTML page
+(figures embedded), written from the metrics dict the stage also gives DVC and MLflow."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import markdown
+
+from tasks.findings import FINDINGS
+from tasks.io import write_text
+
+FEW_POSITIVES = 20  # below this many test positives an AUROC interval is wide and a p-value fragile
+
+EXPLANATIONS = {
+    "AUROC": "Probability that a random positive test image scores above a random negative one (0.5 chance, 1 "
+             "perfect). 95% interval from DeLong's variance; the bootstrap interval resamples positives and negatives.",
+    "p vs real_only": "Paired DeLong test that the variant's AUROC equals the real-only classifier's on the same test "
+                      "images; two-sided, not corrected for the number of variants and findings compared.",
+    "AUPRC": "Average precision over the precision-recall curve. Chance level is the finding's prevalence, so for "
+             "rare findings it shows what AUROC hides: how many of the flagged images are true positives.",
+    "Sensitivity at specificity": "Share of positives caught at the best threshold that still calls at least the "
+                                  "stated share of negatives negative; an operating point a reader could use.",
+    "Macro / rare average": "Mean over the findings with both classes in the test split / over the rare findings "
+                            "(generate.rare_findings); the count of findings averaged is given beside it.",
+    "FID": "Frechet distance between Gaussians fitted to real and synthetic features (0 = same mean and covariance). "
+           "Read it against the real-train-vs-real-test floor; it is biased upwards at small sample sizes.",
+    "KID": "Squared maximum mean discrepancy with a cubic polynomial kernel, unbiased, averaged over random subsets; "
+           "about 0 for one distribution, more trustworthy than FID with few images.",
+    "Template SSIM / PSNR": "Structural similarity and peak signal-to-noise ratio between a synthetic image and the "
+                            "real training image whose lesion mask it was conditioned on (a loose pairing).",
+    "Condition accuracy": "Share of synthetic images in which the real-only classifier, at its fixed-specificity "
+                          "threshold on the real test split, finds the finding that was requested.",
+    "Mask IoU": "Overlap (intersection over union) of the conditioning mask and the lesion a U-Net trained on real "
+                "masks finds in the synthetic image; the same U-Net's IoU on real test masks is its ceiling.",
+    "Lesion SSIM": "SSIM between crops around synthetic lesions and crops around real lesions of the same finding, "
+                   "beside the same figure among real lesions; closeness to it means lesion texture is preserved.",
+    "Precision / recall / density / coverage": "Naeem et al. 2020: precision and density say how realistic the "
+                                               "synthetic images are, recall and coverage how much of the real variety "
+                                               "they span; about 1 each when the two sets match.",
+    "Memorisation": "Nearest real training image of each synthetic image by pixel correlation (near-copy above the "
+                    "threshold) and by feature cosine; real test images searched the same way give the baseline.",
+}
+
+
+def _number(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _significant(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _ratio(ratio: float) -> str:
+    return "baseline" if ratio == 0 else f"{ratio:g}"
+
+
+def _p_value(value) -> str:
+    if value is None:
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _finding_section(finding: str, metrics: dict, variants: Sequence[tuple[str, float]], specificity: float,
+                     figure: str | None) -> str:
+    downstream = metrics["downstream"]
+    reference = downstream["real_only"]["per_finding"][finding]
+    lines = [f"### {finding.replace('_', ' ')}",
+             f"Test split: {reference['n_positive']} positive, {reference['n_negative']} negative images."]
+    if reference["auroc"] is None:
+        lines.append("No AUROC: the test split holds only one class of this finding.")
+        return "\n\n".join(lines)
+    if reference["n_positive"] < FEW_POSITIVES:
+        lines.append(f"**Caution:** fewer than {FEW_POSITIVES} test positives; intervals are wide and the p-values fragile.")
+    rows = []
+    for variant, ratio in variants:
+        m = downstream[variant]["per_finding"][finding]
+        rows.append([
+            variant, _ratio(ratio),
+            f"{_number(m['auroc'])} [{_number(m['auroc_ci_low'])}, {_number(m['auroc_ci_high'])}]",
+            f"[{_number(m['auroc_boot_low'])}, {_number(m['auroc_boot_high'])}]",
+            _number(m.get("delta_auroc_vs_real_only")) if variant != "real_only" else "",
+            _p_value(m.get("p_vs_real_only")) if variant != "real_only" else "",
+            _number(m["auprc"]), _number(m["sensitivity_at_specificity"]),
+        ])
+    lines.append(_table(["variant", "ratio", "AUROC [95% DeLong]", "bootstrap 95%", "delta AUROC",
+                         "p vs real_only", "AUPRC", f"sensitivity @ {specificity:.0%} spec."], rows))
+    if figure:
+        lines.append(f"![ROC curves, {finding}]({figure})")
+    return "\n\n".join(lines)
+
+
+def _averages(metrics: dict, variants: Sequence[tuple[str, float]]) -> str:
+    rows = []
+    for variant, ratio in variants:
+        macro, rare = metrics["downstream"][variant]["macro"], metrics["downstream"][variant]["rare"]
+        rows.append([variant, _ratio(ratio), _number(macro["auroc"]), _number(macro["auprc"]),
+                     _number(macro["sensitivity_at_specificity"]), _number(rare["auroc"]), _number(rare["auprc"]),
+                     _number(rare["sensitivity_at_specificity"])])
+    first = metrics["downstream"][variants[0][0]]
+    return _table(["variant", "ratio", f"macro AUROC ({first['macro']['n_findings']})", "macro AUPRC",
+                   "macro sens.", f"rare AUROC ({first['rare']['n_findings']})", "rare AUPRC", "rare sens."], rows)
+
+
+def _synthetic_section(metrics: dict, rare_findings: Sequence[str], figures: dict[str, str]) -> str:
+    synthetic = metrics["synthetic"]
+    if synthetic is None:
+        return "## Synthetic set\n\nNo synthetic images were generated; the synthetic-set metrics are not computed."
+    fid = synthetic["fidelity"]
+    parts = ["## Synthetic set", f"{synthetic['n_images']} synthetic images; feature space: {fid['feature_space']}."]
+    main, floor, pairs = fid["synthetic_vs_real_test"], fid["real_train_vs_real_test"], fid["template_pairs"]
+    parts.append("### Fidelity\n\n" + _table(["comparison", "n real", "n other", "FID", "KID (mean +- sd)"], [
+        ["synthetic vs real test", str(main["n_real"]), str(main["n_fake"]), _significant(main["fid"]),
+         f"{_significant(main['kid_mean'])} +- {_significant(main['kid_std'])}"],
+        ["real train vs real test (floor)", str(floor["n_real"]), str(floor["n_fake"]), _significant(floor["fid"]),
+         f"{_significant(floor['kid_mean'])} +- {_significant(floor['kid_std'])}"],
+    ]) + f"\n\nTemplate pairs: {pairs['n_pairs']}, SSIM {_number(pairs['ssim'])}, PSNR {_number(pairs['psnr'], 1)} dB.")
+    lesion = synthetic["lesions"]
+    rows = []
+    for finding in rare_findings:
+        accuracy = lesion["condition_accuracy"][finding]
+        adherence = (lesion["mask_adherence"] or {}).get(finding, {})
+        ceiling = (lesion["segmenter_on_real_test"] or {}).get(finding, {})
+        ssim = lesion["lesion_ssim"][finding]
+        rows.append([finding.replace("_", " "), str(accuracy["n_requested_present"]), _number(accuracy["detected"]),
+                     f"{_number(adherence.get('iou'))} (n={adherence.get('n', 0)})",
+                     f"{_number(ceiling.get('iou'))} (n={ceiling.get('n', 0)})",
+                     _number(ssim["ssim"]), _number(ssim["ssim_real_vs_real"])])
+    parts.append("### Lesions\n\n" + _table(
+        ["finding", "requested", "condition accuracy", "mask IoU", "segmenter IoU on real test",
+         "lesion SSIM", "real-vs-real lesion SSIM"], rows))
+    by_type = lesion.get("condition_accuracy_by_type") or {}
+    if by_type:
+        rows = [[kind, *(f"{_number(found.get(f, {}).get('detected'))} (n={found.get(f, {}).get('n', 0)})"
+                         for f in rare_findings)] for kind, found in by_type.items()]
+        parts.append("Condition accuracy by condition type:\n\n" + _table(
+            ["condition", *(f.replace("_", " ") for f in rare_findings)], rows))
+    diversity = synthetic["diversity"]
+    rows = [[name.replace("_", " "), str(d["n_real"]), str(d["n_fake"]), _number(d["precision"]), _number(d["recall"]),
+             _number(d["density"]), _number(d["coverage"])]
+            for name, d in [*diversity["per_finding"].items(), ("all images", diversity["overall"])]]
+    parts.append(f"### Diversity (k = {diversity['overall']['k']})\n\n" + _table(
+        ["finding", "n real train", "n synthetic", "precision", "recall", "density", "coverage"], rows))
+    if "embedding" in figures:
+        parts.append(f"![Embedding]({figures['embedding']})")
+    memo = synthetic["memorisation"]
+    rows = [[label, str(m["n"]), str(m["near_copies"]), str(m["feature_matches"]), _number(m["median_correlation"]),
+             _number(m["max_correlation"]), _number(m["median_cosine"])]
+            for label, m in (("synthetic", memo["synthetic"]), ("real test (baseline)", memo["real_test_baseline"]))]
+    parts.append(f"### Memorisation (threshold {memo['threshold']})\n\n" + _table(
+        ["searched from", "n", "near-copies (pixels)", "matches (features)", "median correlation",
+         "max correlation", "median cosine"], rows))
+    if "memorisation" in figures:
+        parts.append(f"![Closest synthetic / training pairs]({figures['memorisation']})")
+    if "samples" in figures:
+        parts.append(f"### Samples\n\n![Real and synthetic samples]({figures['samples']})")
+    return "\n\n".join(parts)
+
+
+def _caveats(metrics: dict) -> str:
+    reference = metrics["downstream"]["real_only"]["per_finding"]
+    counts = ", ".join(f"{f.replace('_', ' ')} {reference[f]['n_positive']}" for f in FINDINGS)
+    items = [
+        f"Test positives per finding: {counts}. With tens of positives an AUROC interval spans about +-0.1; a "
+        "non-significant p-value is weak evidence of no effect, not evidence of none.",
+        "p-values are per finding and variant, uncorrected for the number of comparisons; read them as a screen.",
+        "Uncertain test labels are left out of that finding; labels not mentioned count as negative.",
+        "The default feature space is the real-only classifier's penultimate layer: trained on this collection, "
+        "small and task-specific. FID/KID values here are not comparable with Inception-based values elsewhere.",
+        "The condition-accuracy threshold comes from the real test split (fixed specificity), so it shares the test "
+        "split's sampling noise; the segmenter behind mask IoU is itself imperfect (see its IoU on real masks).",
+    ]
+    if metrics.get("quarantined"):
+        items.append(f"{metrics['quarantined']} image(s) could not be read and were left out (reports/quarantine.csv).")
+    return "## Caveats\n\n" + "\n".join(f"- {item}" for item in items)
+
+
+def build_markdown(metrics: dict, variants: Sequence[tuple[str, float]], rare_findings: Sequence[str],
+                   specificity: float, figures: dict[str, str], reader_study: str | None) -> str:
+    """The whole report as Markdown; ``figures`` maps names to paths relative to the report."""
+    test = metrics["test_split"]
+    parts = [
+        "# cxrsynth evaluation",
+        f"Every number is measured on the real test split ({test['n_images']} images, never seen in training or "
+        f"generation). Variants: {', '.join(v for v, _ in variants)}. Rare findings: "
+        f"{', '.join(f.replace('_', ' ') for f in rare_findings)}.",
+        "## Downstream classification",
+        _averages(metrics, variants),
+    ]
+    ordered = list(rare_findings) + [f for f in FINDINGS if f not in rare_findings]
+    parts += [_finding_section(f, metrics, variants, specificity, figures.get(f"roc_{f}")) for f in ordered]
+    parts.append(_synthetic_section(metrics, rare_findings, figures))
+    if reader_study:
+        parts.append(f"## Reader study\n\nA blinded page of real and synthetic images for readers: "
+                     f"[{reader_study}]({reader_study}) (the key is kept separately; score answers with "
+                     "`python -m tasks.reader_study KEY ANSWERS...`).")
+    parts.append("## What the metrics mean\n\n" + "\n".join(f"- **{name}**: {text}" for name, text in EXPLANATIONS.items()))
+    parts.append(_caveats(metrics))
+    return "\n\n".join(parts) + "\n"
+
+
+def _embed_images(body: str, root: Path) -> str:
+    def embed(match: re.Match) -> str:
+        path = root / match.group(1)
+        if not path.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode("ascii")}"'
+
+    return re.sub(r'src="([^":]+\.png)"', embed, body)
+
+
+def write_report(text: str, markdown_path: str | Path, html_path: str | Path) -> None:
+    """Write the Markdown and the self-contained HTML (figures embedded) beside it."""
+    markdown_path, html_path = Path(markdown_path), Path(html_path)
+    write_text(markdown_path, text)
+    body = _embed_images(markdown.markdown(text, extensions=["tables"]), html_path.parent)
+    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+    write_text(html_path, f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>cxrsynth evaluation'
+                          f"</title><style>{style}</style></head><body>\n{body}\n</body></html>\n")

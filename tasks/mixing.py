@@ -1,0 +1,209 @@
+"""Training-set variants for the downstream classifier: the baselines and real + synthetic mixes.
+
+Every variant is a manifest (written with the ``generate`` schema, the widest, so all variants
+share columns) that references images and never copies them. It holds the real training rows, the
+synthetic rows drawn for it (ratio variants only) and the real validation rows, which training
+uses for early stopping. Test rows are never in a variant, synthetic rows only ever in train.
+
+A variant's settings travel in a sidecar JSON beside its manifest (``<name>.json`` next to
+``<name>.parquet``): its kind and ratio, whether classical augmentation is on (and how strong),
+which class balancing it uses, and the row counts. Training reads both, so a variant changes only
+what the classifier is trained on; the architecture, seed and budget come from ``classifier``.
+
+Ratio variants: for each finding the synthetic set holds, ``round(ratio * n)`` synthetic images are
+added, ``n`` being the real training images with that finding present, capped by
+``mix.cap_per_finding`` and by what the synthetic set has. Each synthetic image counts for one
+finding (the rarest in the real training split among those it shows), and each finding's images are
+permuted once with ``mix.seed``; a variant takes the first ones, so a smaller ratio's synthetic rows
+are a subset of a larger ratio's and the variants differ only in how many synthetic images they add.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks import manifest
+from tasks.findings import FINDINGS, finding_index
+from tasks.io import write_json
+from tasks.manifest import ManifestError
+from tasks.params import Params, variant_name
+
+MIX_DIR = Path("data/mix")
+BASELINE_DIR = MIX_DIR / "baselines"
+REAL_MANIFEST = Path("data/prepare_masks/manifest.parquet")
+SYNTHETIC_MANIFEST = Path("data/generate/manifest.parquet")
+SCHEMA_STAGE = "generate"  # the widest schema: real and synthetic rows side by side
+BASELINES_VARIANT = "baselines"  # the mix CLI variant that writes every baseline at once
+
+
+def ratio_variants(params: Params) -> dict[str, int | float]:
+    """Ratio variant name -> ratio, named as dvc.yaml's foreach renders them."""
+    return {variant_name(ratio): ratio for ratio in params.mix.ratios}
+
+
+def variants(params: Params) -> list[str]:
+    """Every classifier variant the params define: the baselines, then the ratios in order."""
+    return [*params.mix.baselines, *ratio_variants(params)]
+
+
+def ratio_of(variant: str, params: Params) -> int | float | None:
+    """The synthetic ratio of a variant; None for a baseline. Unknown names raise, listing the choices."""
+    if variant in params.mix.baselines:
+        return None
+    ratios = ratio_variants(params)
+    if variant not in ratios:
+        raise ValueError(f"unknown variant {variant!r}; params define {', '.join(variants(params))}")
+    return ratios[variant]
+
+
+def manifest_path(variant: str, params: Params, root: str | Path = ".") -> Path:
+    """Where the variant's manifest lives: baselines under data/mix/baselines/, ratios in data/mix/."""
+    folder = BASELINE_DIR if ratio_of(variant, params) is None else MIX_DIR
+    return Path(root) / folder / f"{variant}.parquet"
+
+
+def config_path(variant: str, params: Params, root: str | Path = ".") -> Path:
+    """The sidecar JSON of the variant's settings, beside its manifest."""
+    return manifest_path(variant, params, root).with_suffix(".json")
+
+
+def real_rows(frame: pd.DataFrame, source: str | Path = REAL_MANIFEST) -> pd.DataFrame:
+    """The real train and validation rows of the prepared manifest (test rows stay out of every variant)."""
+    not_real = frame.index[frame["source"] != "real"].tolist()
+    if not_real:
+        raise ManifestError(f"{source}: rows {not_real[:10]} are not real images; the real input must hold only real rows")
+    return frame[frame["split"].isin(["train", "val"])].reset_index(drop=True)
+
+
+def check_synthetic(frame: pd.DataFrame, source: str | Path = SYNTHETIC_MANIFEST) -> pd.DataFrame:
+    """Validate a synthetic manifest: generate-stage schema, every row synthetic and in train."""
+    try:
+        frame = manifest.validate(frame, SCHEMA_STAGE)
+    except ManifestError as exc:
+        raise ManifestError(f"{source}: {exc}") from None
+    not_synthetic = frame.index[frame["source"] != "synthetic"].tolist()
+    if not_synthetic:
+        raise ManifestError(f"{source}: rows {not_synthetic[:10]} are not synthetic")
+    return frame
+
+
+def assert_no_synthetic_held_out(frame: pd.DataFrame, where: str) -> None:
+    """Nothing synthetic may reach validation or test; a variant that breaks this is never written."""
+    leaked = frame.index[(frame["source"] == "synthetic") & (frame["split"] != "train")].tolist()
+    if leaked:
+        raise ManifestError(f"{where}: synthetic rows {leaked[:10]} are outside the train split")
+
+
+def present(frame: pd.DataFrame, finding: str) -> np.ndarray:
+    """Boolean per row: the finding's state is 1 (null counts as not present)."""
+    return frame[finding].eq(1).fillna(False).to_numpy(dtype=bool)
+
+
+def positives(frame: pd.DataFrame) -> dict[str, int]:
+    """Rows with each finding present (state 1)."""
+    return {finding: int(present(frame, finding).sum()) for finding in FINDINGS}
+
+
+def target_findings(synthetic: pd.DataFrame, real_train: pd.DataFrame) -> pd.Series:
+    """The one finding each synthetic image counts for: the rarest in real train among those it shows."""
+    real_counts = positives(real_train)
+    by_rarity = sorted(FINDINGS, key=lambda finding: (real_counts[finding], finding_index(finding)))
+    target = pd.Series(pd.NA, index=synthetic.index, dtype="string")
+    for finding in reversed(by_rarity):  # the rarest assigned last, so it wins
+        target[present(synthetic, finding)] = finding
+    return target
+
+
+def draw_synthetic(
+    real_train: pd.DataFrame, synthetic: pd.DataFrame, ratio: float, cap: int, seed: int
+) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """Synthetic rows for one ratio and, per finding, the real positives, requested, available and drawn counts."""
+    synthetic = synthetic.sort_values(manifest.KEY, kind="stable").reset_index(drop=True)
+    target = target_findings(synthetic, real_train)
+    real_counts = positives(real_train)
+    chosen: list[pd.DataFrame] = []
+    counts: dict[str, dict[str, int]] = {}
+    for finding in FINDINGS:
+        pool = synthetic[target.eq(finding).fillna(False).to_numpy(dtype=bool)]
+        if pool.empty:
+            continue
+        order = np.random.default_rng([seed, finding_index(finding)]).permutation(len(pool))
+        requested = int(np.floor(ratio * real_counts[finding] + 0.5))
+        drawn = min(requested, cap, len(pool))
+        chosen.append(pool.iloc[order[:drawn]])
+        counts[finding] = {"real": real_counts[finding], "requested": requested, "available": len(pool), "drawn": drawn}
+    rows = pd.concat(chosen, ignore_index=True) if chosen else synthetic.iloc[:0]
+    return rows, counts
+
+
+def _split_counts(frame: pd.DataFrame) -> dict[str, int]:
+    groups = frame.groupby(["source", "split"]).size()
+    return {f"{source}_{split}": int(count) for (source, split), count in groups.items()}
+
+
+def baseline_config(name: str, params: Params) -> dict:
+    """A baseline's settings: augmentation on only for classical_aug, balancing only for class_weighted."""
+    return {
+        "variant": name,
+        "kind": "baseline",
+        "ratio": None,
+        "augmentation": params.mix.augmentation.model_dump(mode="json") if name == "classical_aug" else None,
+        "class_balance": params.mix.class_balance if name == "class_weighted" else "none",
+        "seed": params.mix.seed,
+    }
+
+
+def build_baseline(real: pd.DataFrame, name: str, params: Params) -> tuple[pd.DataFrame, dict]:
+    """A baseline variant: the real train and val rows, and its settings."""
+    frame = manifest.conform(real, SCHEMA_STAGE)
+    assert_no_synthetic_held_out(frame, f"baseline {name}")
+    config = baseline_config(name, params) | {"counts": _split_counts(frame)}
+    return frame, config
+
+
+def build_ratio(real: pd.DataFrame, synthetic: pd.DataFrame, ratio: int | float, params: Params) -> tuple[pd.DataFrame, dict]:
+    """A ratio variant: the real train and val rows plus the synthetic rows drawn for ``ratio``."""
+    real_train = real[real["split"] == "train"]
+    drawn, per_finding = draw_synthetic(real_train, synthetic, ratio, params.mix.cap_per_finding, params.mix.seed)
+    frame = pd.concat([manifest.conform(real, SCHEMA_STAGE), manifest.conform(drawn, SCHEMA_STAGE)], ignore_index=True)
+    name = variant_name(ratio)
+    assert_no_synthetic_held_out(frame, f"variant {name}")
+    config = {
+        "variant": name,
+        "kind": "ratio",
+        "ratio": ratio,
+        "augmentation": None,
+        "class_balance": "none",
+        "seed": params.mix.seed,
+        "cap_per_finding": params.mix.cap_per_finding,
+        "counts": _split_counts(frame),
+        "synthetic_per_finding": per_finding,
+    }
+    return frame, config
+
+
+def write_variant(frame: pd.DataFrame, config: dict, params: Params, root: str | Path = ".") -> Path:
+    """Write the variant's manifest (validated, atomic) and then its sidecar; return the manifest path."""
+    variant = config["variant"]
+    path = manifest_path(variant, params, root)
+    manifest.write(frame, path, SCHEMA_STAGE)
+    write_json(config_path(variant, params, root), config | {"manifest": path.name})
+    return path
+
+
+def read_variant(variant: str, params: Params, root: str | Path = ".") -> tuple[pd.DataFrame, dict]:
+    """A variant's manifest and settings, checked again: a hand-edited file cannot leak synthetic rows."""
+    path = manifest_path(variant, params, root)
+    frame = manifest.read(path)
+    assert_no_synthetic_held_out(frame, str(path))
+    sidecar = config_path(variant, params, root)
+    if not sidecar.exists():
+        raise ManifestError(f"{sidecar}: variant settings not found (has `mix` written {variant!r}?)")
+    config = json.loads(sidecar.read_text())
+    if config.get("variant") != variant:
+        raise ManifestError(f"{sidecar}: describes variant {config.get('variant')!r}, expected {variant!r}")
+    return frame, config

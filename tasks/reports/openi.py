@@ -1,0 +1,89 @@
+"""The Open-i (Indiana University) chest X-ray reports as a parser benchmark.
+
+Each XML file holds one report (``AbstractText`` sections FINDINGS and IMPRESSION) and the MeSH
+terms human indexers coded from it (``<MeSH><major>Term/qualifier/...</major>``). Only positive
+findings are coded. MESH_TO_FINDING is the one place that says which MeSH majors mean which
+cxrsynth finding; a rule may require a qualifier (an enlarged cardiac shadow is cardiomegaly; a
+mass counts as a lung lesion only when the indexer placed it in the lung, as CheXpert's
+"Lung Lesion" groups nodules and masses).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.findings import FINDINGS
+from tasks.reports.records import merge_lateralities, most_severe
+
+# MeSH major term -> (cxrsynth finding, qualifier the major must carry or None)
+MESH_TO_FINDING: dict[str, tuple[str, str | None]] = {
+    "Cardiomegaly": ("cardiomegaly", None),
+    "Cardiac Shadow": ("cardiomegaly", "enlarged"),
+    "Pleural Effusion": ("pleural_effusion", None),
+    "Pneumothorax": ("pneumothorax", None),
+    "Nodule": ("nodule", None),
+    "Mass": ("nodule", "lung"),
+    "Pulmonary Atelectasis": ("atelectasis", None),
+    "Consolidation": ("consolidation", None),
+    "Airspace Disease": ("consolidation", None),
+    "Pneumonia": ("consolidation", None),
+}
+
+
+# Qualifiers the indexers use for side and size, in cxrsynth's vocabulary.
+MESH_LATERALITY = {"left": "left", "right": "right", "bilateral": "bilateral"}
+MESH_SEVERITY = {"mild": "mild", "small": "mild", "borderline": "mild", "moderate": "moderate",
+                 "large": "severe", "severe": "severe", "massive": "severe"}
+
+
+def mesh_findings(majors: list[str]) -> dict[str, dict[str, str | None]]:
+    """cxrsynth findings coded by a report's MeSH majors ("Pleural Effusion/left/small", ...), with side and size."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for major in majors:
+        term, *qualifiers = [part.strip().lower() if i else part.strip() for i, part in enumerate(major.split("/"))]
+        rule = MESH_TO_FINDING.get(term)
+        if rule and (rule[1] is None or rule[1] in qualifiers):
+            words = found.setdefault(rule[0], {"laterality": [], "severity": []})
+            words["laterality"] += [MESH_LATERALITY[q] for q in qualifiers if q in MESH_LATERALITY]
+            words["severity"] += [MESH_SEVERITY[q] for q in qualifiers if q in MESH_SEVERITY]
+    return {finding: {"laterality": merge_lateralities(words["laterality"]), "severity": most_severe(words["severity"])}
+            for finding, words in found.items()}
+
+
+def read_report(path: Path) -> tuple[str, list[str]]:
+    """(FINDINGS + IMPRESSION text, MeSH majors) of one Open-i XML file."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"{path}: not a readable Open-i XML report: {exc}") from None
+    sections = {node.get("Label"): (node.text or "").strip() for node in root.iter("AbstractText")}
+    text = "\n\n".join(sections[label] for label in ("FINDINGS", "IMPRESSION") if sections.get(label))
+    majors = [(node.text or "").strip() for node in root.iter("major")]
+    return text, majors
+
+
+def load_openi(folder: str | Path) -> pd.DataFrame:
+    """One row per report: ``report_id``, ``text``, per finding a bool (coded by MeSH) and its side and size.
+
+    ``folder`` holds the XML files, or an ``xml/`` folder of them (the layout of ../shared/data/openi-reports).
+    """
+    folder = Path(folder)
+    if (folder / "xml").is_dir():
+        folder = folder / "xml"
+    files = sorted(folder.glob("*.xml"))
+    if not files:
+        raise ValueError(f"{folder}: no Open-i XML reports found")
+    rows = []
+    for path in files:
+        text, majors = read_report(path)
+        coded = mesh_findings(majors)
+        row = {"report_id": path.stem, "text": text}
+        for finding in FINDINGS:
+            row[finding] = finding in coded
+            for attribute in ("laterality", "severity"):
+                row[f"{finding}_{attribute}"] = coded.get(finding, {}).get(attribute)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,59 @@
+"""The rule-based report parser (the offline default backend).
+
+A report is cut to its findings and impression, split into sentences, and each sentence is
+read once: lexicon mentions (tasks.reports.lexicon), their assertion (tasks.reports.negation) and
+attributes (tasks.reports.attributes). Mentions combine per finding (tasks.reports.records).
+Sentences and reports repeat a lot across a collection ("No pneumothorax."), so both are cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+
+from tqdm import tqdm
+
+from tasks.reports.attributes import describe
+from tasks.reports.lexicon import find_mentions, normalise
+from tasks.reports.negation import SentenceContext
+from tasks.reports.records import FindingState, combine
+from tasks.reports.sections import report_body, split_sentences
+
+
+@lru_cache(maxsize=65536)
+def parse_sentence(sentence: str) -> tuple[tuple[str, FindingState], ...]:
+    """(finding, mention state) for every finding mention in one sentence, in reading order."""
+    text = normalise(sentence)
+    mentions = find_mentions(text)
+    if not mentions:
+        return ()
+    context = SentenceContext(text)
+    parsed = []
+    for index, mention in enumerate(mentions):
+        term = mention.term
+        state = term.state if term.fixed else context.assertion(mention.start, mention.end, term.state)
+        previous_end = max((m.end for m in mentions[:index] if m.end <= mention.start), default=0)
+        next_start = min((m.start for m in mentions[index + 1:] if m.start >= mention.end), default=len(text))
+        attributes = describe(text, mention.start, mention.end, previous_end, next_start, mention.finding)
+        parsed.append((mention.finding, FindingState(
+            state=state,
+            laterality=attributes.laterality,
+            location=attributes.location,
+            severity=attributes.severity or term.severity,
+            sentence=sentence,
+        )))
+    return tuple(parsed)
+
+
+def parse_report(text: str | None) -> dict[str, FindingState]:
+    """Per mentioned finding: its state and attributes in this report."""
+    return combine(pair for sentence in split_sentences(report_body(text)) for pair in parse_sentence(sentence))
+
+
+def parse_reports(texts: Iterable[str | None], progress: bool = True) -> list[dict[str, FindingState]]:
+    """parse_report over many reports; each distinct text is parsed once."""
+    texts = list(texts)
+    distinct = list(dict.fromkeys(texts))
+    parsed = {text: parse_report(text) for text in tqdm(distinct, desc="parse reports (rules)", unit="report",
+                                                         disable=not progress)}
+    return [parsed[text] for text in texts]

@@ -1,0 +1,61 @@
+"""A plain folder of DICOM / PNG / JPG files with one CSV describing them.
+
+The CSV (``ingest.path`` itself, or the one CSV at the folder's top level) needs ``path``
+(relative to the CSV's folder) and ``patient_id``; it may have ``study_id``, ``view``, ``report``,
+``pixel_spacing_mm`` and ``site``; every other column must be a cxrsynth finding name holding
+1 / 0 / -1 / blank. A row without a study_id is a study of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.findings import FINDINGS
+from tasks.sources.base import SourceError, SourceRecord
+from tasks.sources.tables import parse_spacing, parse_state, read_table, row_number
+
+REQUIRED = ("path", "patient_id")
+OPTIONAL = ("study_id", "view", "report", "pixel_spacing_mm", "site")
+
+
+def index_file(root: Path) -> Path:
+    if root.is_file():
+        return root
+    found = sorted(root.glob("*.csv"))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise SourceError(f"{root}: expected one index CSV at the top level (or ingest.path naming it); found {names}")
+    return found[0]
+
+
+def read_folder(root: str | Path) -> list[SourceRecord]:
+    csv_path = index_file(Path(root))
+    table = read_table(csv_path, REQUIRED)
+    unknown = [c for c in table.columns if c not in (*REQUIRED, *OPTIONAL, *FINDINGS)]
+    if unknown:
+        raise SourceError(
+            f"{csv_path}: column(s) {', '.join(map(repr, unknown))} are neither {', '.join(REQUIRED + OPTIONAL)} "
+            f"nor a finding ({', '.join(FINDINGS)})"
+        )
+    findings = [c for c in table.columns if c in FINDINGS]
+    records = []
+    for index, row in enumerate(table.to_dict("records")):
+        where = f"{csv_path} row {row_number(index)}"
+        relative, patient = row["path"].strip(), row["patient_id"].strip()
+        if not relative or not patient:
+            raise SourceError(f"{where}: path and patient_id must be set")
+        study = row.get("study_id", "").strip() or f"row {row_number(index)}"
+        records.append(
+            SourceRecord(
+                row=row_number(index),
+                patient_key=patient,
+                study_key=f"{patient}/{study}",
+                image_path=csv_path.parent / relative,
+                view=row.get("view", "").strip().upper() or None,
+                labels={f: parse_state(row[f], f"{where}, column {f!r}") for f in findings},
+                report=row.get("report", "").strip() or None,
+                pixel_spacing_mm=parse_spacing(row.get("pixel_spacing_mm", ""), f"{where}, column 'pixel_spacing_mm'"),
+                site=row.get("site", "").strip() or None,
+            )
+        )
+    return records

@@ -1,0 +1,56 @@
+"""The built-in phantom collection as the ``phantom`` stage writes it (a hospital-style export).
+
+``labels.csv`` in CheXpert's format (Paths relative to the collection folder) read by the
+CheXpert reader, DICOM files, ``reports/patientNNNNN/studyM.txt`` per study and ``lesions.csv``
+(``Path, finding, mask``) naming a mask PNG for each lesion that ships one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.findings import check_finding
+from tasks.sources.base import Localisation, SourceError, SourceRecord
+from tasks.sources.chexpert import patient_and_study, read_chexpert_csv
+from tasks.sources.tables import read_table, row_number
+
+LABELS = "labels.csv"
+LESIONS = "lesions.csv"
+REPORTS = "reports"
+LESION_COLUMNS = ("Path", "finding", "mask")
+
+
+def report_path(root: Path, relative: str, where: str) -> Path:
+    patient, study = patient_and_study(relative, where)
+    return root / REPORTS / patient / f"{study}.txt"
+
+
+def _attach_lesions(root: Path, records: dict[Path, SourceRecord]) -> None:
+    path = root / LESIONS
+    if not path.is_file():
+        return
+    for index, row in enumerate(read_table(path, LESION_COLUMNS).to_dict("records")):
+        where = f"{path} row {row_number(index)}"
+        record = records.get(root / row["Path"].strip())
+        if record is None:
+            raise SourceError(f"{where}: Path is not in {LABELS}")
+        try:
+            finding = check_finding(row["finding"].strip())
+        except ValueError as exc:
+            raise SourceError(f"{where}: {exc}") from None
+        if not row["mask"].strip():
+            raise SourceError(f"{where}: mask must be set")
+        record.localisations.append(Localisation(finding, "mask", str(root / row["mask"].strip())))
+
+
+def read_phantom(root: str | Path) -> list[SourceRecord]:
+    root = Path(root)
+    labels = root / LABELS
+    if not labels.is_file():
+        raise SourceError(f"{root}: {LABELS} not found (has the phantom stage run?)")
+    records = read_chexpert_csv(labels, root)
+    for record in records:
+        report = report_path(root, record.image_path.relative_to(root).as_posix(), f"{labels} row {record.row}")
+        record.report = report.read_text() if report.is_file() else None
+    _attach_lesions(root, {record.image_path: record for record in records})
+    return records

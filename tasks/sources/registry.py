@@ -1,0 +1,35 @@
+"""``ingest.source`` name -> the adapter that reads that collection format into SourceRecords."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tasks.sources.base import SourceError, SourceRecord
+from tasks.sources.chexpert import read_chexpert
+from tasks.sources.folder import read_folder
+from tasks.sources.mimic import read_mimic
+from tasks.sources.nih import read_nih
+from tasks.sources.phantom_collection import read_phantom
+from tasks.sources.siim import read_siim
+
+Reader = Callable[[Path], list[SourceRecord]]
+
+READERS: dict[str, Reader] = {
+    "phantom": read_phantom,
+    "chexpert": read_chexpert,
+    "mimic": read_mimic,
+    "nih": read_nih,
+    "siim": read_siim,
+    "folder": read_folder,
+}
+
+
+def read_source(name: str, path: str | Path) -> list[SourceRecord]:
+    """Every image record of the collection at ``path``, in the order its index files list them."""
+    if name not in READERS:
+        raise SourceError(f"unknown data source {name!r}; expected one of {', '.join(READERS)}")
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: data source folder not found (ingest.path)")
+    return READERS[name](path)

@@ -1,0 +1,183 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.transforms import Flip, RandAxisFlip, RandFlip
+
+from tasks import manifest
+from tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
+from tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
+from tasks.classifier.training import EarlyStopping
+from tasks.findings import FINDINGS
+from tasks.io import write_png16
+from tasks.params import parse_params
+from tests.tiny_project import make_project, real_frame, synthetic_frame, write_images
+
+torch.set_num_threads(1)
+NODULE = FINDINGS.index("nodule")
+AUGMENT = parse_params({}).mix.augmentation.model_dump(mode="json")
+
+
+def _settings(**overrides):
+    return parse_params({"classifier": {"epochs": 2, "batch_size": 8, "patience": 2, **overrides}}).classifier
+
+
+def _project(tmp_path, splits=None, size=16):
+    frame = manifest.conform(real_frame(splits or {"train": 24, "val": 8}), "generate")
+    write_images(frame, tmp_path, size)
+    return frame[frame.split == "train"], frame[frame.split == "val"]
+
+
+def test_augmentation_keeps_the_heart_on_its_side():
+    image = np.zeros((1, 32, 32), np.float32)
+    image[0, 12:24, 4:13] = 1.0  # a bright "heart" on the image's left
+    transform = augmentation(AUGMENT | {"prob": 1.0}, 32)
+    transform.set_random_state(seed=0)
+    assert not any(isinstance(t, (Flip, RandFlip, RandAxisFlip)) for t in transform.transforms)
+    columns = np.arange(32)
+    for _ in range(30):
+        out = np.asarray(transform(torch.from_numpy(image)))[0]
+        centre = (out.sum(axis=0) * columns).sum() / out.sum()
+        assert centre < 12, "the bright mass left the left half: a left-right flip"
+
+
+def test_augmentation_is_reproducible_and_varies(tmp_path):
+    train, _ = _project(tmp_path)
+    data = LabelledImages(train, tmp_path, augmentation(AUGMENT | {"prob": 1.0}, 16))
+    first = [b["image"] for b in training_loader(data, 8, seed=3, num_workers=0, oversample=False)]
+    again = [b["image"] for b in training_loader(data, 8, seed=3, num_workers=0, oversample=False)]
+    plain = [b["image"] for b in training_loader(LabelledImages(train, tmp_path), 8, seed=3, num_workers=0, oversample=False)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.allclose(first[0], plain[0])
+    assert all(((b >= 0) & (b <= 1)).all() for b in first)
+
+
+def test_pos_weight_and_oversampling_weights():
+    frame = pd.DataFrame({f: pd.array([0, 0, 0, 1, None, 0, 0, 0] if f == "nodule" else [1, 0, 1, 0, 1, 0, 1, 1], dtype="Int8")
+                          for f in FINDINGS})
+    weights = pos_weight(frame).numpy()
+    assert weights[NODULE] == 6.0  # six known negatives, one positive
+    assert weights[FINDINGS.index("cardiomegaly")] == 1.0  # common findings are never weighed down
+    assert sample_weights(frame).tolist() == [1, 1, 1, 6, 1, 1, 1, 1]
+
+
+def test_oversampling_draws_rare_positives_more_often(tmp_path):
+    train, _ = _project(tmp_path, {"train": 40, "val": 2})
+    rare = train.copy()
+    rare["nodule"] = pd.array([1] + [0] * (len(rare) - 1), dtype="Int8")
+    loader = training_loader(LabelledImages(rare, tmp_path), 40, seed=0, num_workers=0, oversample=True)
+    drawn = torch.cat([b["index"] for _ in range(5) for b in loader])
+    assert (drawn == 0).float().mean() > 0.2  # 1 of 40 rows, weighted 39x: about half the draws
+
+
+def test_macro_auroc_skips_unknown_labels_and_one_class_findings():
+    nan = np.nan
+    labels = np.array([[1, 0, nan], [0, 0, 1], [1, 0, 1], [nan, 0, 0]], dtype=np.float32)
+    probabilities = np.array([[0.9, 0.1, 0.3], [0.2, 0.5, 0.8], [0.6, 0.2, 0.1], [0.0, 0.3, 0.5]])
+    # finding 0: 1,0,1 vs .9,.2,.6 -> 1.0; finding 1 has one class; finding 2: 1,1,0 vs .8,.1,.5 -> 0.5
+    assert macro_auroc(labels, probabilities) == pytest.approx(0.75)
+    assert np.isnan(macro_auroc(labels[:, 1:2], probabilities[:, 1:2]))
+
+
+def test_early_stopping_counts_epochs_without_gain():
+    stopping = EarlyStopping(patience=2)
+    improved = [stopping.update(score, epoch) for epoch, score in enumerate([0.5, 0.6, 0.6, 0.55], start=1)]
+    assert improved == [True, True, False, False] and stopping.stop and stopping.best_epoch == 2
+
+
+def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
+    from tasks.classifier import training
+
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
+    monkeypatch.setattr(training, "macro_auroc", lambda labels, probabilities: next(scores))
+    train, val = _project(tmp_path)
+    result = train_classifier(train, val, {"variant": "t", "augmentation": None}, _settings(epochs=6, patience=2), 16, tmp_path)
+    assert result.history["epoch"].tolist() == [1, 2, 3, 4] and result.stopped_early
+    assert result.best_epoch == 2 and result.monitor == "val_macro_auroc" and not result.model.training
+    # the returned weights are epoch 2's, as a run of exactly two epochs ends with
+    scores = iter([0.5, 0.7])
+    two_epochs = train_classifier(train, val, {"variant": "t", "augmentation": None}, _settings(epochs=2), 16, tmp_path)
+    for (name, a), b in zip(result.model.state_dict().items(), two_epochs.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_two_trainings_give_the_same_weights(tmp_path):
+    train, val = _project(tmp_path)
+    config = {"variant": "t", "augmentation": AUGMENT, "class_balance": "oversample"}
+    first, second = (train_classifier(train, val, config, _settings(), 16, tmp_path) for _ in range(2))
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    pd.testing.assert_frame_equal(first.history, second.history)
+
+
+def test_class_weighting_changes_training(tmp_path):
+    train, val = _project(tmp_path)
+    plain = train_classifier(train, val, {"variant": "a", "augmentation": None}, _settings(epochs=1), 16, tmp_path)
+    weighted = train_classifier(train, val, {"variant": "b", "augmentation": None, "class_balance": "pos_weight"},
+                                _settings(epochs=1), 16, tmp_path)
+    assert weighted.pos_weight == pos_weight(train).tolist() and plain.pos_weight is None
+    assert weighted.history.train_loss[0] != plain.history.train_loss[0]
+
+
+def test_check_images_quarantines_missing_and_wrong_sized(tmp_path):
+    train, _ = _project(tmp_path, {"train": 4, "val": 1})
+    write_png16(tmp_path / train.path.iloc[1], np.zeros((8, 8), np.float32))
+    (tmp_path / train.path.iloc[2]).unlink()
+    kept, quarantine = check_images(train, tmp_path, 16)
+    assert kept.image_id.tolist() == train.image_id.iloc[[0, 3]].tolist()
+    assert quarantine.reason.tolist() == ["image is 8x8, expected the working size 16x16", "image file missing"]
+
+
+def test_saved_classifier_predicts_and_extracts_features(tmp_path):
+    train, val = _project(tmp_path, {"train": 4, "val": 3})
+    torch.manual_seed(0)
+    from models.classifier import build_classifier
+
+    model = build_classifier("densenet_small").eval()
+    save_classifier(model, tmp_path / "clf" / "model.pt")
+    loaded = load_classifier(tmp_path / "clf")
+    assert not loaded.training
+    probabilities = predict(loaded, val, root=tmp_path, batch_size=2)
+    assert probabilities.shape == (3, len(FINDINGS)) and ((probabilities > 0) & (probabilities < 1)).all()
+    assert np.allclose(probabilities, predict(model, val, root=tmp_path))
+    images = np.stack([LabelledImages(val, tmp_path)[i]["image"][0].numpy() for i in range(3)])
+    features = extract_features(loaded, images, batch_size=2)
+    assert features.shape == (3, loaded.feature_dim)
+    assert np.allclose(features, extract_features(loaded, val, root=tmp_path), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="model.pt: classifier checkpoint not found"):
+        load_classifier(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_train_classifier_flow_on_a_tiny_project(tmp_path, monkeypatch):
+    import json
+
+    import mlflow
+
+    from flows.mix import mix_flow
+    from flows.train_classifier import train_classifier_flow
+
+    make_project(tmp_path, real_frame({"train": 40, "val": 12, "test": 8}), synthetic_frame({"nodule": 8, "pneumothorax": 8}))
+    monkeypatch.chdir(tmp_path)
+    mix_flow("params.yaml", variant="baselines")
+    mix_flow("params.yaml", variant="ratio_1")
+    for variant in ("classical_aug", "class_weighted", "ratio_1"):
+        train_classifier_flow("params.yaml", variant=variant)
+        folder = tmp_path / "data/classifiers" / variant
+        config = json.loads((folder / "config.json").read_text())
+        history = pd.read_csv(folder / "history.csv")
+        assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_macro_auroc"]
+        assert config["variant"] == variant and config["architecture"] == "densenet_small"
+        assert 1 <= config["best_epoch"] <= len(history) <= 2 and (folder / "curves.png").stat().st_size > 0
+        val = manifest.read(tmp_path / "data/mix/baselines/real_only.parquet").query("split == 'val'")
+        assert predict(load_classifier(folder), val, root=tmp_path).shape == (12, len(FINDINGS))
+    assert json.loads((tmp_path / "data/classifiers/ratio_1/config.json").read_text())["rows"]["train"] > 40
+    assert set(json.loads((tmp_path / "data/classifiers/class_weighted/config.json").read_text())["pos_weight"]) == set(FINDINGS)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["cxrsynth"]).set_index("tags.mlflow.runName")
+    assert runs.loc["train_classifier:ratio_1", "params.ratio"] == "1"
+    assert runs.loc["train_classifier:classical_aug", "params.augmentation"] == "True"
+    run_id = runs.loc["train_classifier:ratio_1", "run_id"]
+    assert len(mlflow.MlflowClient().get_metric_history(run_id, "val_loss")) == len(history)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "classifier")}
+    assert {"classifier/model.pt", "classifier/curves.png"} <= artifacts
