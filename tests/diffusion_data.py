@@ -16,11 +16,15 @@ import torch
 from scipy import ndimage
 
 from tasks import manifest
-from tasks.diffusion.prompts import prompt_for
 from tasks.findings import FINDINGS
 from tasks.io import write_mask, write_png16
 from tasks.masks import labelmap
+from tasks.masks.attributes import lesion_attributes
+from tasks.masks.geometry import Geometry
+from tasks.masks.prepare import LESION_COLUMNS, LESION_VALUE
 from tasks.params import DiffusionParams
+from tasks.reports.prompts import canonical_prompt
+from tasks.reports.records import FindingState
 
 LESION_FINDINGS = ("nodule", "pneumothorax", "pleural_effusion")
 
@@ -80,11 +84,30 @@ def toy_image(size: int, rng: np.random.Generator, findings: dict[str, str],
     return np.clip(image + texture.astype(np.float32), 0, 1), masks, severities
 
 
+def _lesion_rows(root: Path, image_id: str, masks: dict[str, np.ndarray], size: int) -> list[dict]:
+    """prepare_masks' per-lesion PNGs and lesion-table rows for one image's masks."""
+    geometry = Geometry(size, size, 1.0, 0, 0, size, size)
+    rows = []
+    for lesion, (finding, mask) in enumerate(masks.items()):
+        mask_path = f"data/prepare_masks/lesions/{image_id}_{lesion}.png"
+        write_mask(root / mask_path, mask.astype(np.uint8) * LESION_VALUE)
+        rows.append({"image_id": image_id, "lesion": lesion, "finding": finding, "kind": "mask",
+                     "mask_path": mask_path, **lesion_attributes(mask, geometry)})
+    return rows
+
+
+def toy_prompt(states: dict[str, int], laterality: dict[str, str], severity: dict[str, str]) -> str:
+    return canonical_prompt({f: FindingState(state=states.get(f), laterality=laterality.get(f),
+                                             severity=severity.get(f)) for f in FINDINGS})
+
+
 def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int = 0,
                  lesion_rate: float = 0.35, masked_rate: float = 0.85) -> pd.DataFrame:
-    """Write images, label maps and ``data/prepare_masks/manifest.parquet`` under ``root``; return the manifest."""
+    """Write images, label maps, lesion masks, ``data/prepare_masks/lesions.parquet`` and
+    ``data/prepare_masks/manifest.parquet`` under ``root``; return the manifest. The manifest's
+    laterality is left out for a third of the masked lesions, so the masks must fill it in."""
     root, rng = Path(root), np.random.default_rng(seed)
-    rows = []
+    rows, lesion_rows = [], []
     for i in range(n_images):
         image_id = f"img{i:05d}"
         present = {f: str(rng.choice(["left", "right"])) for f in LESION_FINDINGS if rng.random() < lesion_rate}
@@ -93,9 +116,13 @@ def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int
         path = f"data/ingest/images/{image_id}.png"
         write_png16(root / path, image)
         mask_path = None
+        reported_side = dict(present)
         if masks and rng.random() < masked_rate:
             mask_path = f"data/prepare_masks/masks/{image_id}.png"
             write_mask(root / mask_path, labelmap.encode(masks, (size, size)))
+            lesion_rows += _lesion_rows(root, image_id, masks, size)
+            if rng.random() < 1 / 3:
+                reported_side = {}
         states = {f: 1 if f in present else 0 for f in LESION_FINDINGS}
         states["cardiomegaly"] = 1 if cardiomegaly else 0
         row = {
@@ -103,16 +130,17 @@ def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int
             "split": ("train", "train", "train", "train", "train", "train", "train", "val", "test", "test")[(i // 2) % 10],
             "source": "real", "dataset": "toy", "site": "SITE-A", "path": path, "view": "PA",
             "orig_height": size, "orig_width": size, "scale": 1.0, "pad_top": 0, "pad_left": 0,
-            "pixel_spacing_mm": 1.4 * 256 / size, "prompt": prompt_for(states, present, severities),
+            "pixel_spacing_mm": 1.4 * 256 / size, "prompt": toy_prompt(states, reported_side, severities),
             "mask_path": mask_path, "n_lesions": len(masks) if mask_path else 0,
         }
         for finding in FINDINGS:
             row[finding] = states.get(finding)
-            row[f"{finding}_laterality"] = present.get(finding)
+            row[f"{finding}_laterality"] = reported_side.get(finding)
             row[f"{finding}_severity"] = severities.get(finding)
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    return manifest.write(frame, root / "data/prepare_masks/manifest.parquet", "prepare_masks")
+    lesions = pd.DataFrame(lesion_rows, columns=list(LESION_COLUMNS))
+    lesions.to_parquet(root / "data/prepare_masks/lesions.parquet", index=False)
+    return manifest.write(pd.DataFrame(rows), root / "data/prepare_masks/manifest.parquet", "prepare_masks")
 
 
 def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> DiffusionParams:

@@ -14,8 +14,7 @@ from tasks.diffusion.data import (
     texts_of,
     training_rows,
 )
-from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
-from tasks.diffusion.prompts import prompt_for
+from tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
 from tasks.diffusion.tokenizer import WordTokenizer
 from tasks.findings import FINDINGS
 from tests.diffusion_data import make_project
@@ -36,29 +35,46 @@ def test_texts_of_names_a_missing_column():
         texts_of(pd.DataFrame({"prompt": ["a"]}), "report")
 
 
-def test_label_indices_from_manifest_columns():
-    frame = pd.DataFrame({"image_id": ["a", "b"], **{f: pd.array([None, None], dtype="Int8") for f in FINDINGS},
-                          **{f"{f}_{a}": [None, None] for f in FINDINGS for a in ("laterality", "severity")}})
+def _label_frame():
+    frame = pd.DataFrame({"image_id": ["a", "b"], "orig_height": 16, "orig_width": 16, "scale": 1.0,
+                          **{f: pd.array([None, None], dtype="Int8") for f in FINDINGS},
+                          **{f"{f}_{a}": [None, None] for f in FINDINGS for a in ("laterality", "location", "severity")}})
     frame["nodule"] = pd.array([1, -1], dtype="Int8")
     frame["cardiomegaly"] = pd.array([0, None], dtype="Int8")
     frame.loc[0, "nodule_laterality"], frame.loc[0, "nodule_severity"] = "left", "severe"
-    frame.loc[1, "nodule_laterality"] = "sideways"  # unknown words read as unknown
+    return frame
+
+
+def test_label_indices_from_states_and_attributes():
+    frame = _label_frame()
     states = state_indices(frame)
     assert states[0, NODULE] == STATE_INDEX[1] and states[1, NODULE] == STATE_INDEX[-1]
     assert states[0, 0] == STATE_INDEX[0] and states[1, 0] == STATE_INDEX[None]
-    attributes = attribute_indices(label_attributes(frame))
+    attributes = attribute_indices(label_attributes(frame, read_lesions("/nonexistent")))
     assert attributes["laterality"][0, NODULE] == LATERALITY_INDEX["left"]
     assert attributes["severity"][0, NODULE] == SEVERITY_INDEX["severe"]
-    assert attributes["laterality"][1, NODULE] == 0
+    assert attributes["laterality"][1, NODULE] == 0 and attributes["severity"][1, 0] == 0
     with pytest.raises(ValueError, match="lacks the attribute columns"):
-        label_attributes(frame.drop(columns=["nodule_severity"]))
+        label_attributes(frame.drop(columns=["nodule_severity"]), read_lesions("/nonexistent"))
 
 
-def test_prompt_names_present_uncertain_and_absent_findings():
-    prompt = prompt_for({"pneumothorax": 1, "nodule": -1, "pleural_effusion": 0},
-                        {"pneumothorax": "left"}, {"pneumothorax": "moderate"})
-    assert prompt == "moderate left pneumothorax. possible nodule. no pleural effusion."
-    assert prompt_for({"nodule": 0}, {}, {}) == "no acute findings. no nodule."
+def test_masks_fill_the_attributes_reports_leave_out(tmp_path):
+    frame = make_project(tmp_path, n_images=30, size=32, seed=2)
+    lesions = read_lesions(tmp_path)
+    attributes = label_attributes(frame, lesions)
+    masked = lesions.drop_duplicates(["image_id", "finding"]).set_index(["image_id", "finding"])
+    filled = 0
+    for index, row in frame.iterrows():
+        for finding in ("nodule", "pneumothorax"):
+            if (row["image_id"], finding) not in masked.index or row[finding] != 1:
+                continue
+            reported = row[f"{finding}_laterality"]
+            from_mask = masked.loc[(row["image_id"], finding)]
+            expected = from_mask["laterality"] if pd.isna(reported) else reported
+            assert attributes.at[index, f"{finding}_laterality"] == expected
+            assert attributes.at[index, f"{finding}_location"] == from_mask["zone"]
+            filled += bool(pd.isna(reported))
+    assert filled > 0  # some lateralities came from the masks alone
 
 
 def test_masks_complete_needs_every_present_maskable_finding_masked():
@@ -76,7 +92,7 @@ def test_masks_complete_needs_every_present_maskable_finding_masked():
 def test_dataset_items_and_batch_conditions(tmp_path):
     frame = training_rows(make_project(tmp_path, n_images=12, size=16))
     tokenizer = WordTokenizer.build(frame["prompt"], 1, 10)
-    dataset = DiffusionDataset(frame, tmp_path, tokenizer)
+    dataset = DiffusionDataset(frame, tmp_path, tokenizer, lesions=read_lesions(tmp_path))
     item = dataset[0]
     assert item["image"].shape == (1, 16, 16) and -1 <= item["image"].min() and item["image"].max() <= 1
     assert item["masks"].shape == (len(FINDINGS), 16, 16) and item["text_present"]

@@ -4,10 +4,11 @@ import pytest
 
 from tasks import manifest
 from tasks.diffusion import generation
-from tasks.diffusion.lesion_masks import inside_share, lung_field_prior
+from tasks.diffusion.labels import label_attributes, read_lesions
+from tasks.diffusion.lesion_masks import inside_share, lung_field_prior, swap_laterality
 from tasks.diffusion.model_io import save_model
 from tasks.diffusion.train_stage import MODEL_DIR
-from tasks.findings import FINDINGS, finding_index
+from tasks.findings import FINDINGS, finding_index, patient_side
 from tasks.io import read_mask, read_png16
 from tasks.params import GenerateParams
 from tests.diffusion_data import make_project, tiny_diffusion
@@ -38,6 +39,7 @@ def test_requests_follow_their_templates(project):
     root, frame, prepared = project
     counts, requests, maps = generation.plan_for(frame, root, SETTINGS, prepared.config)
     train = frame[frame["split"] == "train"].set_index("image_id")
+    attributes = label_attributes(frame, read_lesions(root)).set_index("image_id")
     assert counts.set_index("finding")["generated"].to_dict() == {
         f: len(requests[requests["finding"] == f]) for f in SETTINGS.rare_findings}
     assert len(requests) > 0 and set(requests["condition_type"]) == set(SETTINGS.condition_types)
@@ -45,16 +47,18 @@ def test_requests_follow_their_templates(project):
     for _, request in requests.iterrows():
         finding, template = request["finding"], train.loc[request["template_image_id"]]
         assert template[finding] == 1 and request[finding] == 1
-        side = template[f"{finding}_laterality"]
-        expected = {"left": "right", "right": "left"}.get(side, side) if request["flipped"] else side
-        assert request[f"{finding}_laterality"] == expected and expected in request["prompt"]
         assert finding.replace("_", " ") in request["prompt"]
+        side = request[f"{finding}_laterality"]
         if "mask" in request["condition_type"]:
-            lesion = (maps[request["image_id"]] >> finding_index(finding)) & 1
-            assert lesion.any() and inside_share(lesion.astype(bool), prior) >= SETTINGS.mask_inside
+            lesion = ((maps[request["image_id"]] >> finding_index(finding)) & 1).astype(bool)
+            assert lesion.any() and inside_share(lesion, prior) >= SETTINGS.mask_inside
             assert request["mask_path"].endswith(f"{request['image_id']}.png")
+            assert side == patient_side(np.argwhere(lesion)[:, 1].mean() + 0.5, 24 / 2)  # measured on the mask
         else:
             assert pd.isna(request["mask_path"]) and request["image_id"] not in maps
+            reported = attributes.at[request["template_image_id"], f"{finding}_laterality"]
+            assert side == (swap_laterality(reported) if request["flipped"] else reported)
+        assert side is None or side in request["prompt"]
 
 
 def test_same_plan_same_requests_whatever_the_run(project):

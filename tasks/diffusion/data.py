@@ -75,13 +75,15 @@ def masks_complete(masks: torch.Tensor, states: torch.Tensor, maskable: torch.Te
 
 class DiffusionDataset(Dataset):
     def __init__(self, frame: pd.DataFrame, root: str | Path, tokenizer: Tokenizer, text_source: str = "prompt",
-                 cache: bool = True) -> None:
+                 cache: bool = True, lesions: pd.DataFrame | None = None) -> None:
+        """``lesions``: prepare_masks' lesion table, whose masks fill the attributes reports leave out."""
         self.frame = frame.reset_index(drop=True)
         self.rows = ManifestImages(self.frame, root)
         self.maskable = maskable_findings(self.frame, root)
         self.maskable_flags = torch.tensor([f in self.maskable for f in FINDINGS])
         self.states = torch.from_numpy(state_indices(self.frame))
-        attributes = attribute_indices(label_attributes(self.frame))
+        lesions = lesions if lesions is not None else pd.DataFrame(columns=["image_id", "finding"])
+        attributes = attribute_indices(label_attributes(self.frame, lesions))
         self.laterality = torch.from_numpy(attributes["laterality"])
         self.severity = torch.from_numpy(attributes["severity"])
         self.text = tokenizer.encode(texts_of(self.frame, text_source))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from models.conditioning import CONDITION_NAMES, Conditions
 from tasks.diffusion.data import readable_rows, training_rows
 from tasks.diffusion.grids import pairs, tile, write_rgb
-from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
+from tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
 from tasks.diffusion.lesion_masks import (
     jitter_mask,
     lung_field_prior,
@@ -32,13 +32,16 @@ from tasks.diffusion.lesion_masks import (
 )
 from tasks.diffusion.model_io import process_of
 from tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
-from tasks.diffusion.prompts import prompt_for
 from tasks.diffusion.sampling import sample
 from tasks.diffusion.tokenizer import Tokenizer
 from tasks.findings import FINDINGS, PRESENT, finding_index
 from tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
 from tasks.masks import labelmap
+from tasks.masks.attributes import lesion_attributes
+from tasks.masks.geometry import Geometry
 from tasks.params import GenerateParams
+from tasks.reports.prompts import canonical_prompt
+from tasks.reports.records import FindingState
 
 OUT = Path("data/generate")
 PLAN_FILE = "plan.json"
@@ -94,28 +97,37 @@ def usable_condition_types(generate: GenerateParams, pools: dict[str, dict[str, 
             for f in generate.rare_findings}
 
 
-def _template_labels(row: pd.Series, attributes: pd.Series) -> dict[str, dict[str, object]]:
+def _template_labels(attributes: pd.Series, states: pd.Series) -> dict[str, dict[str, object]]:
     def value(v):
         return None if pd.isna(v) else (int(v) if isinstance(v, (int, np.integer)) else v)
 
-    return {
-        "state": {f: value(row[f]) for f in FINDINGS},
-        "laterality": {f: value(attributes[f"{f}_laterality"]) for f in FINDINGS},
-        "severity": {f: value(attributes[f"{f}_severity"]) for f in FINDINGS},
-        "location": {f: value(row.get(f"{f}_location")) for f in FINDINGS},
-    }
+    labels = {"state": {f: value(states[f]) for f in FINDINGS}}
+    for attribute in ("laterality", "severity", "location"):
+        labels[attribute] = {f: value(attributes[f"{f}_{attribute}"]) for f in FINDINGS}
+    return labels
+
+
+def prompt_of(labels: dict[str, dict[str, object]]) -> str:
+    """The canonical prompt (the one parse_reports wrote for the training images) of requested labels."""
+    return canonical_prompt({f: FindingState(state=labels["state"][f], laterality=labels["laterality"][f],
+                                             location=labels["location"][f], severity=labels["severity"][f])
+                             for f in FINDINGS})
 
 
 def make_request(plan_row: pd.Series, train: pd.DataFrame, attributes: pd.DataFrame, label_maps: dict[str, np.ndarray],
                  pools: dict[str, dict[str, list[str]]], prior: np.ndarray | None,
                  generate: GenerateParams) -> tuple[dict, np.ndarray | None]:
-    """One image's full request, drawn from its own seed: template, mask, labels, prompt."""
+    """One image's full request, drawn from its own seed: template, mask, labels, prompt.
+
+    A moved lesion's laterality and zone are measured on the moved mask as prepare_masks measures
+    real ones; a mirrored image swaps every other finding's side; severity stays the template's."""
     rng = np.random.default_rng(plan_row["seed"])
     finding, with_mask = plan_row["finding"], needs_mask(plan_row["condition_type"])
     pool = pools[finding]["masked" if with_mask else "positive"]
     template_id = pool[rng.integers(len(pool))]
     position = train.index[train["image_id"] == template_id][0]
-    labels = _template_labels(train.loc[position], attributes.loc[position])
+    template = train.loc[position]
+    labels = _template_labels(attributes.loc[position], template)
     labels["state"][finding] = PRESENT
     label_map, flipped, moved = None, False, False
     if with_mask:
@@ -129,13 +141,13 @@ def make_request(plan_row: pd.Series, train: pd.DataFrame, attributes: pd.DataFr
         flipped = bool(generate.mask_flip and rng.random() < 0.5)
     if flipped:
         labels["laterality"] = {f: swap_laterality(v) for f, v in labels["laterality"].items()}
-    if moved:
-        labels["location"][finding] = None  # the lesion left the zone the template's report named
+    if with_mask:
+        measured = lesion_attributes(lesion, Geometry.of_row(template, label_map.shape))
+        labels["laterality"][finding], labels["location"][finding] = measured["laterality"], measured["zone"]
     request = {
         "image_id": plan_row["image_id"], "finding": finding, "condition_type": plan_row["condition_type"],
         "seed": int(plan_row["seed"]), "template_image_id": template_id, "flipped": flipped, "moved": moved,
-        "prompt": prompt_for(labels["state"], labels["laterality"], labels["severity"], labels["location"]),
-        "view": train.at[position, "view"], "pixel_spacing_mm": train.at[position, "pixel_spacing_mm"],
+        "prompt": prompt_of(labels), "view": template["view"], "pixel_spacing_mm": template["pixel_spacing_mm"],
         "mask_path": str(OUT / "masks" / f"{plan_row['image_id']}.png") if with_mask else None,
         "n_lesions": int(sum(bool((label_map >> i & 1).any()) for i in range(len(FINDINGS)))) if with_mask else 0,
     }
@@ -148,11 +160,11 @@ def make_request(plan_row: pd.Series, train: pd.DataFrame, attributes: pd.DataFr
 
 def build_requests(
     plan: pd.DataFrame, train: pd.DataFrame, label_maps: dict[str, np.ndarray],
-    pools: dict[str, dict[str, list[str]]], generate: GenerateParams,
+    pools: dict[str, dict[str, list[str]]], generate: GenerateParams, lesions: pd.DataFrame,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Every planned image's request, and the label maps of those conditioned on a mask."""
     train = train.reset_index(drop=True)
-    attributes = label_attributes(train)
+    attributes = label_attributes(train, lesions)
     needs_prior = plan["condition_type"].map(needs_mask).any() if len(plan) else False
     prior = lung_field_prior(label_maps[i] for i in train["image_id"] if i in label_maps) if needs_prior else None
     requests, maps = [], {}
@@ -263,7 +275,7 @@ def plan_for(frame: pd.DataFrame, root: str | Path, generate: GenerateParams,
     counts["condition_types"] = [", ".join(types[f]) for f in counts["finding"]]
     plan = generation_plan(counts, types, generate.seed)
     counts["generated"] = [int((plan["finding"] == f).sum()) for f in counts["finding"]]
-    requests, maps = build_requests(plan, train, label_maps, pools, generate)
+    requests, maps = build_requests(plan, train, label_maps, pools, generate, read_lesions(root))
     return counts, requests, maps
 
 

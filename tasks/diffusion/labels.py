@@ -1,12 +1,12 @@
 """Finding labels as the label encoder's indices: state, laterality and severity per image and finding.
 
-``label_attributes`` is the one place that decides where laterality and severity come from. It
-reads the manifest's ``<finding>_laterality`` / ``<finding>_severity`` columns (the report's
-words); ``tasks.masks.attributes.effective_attributes`` (mask-derived values filling the
-report's gaps) replaces it when it lands.
+Attributes come from ``tasks.masks.attributes.effective_attributes``: the report's laterality,
+location and severity, with the mask-derived ones filling the report's gaps.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,24 +14,41 @@ import pandas as pd
 from models.conditioning import LATERALITY_INDEX, SEVERITY_INDEX, STATE_INDEX
 from tasks import manifest
 from tasks.findings import FINDINGS
+from tasks.masks.attributes import ATTRIBUTES, effective_attributes
 
-ATTRIBUTES = ("laterality", "severity")
-
-
-def attribute_columns() -> list[str]:
-    return [f"{finding}_{attribute}" for attribute in ATTRIBUTES for finding in FINDINGS]
+LESIONS = Path("data/prepare_masks/lesions.parquet")
+ENCODED_ATTRIBUTES = ("laterality", "severity")  # location is worded in the prompt, not embedded
 
 
-def label_attributes(frame: pd.DataFrame) -> pd.DataFrame:
-    """``image_id`` and ``<finding>_laterality`` / ``<finding>_severity`` for every row of ``frame``."""
+def attribute_columns(attributes: tuple[str, ...] = ATTRIBUTES) -> list[str]:
+    return [f"{finding}_{attribute}" for attribute in attributes for finding in FINDINGS]
+
+
+def read_lesions(root: str | Path = ".") -> pd.DataFrame:
+    """prepare_masks' lesion table; empty (no mask-derived attributes) when the stage wrote none."""
+    path = Path(root) / LESIONS
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["image_id", "finding"])
+
+
+def label_attributes(frame: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+    """``image_id`` and ``<finding>_<attribute>`` (laterality, location, severity) for every row of
+    ``frame``, null where neither the report nor a mask gives one."""
     missing = [c for c in ["image_id", *attribute_columns()] if c not in frame.columns]
     if missing:
         raise ValueError(f"manifest lacks the attribute columns {missing[:4]} (has parse_reports run?)")
-    return frame[["image_id", *attribute_columns()]].reset_index(drop=True)
+    lesions = lesions[lesions["image_id"].isin(frame["image_id"])]
+    long = effective_attributes(frame.reset_index(drop=True), lesions)
+    wide = pd.DataFrame({"image_id": frame["image_id"].to_numpy()})
+    for attribute in ATTRIBUTES:
+        table = long.pivot(index="image_id", columns="finding", values=attribute)
+        for finding in FINDINGS:
+            values = table[finding] if finding in table.columns else pd.Series(dtype=object)
+            wide[f"{finding}_{attribute}"] = wide["image_id"].map(values).astype(object)
+    return wide.where(wide.notna(), None)
 
 
 def _lookup(values: pd.Series, table: dict) -> np.ndarray:
-    """Map strings (or states) to embedding rows; missing and unknown values map to row 0 (unknown)."""
+    """Map strings to embedding rows; missing and unknown values map to row 0 (unknown)."""
     return np.array([table.get(None if pd.isna(v) else v, 0) for v in values], dtype=np.int64)
 
 
@@ -46,7 +63,7 @@ def state_indices(frame: pd.DataFrame) -> np.ndarray:
 
 
 def attribute_indices(attributes: pd.DataFrame) -> dict[str, np.ndarray]:
-    """(N, F) laterality and severity rows from ``label_attributes`` output."""
+    """(N, F) laterality and severity rows from ``label_attributes`` output (or any frame with those columns)."""
     tables = {"laterality": LATERALITY_INDEX, "severity": SEVERITY_INDEX}
     return {name: np.stack([_lookup(attributes[f"{f}_{name}"], tables[name]) for f in FINDINGS], axis=1)
-            for name in ATTRIBUTES}
+            for name in ENCODED_ATTRIBUTES}

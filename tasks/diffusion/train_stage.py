@@ -16,6 +16,7 @@ from tasks.diffusion.data import (
     texts_of,
     training_rows,
 )
+from tasks.diffusion.labels import read_lesions
 from tasks.diffusion.model_io import (
     build_model,
     load_text_backbone,
@@ -57,7 +58,8 @@ def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") 
     if rows.empty:
         raise ValueError(f"none of the training images could be read ({len(quarantined)} quarantined)")
     tokenizer = build_tokenizer(texts_of(rows, text.source), text.kind, text.max_tokens, text.min_word_count, text.path)
-    dataset = DiffusionDataset(rows, root, tokenizer, text.source, cache=diffusion.train.cache_images)
+    dataset = DiffusionDataset(rows, root, tokenizer, text.source, cache=diffusion.train.cache_images,
+                               lesions=read_lesions(root))
     image_size = int(dataset[0]["image"].shape[-1])
     config = model_config(diffusion, image_size, tokenizer, dataset.maskable)
     backbone = load_text_backbone(text.path) if text.kind == "pretrained" and "text" in diffusion.conditions else None
