@@ -1,11 +1,11 @@
 """The train_diffusion and generate flows end to end on the tiny profile (toy prepare_masks data)."""
 
 import json
-import shutil
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from tasks import manifest
 from tests.conftest import TINY_PARAMS
@@ -28,7 +28,10 @@ def trained(tmp_path_factory, prefect_server):
     from flows.train_diffusion import train_diffusion_flow
 
     root = tmp_path_factory.mktemp("flows")
-    shutil.copy(TINY_PARAMS, root / "params.yaml")
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    # Absolute: MLflow caches a store per URI, so a relative one would follow the first test's cwd.
+    params["tracking"]["mlflow_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         make_project(root, n_images=40, size=32, lesion_rate=0.15)
@@ -45,7 +48,7 @@ def test_train_diffusion_flow_writes_model_curve_metrics_and_mlflow_run(trained,
     curve = pd.read_csv(root / "plots/train_diffusion/loss.csv")
     assert curve["step"].tolist() == list(range(1, 7))
     assert json.loads((root / "metrics/train_diffusion.json").read_text())["steps"] == 6
-    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     run = mlflow.search_runs(experiment_names=["cxrsynth"], filter_string="tags.`cxrsynth.stage` = 'train_diffusion'",
                              output_format="list")[0]
     assert len(mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 6
