@@ -155,6 +155,9 @@ class DiffusionTrainParams(Section):
     cache_images: bool = Field(True, description="keep decoded training images in memory (small sets)")
     sample_steps: int = Field(20, ge=1, description="DPM-Solver steps of the sample grids logged while training")
     sample_guidance: float = Field(2.0, ge=0, description="guidance scale of those grids")
+    processes: int = Field(
+        1, ge=1, description="data-parallel training processes, one per GPU, launched through torchrun; 1: a single process"
+    )
 
 
 class DiffusionParams(Section):
