@@ -14,7 +14,7 @@ STAGES: dict[str, str] = {
     "ingest": "flows.ingest:ingest_flow",
     "parse_reports": "flows.parse_reports:parse_reports_flow",
     "prepare_masks": "flows.prepare_masks:prepare_masks_flow",
-    "train_diffusion": "flows.train_diffusion:train_diffusion_flow",
+    "train_diffusion": "flows.train_diffusion:train_diffusion_stage",
     "generate": "flows.generate:generate_flow",
     "mix": "flows.mix:mix_flow",
     "train_classifier": "flows.train_classifier:train_classifier_flow",

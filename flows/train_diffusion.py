@@ -1,6 +1,12 @@
-"""train_diffusion: the conditional diffusion model on the real training split, EMA weights out."""
+"""train_diffusion: the conditional diffusion model on the real training split, EMA weights out.
+
+With ``diffusion.train.processes`` > 1 the stage re-launches itself under torchrun: rank 0 runs
+the flow (tracking, checkpoints, outputs), the other ranks only train (``follow``).
+"""
 
 from __future__ import annotations
+
+import subprocess
 
 import mlflow
 from mlflow.entities import Metric
@@ -8,13 +14,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import setup
+from tasks.diffusion.distributed import Replica, replica_from_env, torchrun_command, under_torchrun
 from tasks import manifest, tracking
 from tasks.diffusion import train_stage
 from tasks.diffusion.data import MANIFEST
 from tasks.diffusion.previews import preview_grid, preview_indices
-from tasks.diffusion.training import TrainHooks, train_diffusion
+from tasks.diffusion.training import TrainHooks
 from tasks.io import write_json
-from tasks.params import Params
+from tasks.params import Params, load_params
 
 METRICS = "metrics/train_diffusion.json"
 PREVIEW_IMAGES = 4
@@ -47,17 +54,36 @@ def mlflow_hooks(params: Params, prepared: train_stage.TrainingSetup, device, lo
     return TrainHooks(on_checkpoint=lambda step, path, history: losses(history), on_sample=on_sample)
 
 
+def train_diffusion_stage(params_path: str = "params.yaml") -> dict | None:
+    """What ``cxrsynth stage train_diffusion`` runs: the flow in this process, or under torchrun."""
+    processes = load_params(params_path).diffusion.train.processes
+    if processes > 1 and not under_torchrun():
+        command = torchrun_command(processes, ["stage", "train_diffusion", "--params", params_path])
+        subprocess.run(command, check=True)
+        return None
+    replica = replica_from_env()
+    if replica.is_main:
+        return train_diffusion_flow(params_path)
+    follow(params_path, replica)
+    return None
+
+
+def follow(params_path: str, replica: Replica) -> None:
+    """A replica other than rank 0: the same set-up and steps, nothing tracked or written."""
+    params = setup(params_path)
+    train_stage.run_training(params, train_stage.training_setup(params, manifest.read(MANIFEST)), replica)
+
+
 @flow(name="train_diffusion", log_prints=True)
 def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
-    params = setup(params_path)
+    params, replica = setup(params_path), replica_from_env()
     with tracking.stage_run("train_diffusion", params, sections=("diffusion",), inputs=(MANIFEST,)):
         frame = manifest.read(MANIFEST)
         prepared = train_stage.training_setup(params, frame)
-        device = train_stage.resolve_device(params.runtime.device)
+        device = train_stage.training_device(params, replica)
         losses = LossLogger()
-        outcome = task(train_diffusion, cache_policy=NO_CACHE)(
-            prepared.model, prepared.dataset, params.diffusion, prepared.config, train_stage.CHECKPOINT_DIR,
-            params.seed, device, mlflow_hooks(params, prepared, device, losses),
+        outcome = task(train_stage.run_training, cache_policy=NO_CACHE)(
+            params, prepared, replica, mlflow_hooks(params, prepared, device, losses),
         )
         losses(outcome.history)
         train_stage.write_training_outputs(outcome, prepared)

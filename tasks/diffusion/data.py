@@ -138,14 +138,17 @@ class StepBatches(Sampler[list[int]]):
     """Index batches for training steps ``start`` .. ``stop - 1``.
 
     Step s's batch depends only on (seed, s): each epoch is a permutation seeded by (seed, epoch),
-    so a run resumed at step s sees exactly the batches the uninterrupted run would have.
+    so a run resumed at step s sees exactly the batches the uninterrupted run would have. Of
+    ``world_size`` data-parallel processes, process ``rank`` gets rows rank, rank + world_size, ...
     """
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world_size: int = 1) -> None:
         if n_items < 1:
             raise ValueError("no training images")
         self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
         self.start, self.stop = start, stop
+        self.rank, self.world_size = rank, world_size
         self.per_epoch = max(1, n_items // batch_size)
 
     def __len__(self) -> int:
@@ -162,4 +165,4 @@ class StepBatches(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield self.batch(step)
+            yield self.batch(step)[self.rank::self.world_size]

@@ -16,6 +16,7 @@ from tasks.diffusion.data import (
     texts_of,
     training_rows,
 )
+from tasks.diffusion.distributed import Replica, process_group
 from tasks.diffusion.labels import read_lesions
 from tasks.diffusion.model_io import (
     build_model,
@@ -24,7 +25,7 @@ from tasks.diffusion.model_io import (
     save_model,
 )
 from tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
-from tasks.diffusion.training import TrainOutcome
+from tasks.diffusion.training import TrainHooks, TrainOutcome, train_diffusion
 from tasks.io import write_text
 from tasks.params import Params
 
@@ -49,6 +50,19 @@ def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
+
+
+def training_device(params: Params, replica: Replica) -> torch.device:
+    return replica.device(resolve_device(params.runtime.device))
+
+
+def run_training(params: Params, prepared: TrainingSetup, replica: Replica = Replica(),
+                 hooks: TrainHooks | None = None, root: str | Path = ".") -> TrainOutcome:
+    """Train (or resume) the prepared model; in the process group when one of several replicas."""
+    device = training_device(params, replica)
+    with process_group(replica, device):
+        return train_diffusion(prepared.model, prepared.dataset, params.diffusion, prepared.config,
+                               Path(root) / CHECKPOINT_DIR, params.seed, device, hooks, replica)
 
 
 def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:

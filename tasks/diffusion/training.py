@@ -33,6 +33,7 @@ from tasks.diffusion.data import (
     batch_conditions,
     condition_keep,
 )
+from tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
 from tasks.diffusion.model_io import config_digest, process_of
 from tasks.diffusion.schedulers import (
     min_snr_weight,
@@ -96,15 +97,34 @@ def dropout_rates(diffusion: DiffusionParams) -> dict[str, float]:
     return {"label": diffusion.dropout.label, "mask": diffusion.dropout.mask, "text": diffusion.dropout.text}
 
 
-def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], diffusion: DiffusionParams,
-                   generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    """One batch's lesion-preserving loss under independent condition dropout."""
-    clean = batch["image"].to(device, non_blocking=True)
-    size = clean.shape[0]
+@dataclass
+class StepDraws:
+    """One step's randomness for the whole (global) batch: condition dropout, timesteps and noise."""
+
+    keep: dict[str, torch.Tensor]
+    timesteps: torch.Tensor
+    noise: torch.Tensor
+
+    def rows(self, replica: Replica) -> StepDraws:
+        """The rows of this process's share of the batch (see ``StepBatches``)."""
+        pick = slice(replica.rank, None, replica.world_size)
+        return StepDraws({name: flags[pick] for name, flags in self.keep.items()}, self.timesteps[pick],
+                         self.noise[pick])
+
+
+def draw_step(size: int, image_shape: torch.Size, diffusion: DiffusionParams, num_timesteps: int,
+              generator: torch.Generator) -> StepDraws:
     keep = condition_keep(size, dropout_rates(diffusion), generator)
-    cond = batch_conditions(batch).with_keep(**keep).to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
-    noise = torch.randn(clean.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, num_timesteps, (size,), generator=generator)
+    return StepDraws(keep, timesteps, torch.randn((size, *image_shape), generator=generator))
+
+
+def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], diffusion: DiffusionParams,
+                   draws: StepDraws, device: torch.device) -> dict[str, torch.Tensor]:
+    """One batch's lesion-preserving loss under the drawn condition dropout, timesteps and noise."""
+    clean = batch["image"].to(device, non_blocking=True)
+    cond = batch_conditions(batch).with_keep(**draws.keep).to(device)
+    timesteps, noise = draws.timesteps.to(device), draws.noise.to(device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     output = model(noisy, timesteps, cond)
     weights = diffusion.loss
@@ -175,11 +195,15 @@ def train_diffusion(
     seed: int,
     device: torch.device | str = "cpu",
     hooks: TrainHooks | None = None,
+    replica: Replica = Replica(),
 ) -> TrainOutcome:
     """Train ``model`` for ``diffusion.train.steps`` steps, resuming from the newest checkpoint in
     ``checkpoint_dir`` (refused if it belongs to a different model config). ``images_per_s``
-    counts training only; checkpoint writes and hooks (sample grids) are in ``wall_s``."""
+    counts training only, over all processes; checkpoint writes and hooks (sample grids) are in
+    ``wall_s``. Under data parallelism (``replica``, see ``tasks.diffusion.distributed``) only rank 0
+    writes checkpoints and runs hooks."""
     device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
+    check_batch(settings.batch_size, replica)
     digest = config_digest(config)
     scheduler = training_scheduler(process_of(config))
     precision = autocast_dtype(settings.mixed_precision, device)
@@ -191,22 +215,27 @@ def train_diffusion(
     if latest is not None:
         run.restore(load_checkpoint(latest, digest, config))
     resumed_from = run.step
+    forward = wrap(model, replica, device)
 
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), settings.batch_size, seed, run.step,
-                                                           settings.steps),
+                                                           settings.steps, replica.rank, replica.world_size),
                         num_workers=settings.num_workers, pin_memory=device.type == "cuda")
-    bar = tqdm(total=settings.steps, initial=run.step, desc="train_diffusion", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=settings.steps, initial=run.step, desc="train_diffusion", unit="step", dynamic_ncols=True,
+               disable=not replica.is_main)
     started, images, side_s = time.perf_counter(), 0, 0.0
     recent_parts: deque[dict[str, float]] = deque(maxlen=PARTS_WINDOW)
     for batch in loader:
         model.train()
+        draws = draw_step(settings.batch_size, batch["image"].shape[1:], diffusion,
+                          scheduler.config.num_train_timesteps, run.generator).rows(replica)
         with autocast(device, precision):
-            losses = diffusion_loss(model, scheduler, batch, diffusion, run.generator, device)
+            losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device)
         _optimise(run, losses["loss"], trainable, settings.grad_clip)
         run.step += 1
-        images += batch["image"].shape[0]
-        run.history.append((run.step, float(losses["loss"].detach())))
-        recent_parts.append({name: float(value.detach()) for name, value in losses.items()})
+        images += settings.batch_size
+        losses = {name: mean_across(value.detach(), replica) for name, value in losses.items()}
+        run.history.append((run.step, float(losses["loss"])))
+        recent_parts.append({name: float(value) for name, value in losses.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{run.history[-1][1]:.4f}",
                         img_s=f"{images / (time.perf_counter() - started - side_s):.1f}")
@@ -214,10 +243,12 @@ def train_diffusion(
         if hooks.on_step:
             hooks.on_step(run.step, recent_parts[-1])
         if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
-            path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
-            if hooks.on_checkpoint:
-                hooks.on_checkpoint(run.step, path, run.history)
-        if hooks.on_sample and (run.step % settings.sample_every == 0 or run.step == settings.steps):
+            if replica.is_main:
+                path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
+                if hooks.on_checkpoint:
+                    hooks.on_checkpoint(run.step, path, run.history)
+            barrier(replica)  # no process runs ahead of a checkpoint it could be resumed from
+        if replica.is_main and hooks.on_sample and (run.step % settings.sample_every == 0 or run.step == settings.steps):
             hooks.on_sample(run.step, run.ema.module)
         side_s += time.perf_counter() - side_started
     bar.close()
