@@ -31,16 +31,22 @@ def _check_finding_keys(mapping: dict[str, float], where: str) -> dict[str, floa
 class PhantomParams(Section):
     """The built-in procedural chest radiograph collection (the default data source)."""
 
-    n_patients: int = Field(1500, ge=4)
+    n_patients: int = Field(1500, ge=4, description="patients in the collection")
     repeat_study_fraction: float = Field(0.2, ge=0, le=1, description="patients with a second study")
     size: int = Field(256, ge=32, description="native pixel size of the square DICOM images")
     pixel_spacing_mm: float = Field(1.4, gt=0, description="at native size")
-    sites: int = Field(2, ge=1, le=2)
+    sites: int = Field(
+        2, ge=1, le=2,
+        description="acquisition sites (SITE-A, SITE-B) differing in exposure, contrast, noise and blur; "
+        "each patient gets one at random",
+    )
     prevalence: dict[str, float] = Field(
         default_factory=lambda: {
             "cardiomegaly": 0.12, "pleural_effusion": 0.10, "pneumothorax": 0.03,
             "nodule": 0.03, "atelectasis": 0.10, "consolidation": 0.08,
-        }
+        },
+        description="chance per finding that it is present: per patient for cardiomegaly and nodule, per study for "
+        "the others; a finding left out never occurs",
     )
     lesion_contrast: float = Field(1.0, gt=0, description="scales every lesion's visibility")
     report_only_fraction: float = Field(
@@ -51,7 +57,9 @@ class PhantomParams(Section):
     )
     mask_fraction: float = Field(0.7, ge=0, le=1, description="positive lesions shipped with a mask file")
     workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (threads, or Dask when configured)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(
+        0, ge=0, description="the whole collection: each patient is drawn from (seed, patient index) alone"
+    )
 
     @field_validator("prevalence")
     @classmethod
@@ -60,9 +68,11 @@ class PhantomParams(Section):
 
 
 class SplitParams(Section):
-    train: float = Field(0.7, gt=0)
-    val: float = Field(0.1, gt=0)
-    test: float = Field(0.2, gt=0)
+    train: float = Field(
+        0.7, gt=0, description="share of patients in the training split (per rarest-finding stratum); the three sum to 1"
+    )
+    val: float = Field(0.1, gt=0, description="share of patients in the validation split (classifier early stopping)")
+    test: float = Field(0.2, gt=0, description="share of patients in the held-out test split that evaluate scores on")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> "SplitParams":
@@ -73,26 +83,36 @@ class SplitParams(Section):
 
 
 class IngestParams(Section):
-    source: Literal["phantom", "chexpert", "mimic", "nih", "siim", "folder"] = "phantom"
+    source: Literal["phantom", "chexpert", "mimic", "nih", "siim", "folder"] = Field(
+        "phantom", description="format of the collection at path (see Running it on your data)"
+    )
     path: str = Field("data/phantom", description="root of the source collection")
     image_size: int = Field(64, ge=16, description="working resolution: square, aspect kept, padded")
-    split: SplitParams = SplitParams()
+    split: SplitParams = Field(
+        SplitParams(), description="patient-level split fractions, fixed here for every later stage"
+    )
     views: list[str] = Field(default_factory=lambda: ["PA", "AP"], description="views kept")
     max_images: int | None = Field(None, ge=1, description="cap for quick runs on large sources")
-    workers: int = Field(2, ge=1)
+    workers: int = Field(
+        2, ge=1, description="images decoded and resized in parallel (threads, or Dask when configured)"
+    )
     sample_grid: int = Field(16, ge=1, description="images in the MLflow sample grid")
 
 
 class RadGraphParams(Section):
-    model_type: str = "radgraph-xl"
+    model_type: str = Field("radgraph-xl", description="RadGraph model name, the subfolder of model_cache_dir")
     model_cache_dir: str | None = Field(None, description="folder holding <model_type>/{config.json, vocabulary/, weights.th}")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="distinct reports per RadGraph batch")
 
 
 class ParseReportsParams(Section):
-    backend: Literal["rules", "radgraph"] = "rules"
-    radgraph: RadGraphParams = RadGraphParams()
-    uncertain_policy: Literal["positive", "negative", "ignore"] = "ignore"
+    backend: Literal["rules", "radgraph"] = Field(
+        "rules", description="report parser: rule-based (offline) or RadGraph (needs local weights)"
+    )
+    radgraph: RadGraphParams = Field(RadGraphParams(), description="the RadGraph backend's model")
+    uncertain_policy: Literal["positive", "negative", "ignore"] = Field(
+        "ignore", description="what a final uncertain state becomes: present, absent, or unknown (null)"
+    )
     prefer: Literal["structured", "report"] = Field(
         "structured", description="which source wins where both give a state"
     )
@@ -105,11 +125,16 @@ class PrepareMasksParams(Section):
 
 
 class UNetParams(Section):
-    channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
-    attention_levels: list[bool] = Field(default_factory=lambda: [False, True, True])
-    num_res_blocks: int = Field(1, ge=1)
-    num_head_channels: int = Field(32, ge=1)
-    norm_num_groups: int = Field(16, ge=1)
+    channels: list[int] = Field(
+        default_factory=lambda: [32, 64, 128], description="U-Net feature channels per resolution level"
+    )
+    attention_levels: list[bool] = Field(
+        default_factory=lambda: [False, True, True],
+        description="per level: self- and cross-attention to the condition tokens (one entry per channels entry)",
+    )
+    num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
+    num_head_channels: int = Field(32, ge=1, description="channels per attention head")
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups; must divide every channels entry")
 
     @model_validator(mode="after")
     def _levels_match(self) -> "UNetParams":
@@ -119,19 +144,24 @@ class UNetParams(Section):
 
 
 class TextEncoderParams(Section):
-    kind: Literal["learned", "pretrained"] = "learned"
+    kind: Literal["learned", "pretrained"] = Field(
+        "learned",
+        description="a small transformer trained with the model on the training texts, or a frozen pretrained encoder from path",
+    )
     path: str | None = Field(None, description="local folder of a pretrained transformers encoder (kind=pretrained)")
     source: Literal["prompt", "report"] = Field("prompt", description="which text conditions the model")
-    max_tokens: int = Field(32, ge=4)
-    dim: int = Field(128, ge=8)
-    layers: int = Field(2, ge=1)
+    max_tokens: int = Field(32, ge=4, description="tokens per text; longer texts are truncated")
+    dim: int = Field(128, ge=8, description="width of the learned text encoder")
+    layers: int = Field(2, ge=1, description="transformer layers of the learned text encoder")
     min_word_count: int = Field(2, ge=1, description="rarer words map to the unknown token")
 
 
 class ConditionDropout(Section):
-    label: float = Field(0.15, ge=0, le=1)
-    mask: float = Field(0.15, ge=0, le=1)
-    text: float = Field(0.15, ge=0, le=1)
+    label: float = Field(
+        0.15, ge=0, le=1, description="chance that a training image's labels are dropped (for classifier-free guidance)"
+    )
+    mask: float = Field(0.15, ge=0, le=1, description="chance that a training image's lesion masks are dropped")
+    text: float = Field(0.15, ge=0, le=1, description="chance that a training image's text is dropped")
 
 
 class LossParams(Section):
@@ -143,14 +173,19 @@ class LossParams(Section):
 
 
 class DiffusionTrainParams(Section):
-    steps: int = Field(1500, ge=1)
-    batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
-    checkpoint_every: int = Field(250, ge=1)
-    sample_every: int = Field(500, ge=1)
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    num_workers: int = Field(0, ge=0)
+    steps: int = Field(1500, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
+    batch_size: int = Field(16, ge=1, description="training images per step")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate")
+    ema_decay: float = Field(
+        0.999, ge=0, lt=1,
+        description="decay of the weights' moving average (warmed up over the first steps); the EMA weights are saved",
+    )
+    checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
+    sample_every: int = Field(500, ge=1, description="steps between sample grids logged to MLflow (and the last step)")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="autocast on CUDA (auto: bf16 where supported, else fp16; no: off); CPU runs in float32"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
     grad_clip: float = Field(1.0, ge=0, description="largest gradient norm; 0 turns clipping off")
     cache_images: bool = Field(True, description="keep decoded training images in memory (small sets)")
     sample_steps: int = Field(20, ge=1, description="DPM-Solver steps of the sample grids logged while training")
@@ -161,36 +196,60 @@ class DiffusionTrainParams(Section):
 
 
 class DiffusionParams(Section):
-    timesteps: int = Field(1000, ge=10)
-    schedule: Literal["linear", "cosine"] = "cosine"
-    prediction: Literal["epsilon", "v_prediction"] = "v_prediction"
-    unet: UNetParams = UNetParams()
-    conditions: list[Literal["label", "mask", "text"]] = Field(default_factory=lambda: ["label", "mask", "text"])
+    timesteps: int = Field(
+        1000, ge=10, description="steps of the forward noising process (linear betas rescaled when not 1000)"
+    )
+    schedule: Literal["linear", "cosine"] = Field("cosine", description="noise (beta) schedule of the forward process")
+    prediction: Literal["epsilon", "v_prediction"] = Field(
+        "v_prediction", description="what the network predicts: the noise, or the velocity v"
+    )
+    unet: UNetParams = Field(UNetParams(), description="the MONAI DiffusionModelUNet")
+    conditions: list[Literal["label", "mask", "text"]] = Field(
+        default_factory=lambda: ["label", "mask", "text"],
+        description="conditions the model takes; generate.condition_types may use only these",
+    )
     label_dim: int = Field(128, ge=8, description="width of label and text context tokens")
-    text_encoder: TextEncoderParams = TextEncoderParams()
-    dropout: ConditionDropout = ConditionDropout()
-    loss: LossParams = LossParams()
-    train: DiffusionTrainParams = DiffusionTrainParams()
+    text_encoder: TextEncoderParams = Field(TextEncoderParams(), description="the text condition's encoder")
+    dropout: ConditionDropout = Field(
+        ConditionDropout(), description="independent per-image condition dropout in training"
+    )
+    loss: LossParams = Field(LossParams(), description="the lesion-preserving loss")
+    train: DiffusionTrainParams = Field(DiffusionTrainParams(), description="the training loop")
 
 
 class GenerateParams(Section):
-    rare_findings: list[str] = Field(default_factory=lambda: ["pneumothorax", "nodule"])
+    rare_findings: list[str] = Field(
+        default_factory=lambda: ["pneumothorax", "nodule"],
+        description="findings synthetic images are made of; evaluate's rare-finding metrics and figures cover these",
+    )
     target_share: float = Field(0.1, gt=0, lt=1, description="share of the training split each rare finding is brought up to")
-    max_per_finding: int = Field(400, ge=0)
+    max_per_finding: int = Field(400, ge=0, description="most synthetic images per rare finding")
     # Mask-conditioned types by default: at the CPU profile's training budget only they put the lesion
     # where it is asked for; label- or text-only generation needs a longer (GPU) training run.
-    condition_types: list[ConditionType] = Field(default_factory=lambda: ["label+mask+text", "label+mask", "mask+text"])
-    sampler: Literal["ddpm", "ddim", "dpm_solver"] = "dpm_solver"
-    steps: int = Field(20, ge=1)
-    guidance_scale: float = Field(2.0, ge=0)
-    batch_size: int = Field(32, ge=1)
+    condition_types: list[ConditionType] = Field(
+        default_factory=lambda: ["label+mask+text", "label+mask", "mask+text"],
+        description="conditions each image is generated under; a finding's images cycle through them "
+        "(mask types only for findings with mask templates)",
+    )
+    sampler: Literal["ddpm", "ddim", "dpm_solver"] = Field(
+        "dpm_solver", description="diffusers sampler: DDPM (ancestral), DDIM (eta 0) or DPM-Solver++ 2M"
+    )
+    steps: int = Field(20, ge=1, description="sampler steps per image")
+    guidance_scale: float = Field(
+        2.0, ge=0, description="classifier-free guidance scale (1: conditional only, 0: unconditional)"
+    )
+    batch_size: int = Field(32, ge=1, description="images sampled at once (the images do not depend on it)")
     mask_shift: float = Field(0.1, ge=0, le=0.5, description="largest move, as a fraction of the image side")
-    mask_scale: tuple[float, float] = (0.8, 1.25)
-    mask_flip: bool = True
+    mask_scale: tuple[float, float] = Field(
+        (0.8, 1.25), description="(low, high) range of a moved lesion's scale about its centroid"
+    )
+    mask_flip: bool = Field(
+        True, description="mirror about half of the images left-right (every finding's side swapped)"
+    )
     mask_inside: float = Field(
         0.95, gt=0, le=1, description="share of a moved lesion that must stay inside the lung-field prior"
     )
-    seed: int = 0
+    seed: int = Field(0, description="each image's seed, template and mask move derive from (seed, finding, index)")
 
     @field_validator("mask_scale")
     @classmethod
@@ -214,7 +273,7 @@ class AugmentationParams(Section):
     diaphragm on top, so neither gives a chest that exists."""
 
     prob: float = Field(0.5, ge=0, le=1, description="chance that each transform fires on an image")
-    rotate_degrees: float = Field(7.0, ge=0, le=30)
+    rotate_degrees: float = Field(7.0, ge=0, le=30, description="largest rotation either way, in degrees")
     translate_fraction: float = Field(0.05, ge=0, le=0.3, description="largest shift, as a fraction of the image side")
     zoom: float = Field(0.05, ge=0, le=0.3, description="largest relative zoom in or out")
     gamma: tuple[float, float] = Field((0.8, 1.25), description="contrast gamma range")
@@ -234,14 +293,19 @@ class MixParams(Section):
     # int | float keeps a ratio written as 1 an int, so variant names match what dvc.yaml renders.
     ratios: list[int | float] = Field(default_factory=lambda: [0.5, 1, 2], description="synthetic images per real image of each rare finding")
     baselines: list[Literal["real_only", "classical_aug", "class_weighted"]] = Field(
-        default_factory=lambda: ["real_only", "classical_aug", "class_weighted"]
+        default_factory=lambda: ["real_only", "classical_aug", "class_weighted"],
+        description="baseline variants: real images only, with classical augmentation, with class balancing",
     )
-    cap_per_finding: int = Field(1000, ge=0)
+    cap_per_finding: int = Field(1000, ge=0, description="most synthetic images a ratio variant adds per finding")
     class_balance: Literal["pos_weight", "oversample"] = Field(
         "pos_weight", description="class_weighted baseline: BCE pos_weight per finding, or a sampler oversampling rare positives"
     )
-    augmentation: AugmentationParams = AugmentationParams()
-    seed: int = 0
+    augmentation: AugmentationParams = Field(
+        AugmentationParams(), description="the classical_aug baseline's augmentation"
+    )
+    seed: int = Field(
+        0, description="order in which each finding's synthetic images are drawn (a smaller ratio's are a subset of a larger one's)"
+    )
 
     @field_validator("ratios")
     @classmethod
@@ -259,52 +323,94 @@ def variant_name(ratio: int | float) -> str:
 
 
 class ClassifierParams(Section):
-    architecture: Literal["densenet_small", "densenet121"] = "densenet_small"
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    architecture: Literal["densenet_small", "densenet121"] = Field(
+        "densenet_small", description="MONAI DenseNet: a small one sized for 64 px on a CPU, or DenseNet121"
+    )
+    epochs: int = Field(15, ge=1, description="most training epochs (early stopping may end sooner)")
+    batch_size: int = Field(32, ge=1, description="images per training and validation batch")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     patience: int = Field(4, ge=1, description="epochs without validation AUROC gain before stopping")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
-    seed: int = 0
+    seed: int = Field(0, description="initial weights and batch order, the same for every variant")
 
 
 class EvaluateParams(Section):
-    specificity: float = Field(0.9, gt=0, lt=1)
-    bootstrap: int = Field(1000, ge=0)
-    memorisation_threshold: float = Field(0.95, gt=0, le=1)
-    prdc_k: int = Field(5, ge=1)
+    specificity: float = Field(0.9, gt=0, lt=1, description="operating point at which sensitivity is reported")
+    bootstrap: int = Field(
+        1000, ge=0, description="stratified bootstrap resamples of each AUROC interval; 0: no bootstrap interval"
+    )
+    memorisation_threshold: float = Field(
+        0.95, gt=0, le=1,
+        description="pixel correlation (or feature cosine) with the nearest training image at which a synthetic image "
+        "counts as a near-copy",
+    )
+    prdc_k: int = Field(5, ge=1, description="nearest neighbours k of precision, recall, density and coverage")
     feature_network: str | None = Field(None, description="local path of a pretrained radiograph network; default: the real-only classifier")
     segmenter_epochs: int = Field(10, ge=1, description="epochs of the lesion segmenter behind mask adherence")
     reader_study_images: int = Field(20, ge=1, description="real and as many synthetic images in the reader study")
-    embedding: Literal["pca", "tsne"] = "pca"
-    batch_size: int = Field(64, ge=1)
-    seed: int = 0
+    embedding: Literal["pca", "tsne"] = Field(
+        "pca", description="2-D projection of the real/synthetic embedding figure"
+    )
+    batch_size: int = Field(64, ge=1, description="images per batch in feature extraction and classifier inference")
+    seed: int = Field(0, description="bootstrap, KID subsets, lesion segmenter, embedding sample and reader-study draw")
 
 
 class TrackingParams(Section):
-    mlflow_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "cxrsynth"
+    mlflow_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI every stage logs to")
+    experiment: str = Field("cxrsynth", description="MLflow experiment of the runs")
 
 
 class RuntimeParams(Section):
     dask_address: str | None = Field(None, description="Dask scheduler address; threads when unset")
-    torch_threads: int | None = Field(None, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads of each stage process; null: torch's default"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where torch runs; auto: CUDA when available, else CPU"
+    )
 
 
 class Params(Section):
-    seed: int = 0
-    phantom: PhantomParams = PhantomParams()
-    ingest: IngestParams = IngestParams()
-    parse_reports: ParseReportsParams = ParseReportsParams()
-    prepare_masks: PrepareMasksParams = PrepareMasksParams()
-    diffusion: DiffusionParams = DiffusionParams()
-    generate: GenerateParams = GenerateParams()
-    mix: MixParams = MixParams()
-    classifier: ClassifierParams = ClassifierParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    tracking: TrackingParams = TrackingParams()
-    runtime: RuntimeParams = RuntimeParams()
+    seed: int = Field(
+        0, description="seeds random, NumPy and torch at every stage start, the patient-level split, the ingest "
+        "sample grid and the diffusion model's initial weights, batches and preview grids",
+    )
+    phantom: PhantomParams = Field(
+        PhantomParams(), description="The built-in procedural chest radiograph collection (stage `phantom`)."
+    )
+    ingest: IngestParams = Field(
+        IngestParams(),
+        description="Reading the source collection into working images, the manifest and the patient-level split (stage `ingest`).",
+    )
+    parse_reports: ParseReportsParams = Field(
+        ParseReportsParams(),
+        description="Report parsing and its merge with the structured labels (stage `parse_reports`).",
+    )
+    prepare_masks: PrepareMasksParams = Field(
+        PrepareMasksParams(), description="Lesion masks at working resolution (stage `prepare_masks`)."
+    )
+    diffusion: DiffusionParams = Field(
+        DiffusionParams(), description="The conditional diffusion model and its training (stage `train_diffusion`)."
+    )
+    generate: GenerateParams = Field(
+        GenerateParams(), description="Synthetic images of the rare findings (stage `generate`)."
+    )
+    mix: MixParams = Field(
+        MixParams(), description="The classifier's training-set variants: baselines and real + synthetic ratios "
+        "(stages `mix_baselines`, `mix@<ratio>`).",
+    )
+    classifier: ClassifierParams = Field(
+        ClassifierParams(), description="The downstream classifier, the same for every variant "
+        "(stages `train_baseline@<b>`, `train_classifier@<ratio>`).",
+    )
+    evaluate: EvaluateParams = Field(
+        EvaluateParams(), description="Classifiers on the real test split, and the synthetic set against real images "
+        "(stage `evaluate`)."
+    )
+    tracking: TrackingParams = Field(TrackingParams(), description="Where every stage logs its MLflow run.")
+    runtime: RuntimeParams = Field(
+        RuntimeParams(), description="How stages run: Dask or threads, torch threads, device."
+    )
 
 
 class ParamsError(ValueError):
