@@ -34,7 +34,7 @@ class PhantomParams(Section):
     n_patients: int = Field(1500, ge=4, description="patients in the collection")
     repeat_study_fraction: float = Field(0.2, ge=0, le=1, description="patients with a second study")
     size: int = Field(256, ge=32, description="native pixel size of the square DICOM images")
-    pixel_spacing_mm: float = Field(1.4, gt=0, description="at native size")
+    pixel_spacing_mm: float = Field(1.4, gt=0, description="millimetres per pixel of the phantom DICOMs at their native size")
     sites: int = Field(
         2, ge=1, le=2,
         description="acquisition sites (SITE-A, SITE-B) differing in exposure, contrast, noise and blur; "
@@ -166,7 +166,7 @@ class ConditionDropout(Section):
 
 class LossParams(Section):
     lesion_weight: float = Field(2.0, ge=0, description="extra weight of the noise loss inside lesion masks")
-    ssim_weight: float = Field(0.1, ge=0, description="1-SSIM of the predicted clean image inside the lesion box")
+    ssim_weight: float = Field(0.1, ge=0, description="weight of 1 - SSIM of the predicted clean image inside each lesion's bounding box; 0 turns it off")
     snr_gamma: float = Field(
         5.0, ge=0, description="weight the SSIM term per image by min(SNR, gamma)/gamma (Min-SNR); 0: unweighted"
     )
@@ -174,7 +174,7 @@ class LossParams(Section):
 
 class DiffusionTrainParams(Section):
     steps: int = Field(1500, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
-    batch_size: int = Field(16, ge=1, description="training images per step")
+    batch_size: int = Field(16, ge=1, description="training images per step over all processes (each of N processes takes batch_size / N)")
     learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate")
     ema_decay: float = Field(
         0.999, ge=0, lt=1,
