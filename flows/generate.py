@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup
+from flows.common import setup, task_runner
 from tasks import manifest, tracking
 from tasks.diffusion import generation
 from tasks.diffusion.data import MANIFEST
 from tasks.diffusion.model_io import WEIGHTS_FILE, load_model
 from tasks.diffusion.train_stage import MODEL_DIR, resolve_device
-from tasks.diffusion.training import autocast_dtype
 from tasks.io import write_json
+from tasks.params import Params
 
 METRICS = "metrics/generate.json"
 SYNTHETIC_MANIFEST = generation.OUT / "manifest.parquet"
+
+sample_part = task(generation.sample_part, name="sample_part", cache_policy=NO_CACHE)
+
+
+def sample_all(requests, maps, params: Params, device) -> dict:
+    """Sample every image not on disk yet, in ``generate.workers`` parts over the task runner."""
+    root = Path.cwd()  # absolute paths: Dask workers need not share our working directory
+    generation.write_condition_masks(maps, root)
+    todo = generation.pending(requests, root)
+    started = time.perf_counter()
+    with task_runner(params, max_workers=params.generate.workers) as runner:
+        futures = [runner.submit(sample_part, parameters={
+            "model_dir": str(root / MODEL_DIR), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
+            "generate": params.generate, "root": str(root), "device": str(device),
+            "torch_threads": params.runtime.torch_threads,
+        }) for part in generation.parts(todo, params.generate.workers)]
+        generated = sum(future.result() for future in futures)
+    return generation.run_stats(len(requests), generated, time.perf_counter() - started)
 
 
 @flow(name="generate", log_prints=True)
@@ -26,14 +47,13 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     weights = MODEL_DIR / WEIGHTS_FILE
     with tracking.stage_run("generate", params, sections=("generate",), inputs=(MANIFEST, weights)):
         device = resolve_device(params.runtime.device)
-        model, config, tokenizer = load_model(MODEL_DIR, device)
+        _, config, _ = load_model(MODEL_DIR, device)
         checkpoint_digest = tracking.md5_digest(weights)
         counts, requests, maps = generation.plan_for(manifest.read(MANIFEST), ".", settings, config)
         generation.prepare_output(".", generation.plan_digest(requests, {
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,
             "guidance_scale": settings.guidance_scale}))
-        stats = task(generation.generate_images, cache_policy=NO_CACHE)(
-            model, config, tokenizer, requests, maps, settings, ".", device, autocast_dtype("auto", device))
+        stats = sample_all(requests, maps, params, device)
         synthetic = generation.synthetic_manifest(requests, config["image_size"], checkpoint_digest, settings)
         manifest.write(synthetic, SYNTHETIC_MANIFEST, "generate")
         grids = generation.write_grids(requests, maps) if len(requests) else []

@@ -239,6 +239,10 @@ class GenerateParams(Section):
         2.0, ge=0, description="classifier-free guidance scale (1: conditional only, 0: unconditional)"
     )
     batch_size: int = Field(32, ge=1, description="images sampled at once (the images do not depend on it)")
+    workers: int = Field(
+        1, ge=1, description="parts of the plan sampled in parallel, each loading the model: Dask workers when "
+        "runtime.dask_address is set, threads otherwise (the images do not depend on it)"
+    )
     mask_shift: float = Field(0.1, ge=0, le=0.5, description="largest move, as a fraction of the image side")
     mask_scale: tuple[float, float] = Field(
         (0.8, 1.25), description="(low, high) range of a moved lesion's scale about its centroid"

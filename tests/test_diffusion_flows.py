@@ -71,3 +71,33 @@ def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeyp
     assert json.loads((root / "metrics/generate.json").read_text())["planned"] == len(synthetic)
     again = generate_flow("params.yaml")
     assert again["generated"] == 0 and again["kept_from_earlier_run"] == len(synthetic)
+
+
+def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_path, monkeypatch):
+    import shutil
+
+    distributed = pytest.importorskip("distributed")
+    from flows.generate import generate_flow
+    from tasks.tracking import md5_digest
+
+    source, _ = trained
+    copies = {}
+    for name in ("threads", "dask"):
+        copies[name] = tmp_path / name
+        shutil.copytree(source, copies[name], ignore=shutil.ignore_patterns("generate", "mlflow.db"))
+    monkeypatch.chdir(copies["threads"])
+    generate_flow("params.yaml")
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            params = yaml.safe_load((copies["dask"] / "params.yaml").read_text())
+            params["runtime"]["dask_address"] = cluster.scheduler_address
+            params["generate"]["workers"] = 2
+            params["tracking"]["mlflow_uri"] = f"sqlite:///{copies['dask'] / 'mlflow.db'}"
+            (copies["dask"] / "params.yaml").write_text(yaml.safe_dump(params))
+            monkeypatch.chdir(copies["dask"])
+            with distributed.get_task_stream(client) as stream:
+                metrics = generate_flow("params.yaml")
+    assert len({record["worker"] for record in stream.data}) == 2, "the two parts did not run on two Dask workers"
+    assert metrics["generated"] == metrics["planned"] > 1
+    assert md5_digest(copies["dask"] / "data/generate/images") == md5_digest(copies["threads"] / "data/generate/images")

@@ -30,10 +30,11 @@ from tasks.diffusion.lesion_masks import (
     replace_channel,
     swap_laterality,
 )
-from tasks.diffusion.model_io import process_of
+from tasks.diffusion.model_io import load_model, process_of
 from tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
 from tasks.diffusion.sampling import sample
 from tasks.diffusion.tokenizer import Tokenizer
+from tasks.diffusion.training import autocast_dtype
 from tasks.findings import FINDINGS, PRESENT, finding_index
 from tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
 from tasks.masks import labelmap
@@ -218,16 +219,27 @@ def prepare_output(root: str | Path, digest: str) -> int:
     return len(list(images.glob("*.png"))) if images.is_dir() else 0
 
 
-def generate_images(model: nn.Module, config: dict, tokenizer: Tokenizer, requests: pd.DataFrame,
-                    maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
-                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> dict:
-    """Write every requested image not on disk yet; returns counts and throughput."""
-    root = Path(root)
+def write_condition_masks(maps: dict[str, np.ndarray], root: str | Path = ".") -> None:
     for image_id, label_map in maps.items():
-        write_mask(root / OUT / "masks" / f"{image_id}.png", label_map)
-    on_disk = requests["image_id"].map(lambda image_id: (root / image_path(image_id)).exists()).astype(bool)
-    todo = requests[~on_disk]
-    started = time.perf_counter()
+        write_mask(Path(root) / OUT / "masks" / f"{image_id}.png", label_map)
+
+
+def pending(requests: pd.DataFrame, root: str | Path = ".") -> pd.DataFrame:
+    """The requests whose image is not on disk yet."""
+    on_disk = requests["image_id"].map(lambda image_id: (Path(root) / image_path(image_id)).exists()).astype(bool)
+    return requests[~on_disk]
+
+
+def parts(todo: pd.DataFrame, n_parts: int) -> list[pd.DataFrame]:
+    """``todo`` in up to ``n_parts`` contiguous, non-empty parts (for parallel workers)."""
+    bounds = np.linspace(0, len(todo), min(n_parts, len(todo)) + 1).astype(int)
+    return [todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def sample_requests(model: nn.Module, config: dict, tokenizer: Tokenizer, todo: pd.DataFrame,
+                    maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
+                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> int:
+    """Sample and write the images of ``todo`` in batches; returns how many were written."""
     with tqdm(total=len(todo), desc=f"generate ({generate.sampler}, {generate.steps} steps)", unit="img") as bar:
         for start in range(0, len(todo), generate.batch_size):
             batch = todo.iloc[start:start + generate.batch_size]
@@ -235,11 +247,36 @@ def generate_images(model: nn.Module, config: dict, tokenizer: Tokenizer, reques
             images = sample(model, process_of(config), cond, batch["seed"].tolist(), generate.sampler,
                             generate.steps, generate.guidance_scale, config["image_size"], device, autocast_dtype)
             for image_id, image in zip(batch["image_id"], images[:, 0].numpy(), strict=True):
-                write_png16(root / image_path(image_id), image)
+                write_png16(Path(root) / image_path(image_id), image)
             bar.update(len(batch))
-    wall = time.perf_counter() - started
-    return {"generated": len(todo), "kept": len(requests) - len(todo), "wall_s": wall,
-            "images_per_s": len(todo) / wall if len(todo) and wall > 0 else 0.0}
+    return len(todo)
+
+
+def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.ndarray], generate: GenerateParams,
+                root: str | Path, device: str = "cpu", torch_threads: int | None = None) -> int:
+    """One worker's part of the plan (a thread, or a Dask worker that shares the project folder):
+    loads the model where it runs, then samples and writes the part's images."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    model, config, tokenizer = load_model(model_dir, device)
+    precision = autocast_dtype("auto", torch.device(device))
+    return sample_requests(model, config, tokenizer, todo, maps, generate, root, device, precision)
+
+
+def run_stats(n_requests: int, generated: int, wall: float) -> dict:
+    return {"generated": generated, "kept": n_requests - generated, "wall_s": wall,
+            "images_per_s": generated / wall if generated and wall > 0 else 0.0}
+
+
+def generate_images(model: nn.Module, config: dict, tokenizer: Tokenizer, requests: pd.DataFrame,
+                    maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
+                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> dict:
+    """Write every requested image not on disk yet, in this process; returns counts and throughput."""
+    write_condition_masks(maps, root)
+    todo = pending(requests, root)
+    started = time.perf_counter()
+    generated = sample_requests(model, config, tokenizer, todo, maps, generate, root, device, autocast_dtype)
+    return run_stats(len(requests), generated, time.perf_counter() - started)
 
 
 def synthetic_manifest(requests: pd.DataFrame, image_size: int, checkpoint_digest: str,
