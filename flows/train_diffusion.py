@@ -17,6 +17,7 @@ from flows.common import setup
 from tasks.diffusion.distributed import Replica, replica_from_env, torchrun_command, under_torchrun
 from tasks import manifest, tracking
 from tasks.diffusion import train_stage
+from tasks.diffusion.checkpoints import latest_checkpoint
 from tasks.diffusion.data import MANIFEST
 from tasks.diffusion.previews import preview_grid, preview_indices
 from tasks.diffusion.training import TrainHooks
@@ -93,6 +94,7 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
         for bad in prepared.quarantined:
             print(f"quarantined {bad['image_id']}: {bad['reason']}")
         mlflow.log_artifacts(str(train_stage.MODEL_DIR), "model")
+        mlflow.log_artifact(str(latest_checkpoint(train_stage.CHECKPOINT_DIR)), "checkpoint")  # resumable state
         mlflow.log_artifact(str(train_stage.LOSS_CSV))
         print(f"trained {metrics['steps']} steps on {metrics['n_train_images']} images: "
               f"loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}, {metrics['images_per_s']} img/s")

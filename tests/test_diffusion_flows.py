@@ -53,7 +53,7 @@ def test_train_diffusion_flow_writes_model_curve_metrics_and_mlflow_run(trained,
                              output_format="list")[0]
     assert len(mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 6
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"model", "samples", "loss.csv"} <= artifacts
+    assert {"model", "samples", "loss.csv", "checkpoint"} <= artifacts
     assert run.data.params["diffusion.loss.lesion_weight"] == "2.0"
 
 
