@@ -350,7 +350,7 @@ class EvaluateParams(Section):
     )
     prdc_k: int = Field(5, ge=1, description="nearest neighbours k of precision, recall, density and coverage")
     feature_network: str | None = Field(None, description="local path of a pretrained radiograph network; default: the real-only classifier")
-    segmenter_epochs: int = Field(10, ge=1, description="epochs of the lesion segmenter behind mask adherence")
+    segmenter_epochs: int = Field(40, ge=1, description="epochs of the lesion segmenter behind mask adherence")
     reader_study_images: int = Field(20, ge=1, description="real and as many synthetic images in the reader study")
     embedding: Literal["pca", "tsne"] = Field(
         "pca", description="2-D projection of the real/synthetic embedding figure"

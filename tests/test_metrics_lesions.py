@@ -71,6 +71,18 @@ def test_masked_loss_ignores_unknown_channels():
     assert loss(logits, target, known) == only_first
 
 
+def test_dice_counts_only_channels_that_hold_a_lesion():
+    logits = torch.full((1, len(FINDINGS), 4, 4), -4.0)
+    target = torch.zeros_like(logits)
+    known = torch.ones(1, len(FINDINGS), dtype=torch.bool)
+    loss = MaskedDiceBCELoss()
+    all_empty = loss(logits, target, known)
+    assert all_empty < 0.05  # confident "nothing" on empty channels: BCE only, no Dice penalty
+    target[0, NODULE, 1:3, 1:3] = 1
+    with_lesion = loss(logits, target, known)
+    assert with_lesion > 0.9  # the missed nodule costs a whole Dice term, not a sixth of one
+
+
 def test_segmenter_learns_bright_squares():
     rng = np.random.default_rng(0)
     images = rng.normal(0.3, 0.02, (24, 16, 16)).astype(np.float32)
