@@ -149,3 +149,40 @@ def test_setup_quarantines_unreadable_training_images(tmp_path):
     prepared = training_setup(Params(diffusion=tiny_diffusion()), frame, tmp_path)
     assert [q["image_id"] for q in prepared.quarantined] == [frame.at[0, "image_id"]]
     assert frame.at[0, "image_id"] not in set(prepared.dataset.frame["image_id"])
+
+
+@pytest.mark.slow
+def test_stage_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL, not an exception: what survives is what was on disk (atomic checkpoint writes)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import TINY_PARAMS
+    from tests.diffusion_data import make_project
+
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    params["diffusion"]["train"].update(steps=60, checkpoint_every=5, sample_every=1000)
+    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    make_project(tmp_path, n_images=24, size=32, lesion_rate=0.15)
+    command = [sys.executable, "-m", "flows.cli", "stage", "train_diffusion"]
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints_dir = tmp_path / "data/train_diffusion/checkpoints"
+    deadline = time.monotonic() + 300
+    while latest_checkpoint(checkpoints_dir) is None and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = int(latest_checkpoint(checkpoints_dir).stem.split("_")[1])
+    assert 0 < killed_at < 60, "the run must be killed between its first checkpoint and its end"
+
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics/train_diffusion.json").read_text())
+    assert metrics["resumed_from_step"] >= killed_at and metrics["steps"] == 60
+    assert not list(checkpoints_dir.glob(".*.tmp"))  # no half-written checkpoint left behind
