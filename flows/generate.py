@@ -64,6 +64,9 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
                               if isinstance(v, (int, float))})
         for path in grids:
             mlflow.log_artifact(str(path), "grids")
+        for finding, plan in metrics["per_finding"].items():
+            print(f"{finding}: {plan['n_positive']} real of {plan['n_train']}, target {plan['target']}, "
+                  f"{plan['generated']} synthetic under {plan['condition_types'] or 'no usable condition type'}")
         print(f"generated {stats['generated']} images ({stats['kept']} kept from an earlier run): "
               f"{metrics['per_condition_type']}")
     return metrics

@@ -231,6 +231,11 @@ class GenerateParams(Section):
         description="conditions each image is generated under; a finding's images cycle through them "
         "(mask types only for findings with mask templates)",
     )
+    unmasked_condition_types: list[Literal["label", "text", "label+text"]] = Field(
+        default_factory=lambda: ["label+text"],
+        description="used instead for a rare finding that no training image outlines (boxes, RLE or masks), "
+        "when none of condition_types is open to it; empty: such a finding gets no synthetic images",
+    )
     sampler: Literal["ddpm", "ddim", "dpm_solver"] = Field(
         "dpm_solver", description="diffusers sampler: DDPM (ancestral), DDIM (eta 0) or DPM-Solver++ 2M"
     )

@@ -139,7 +139,11 @@ def test_findings_without_mask_templates_use_the_other_condition_types(project):
     assert len(requests) > 0 and (requests["condition_type"] == "text").all() and maps == {}
     assert set(counts["condition_types"]) == {"text"}
     mask_types_only = SETTINGS.model_copy(update={"condition_types": ["label+mask", "mask+text"]})
-    _, nothing, _ = generation.plan_for(no_masks, root, mask_types_only, prepared.config)
+    counts, fallback, _ = generation.plan_for(no_masks, root, mask_types_only, prepared.config)
+    assert len(fallback) > 0 and (fallback["condition_type"] == "label+text").all()  # unmasked_condition_types
+    assert set(counts["condition_types"]) == {"label+text"}
+    no_fallback = mask_types_only.model_copy(update={"unmasked_condition_types": []})
+    _, nothing, _ = generation.plan_for(no_masks, root, no_fallback, prepared.config)
     assert len(nothing) == 0
 
 

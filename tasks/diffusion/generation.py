@@ -93,9 +93,13 @@ def templates(train: pd.DataFrame, label_maps: dict[str, np.ndarray], findings: 
 
 
 def usable_condition_types(generate: GenerateParams, pools: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
-    """The condition types each finding can use: mask types only where it has mask templates."""
-    return {f: [t for t in generate.condition_types if pools[f]["masked"] or not needs_mask(t)]
-            for f in generate.rare_findings}
+    """The condition types each finding can use: mask types only where it has mask templates; a
+    finding left with none (a source that outlines no such lesion) falls back to the unmasked types."""
+    usable = {}
+    for finding in generate.rare_findings:
+        types = [t for t in generate.condition_types if pools[finding]["masked"] or not needs_mask(t)]
+        usable[finding] = types or list(generate.unmasked_condition_types)
+    return usable
 
 
 def _template_labels(attributes: pd.Series, states: pd.Series) -> dict[str, dict[str, object]]:
@@ -309,6 +313,7 @@ def plan_for(frame: pd.DataFrame, root: str | Path, generate: GenerateParams,
     pools = templates(train, label_maps, generate.rare_findings, config["maskable"])
     counts = finding_counts(train, generate)
     types = usable_condition_types(generate, pools)
+    check_condition_types(sorted({t for used in types.values() for t in used}), config["conditions"])
     counts["condition_types"] = [", ".join(types[f]) for f in counts["finding"]]
     plan = generation_plan(counts, types, generate.seed)
     counts["generated"] = [int((plan["finding"] == f).sum()) for f in counts["finding"]]
@@ -350,6 +355,7 @@ def generation_metrics(counts: pd.DataFrame, requests: pd.DataFrame, stats: dict
         "unmoved_masks": int((~with_mask["moved"].astype(bool)).sum()),
         "flipped_share": float(requests["flipped"].mean()) if len(requests) else None,
         "per_condition_type": requests["condition_type"].value_counts().sort_index().to_dict(),
-        "per_finding": {row["finding"]: {k: row[k] for k in ("n_train", "n_positive", "target", "generated")}
+        "per_finding": {row["finding"]: {k: row[k] for k in ("n_train", "n_positive", "target", "generated",
+                                                             "condition_types")}
                         for _, row in counts.iterrows()},
     }
