@@ -56,6 +56,12 @@ def test_iou_and_mask_iou():
     assert "pneumothorax" not in result and result["all"]["n"] == 2
 
 
+def test_mask_iou_of_no_images_is_empty_not_an_error():
+    # A real NIH run: every synthetic image was label+text conditioned, so none had a mask.
+    none = np.zeros((0, len(FINDINGS), 8, 8), bool)
+    assert mask_iou(none, none, FINDINGS) == {"all": {"n": 0, "iou": None}}
+
+
 def test_masked_loss_ignores_unknown_channels():
     logits = torch.zeros(1, len(FINDINGS), 4, 4)
     target = torch.zeros_like(logits)

@@ -56,7 +56,7 @@ def condition_accuracy(
 def known_channels(masks: np.ndarray, states: np.ndarray) -> np.ndarray:
     """(N, F) bool: a channel's truth is known where its mask has pixels, or the finding is absent
     or not mentioned; a present (or uncertain) finding without mask pixels is unknown."""
-    has_pixels = masks.reshape(*masks.shape[:2], -1).any(axis=2)
+    has_pixels = masks.any(axis=(2, 3))
     negative = (states == 0) | np.isnan(states)
     return has_pixels | negative
 
@@ -108,7 +108,7 @@ def mask_iou(predicted: np.ndarray, target: np.ndarray, findings: Sequence[str])
     result, every = {}, []
     for finding in findings:
         index = FINDINGS.index(finding)
-        rows = np.flatnonzero(target[:, index].reshape(len(target), -1).any(axis=1))
+        rows = np.flatnonzero(target[:, index].any(axis=(1, 2)))
         scores = [iou(predicted[row, index], target[row, index]) for row in rows]
         every += scores
         if scores:

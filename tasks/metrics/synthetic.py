@@ -71,7 +71,7 @@ def lesion_metrics(
                                                      lesions.lesion_crops(train.images, train.masks, finding), seed)
                         for finding in rare_findings},
     }
-    masked = train.subset(train.masks.reshape(len(train), -1).any(axis=1))
+    masked = train.subset(train.masks.any(axis=(1, 2, 3)))
     if len(masked) == 0:
         result["mask_adherence"] = None
         result["segmenter_on_real_test"] = None
