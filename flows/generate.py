@@ -13,7 +13,7 @@ from flows.common import setup, task_runner
 from tasks import manifest, tracking
 from tasks.diffusion import generation
 from tasks.diffusion.data import MANIFEST
-from tasks.diffusion.model_io import WEIGHTS_FILE, load_model
+from tasks.diffusion.model_io import WEIGHTS_FILE, read_config
 from tasks.diffusion.train_stage import MODEL_DIR, resolve_device
 from tasks.io import write_json
 from tasks.params import Params
@@ -47,7 +47,7 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     weights = MODEL_DIR / WEIGHTS_FILE
     with tracking.stage_run("generate", params, sections=("generate",), inputs=(MANIFEST, weights)):
         device = resolve_device(params.runtime.device)
-        _, config, _ = load_model(MODEL_DIR, device)
+        config = read_config(MODEL_DIR)  # the model itself is loaded where its part is sampled
         checkpoint_digest = tracking.md5_digest(weights)
         counts, requests, maps = generation.plan_for(manifest.read(MANIFEST), ".", settings, config)
         generation.prepare_output(".", generation.plan_digest(requests, {

@@ -18,6 +18,12 @@ from tasks.findings import FINDINGS, check_finding
 ConditionType = Literal["label", "mask", "text", "label+mask", "label+text", "mask+text", "label+mask+text"]
 
 
+def positive_range(value: tuple[float, float], name: str) -> tuple[float, float]:
+    if not 0 < value[0] <= value[1]:
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high")
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -260,12 +266,7 @@ class GenerateParams(Section):
     )
     seed: int = Field(0, description="each image's seed, template and mask move derive from (seed, finding, index)")
 
-    @field_validator("mask_scale")
-    @classmethod
-    def _ordered_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1]:
-            raise ValueError("mask_scale must be (low, high) with 0 < low <= high")
-        return value
+    _ordered_scale = field_validator("mask_scale")(lambda value: positive_range(value, "mask_scale"))
 
     @field_validator("rare_findings")
     @classmethod
@@ -290,12 +291,7 @@ class AugmentationParams(Section):
     intensity_shift: float = Field(0.05, ge=0, le=1, description="largest brightness offset")
     noise_std: float = Field(0.01, ge=0, le=0.2, description="Gaussian noise standard deviation")
 
-    @field_validator("gamma")
-    @classmethod
-    def _ordered_positive(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1]:
-            raise ValueError("gamma must be (low, high) with 0 < low <= high")
-        return value
+    _ordered_positive = field_validator("gamma")(lambda value: positive_range(value, "gamma"))
 
 
 class MixParams(Section):

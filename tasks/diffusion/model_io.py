@@ -112,14 +112,21 @@ def save_model(folder: str | Path, model: ConditionalDenoiser, config: dict, tok
         encoder.backbone.config.save_pretrained(str(folder / PRETRAINED_FOLDER))
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ConditionalDenoiser, dict, Tokenizer]:
-    """The trained denoiser (eval mode), its config and tokenizer from a model folder."""
+def read_config(folder: str | Path) -> dict:
+    """A model folder's config (without its digest), checking the weights are there too."""
     folder = Path(folder)
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (folder / name).exists():
             raise ValueError(f"{folder / name}: not found (has train_diffusion run?)")
     config = json.loads((folder / CONFIG_FILE).read_text())
     config.pop("digest", None)
+    return config
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ConditionalDenoiser, dict, Tokenizer]:
+    """The trained denoiser (eval mode), its config and tokenizer from a model folder."""
+    folder = Path(folder)
+    config = read_config(folder)
     backbone = None
     if "text" in config["conditions"] and config["text_encoder"]["kind"] == "pretrained":
         backbone = text_backbone_skeleton(folder / PRETRAINED_FOLDER)
