@@ -34,13 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 from monai.networks.nets import DiffusionModelUNet  # noqa: E402
 
-from tasks.diffusion.data import batch_conditions  # noqa: E402
-from tasks.diffusion.model_io import process_of  # noqa: E402
-from tasks.diffusion.sampling import sample  # noqa: E402
-from tasks.diffusion.train_stage import training_setup  # noqa: E402
-from tasks.diffusion.training import TrainHooks, train_diffusion  # noqa: E402
-from tasks.findings import FINDINGS  # noqa: E402
-from tasks.params import load_params  # noqa: E402
+from cxrsynth.tasks.diffusion.data import batch_conditions  # noqa: E402
+from cxrsynth.tasks.diffusion.model_io import process_of  # noqa: E402
+from cxrsynth.tasks.diffusion.sampling import sample  # noqa: E402
+from cxrsynth.tasks.diffusion.train_stage import training_setup  # noqa: E402
+from cxrsynth.tasks.diffusion.training import TrainHooks, train_diffusion  # noqa: E402
+from cxrsynth.tasks.findings import FINDINGS  # noqa: E402
+from cxrsynth.tasks.params import load_params  # noqa: E402
 from tests.diffusion_data import make_project  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def project_loop(params, root: Path, steps: int, round_index: int) -> float:
 
 
 def _manifest(root: Path):
-    from tasks import manifest
+    from cxrsynth.tasks import manifest
 
     return manifest.read(root / "data/prepare_masks/manifest.parquet")
 
@@ -156,7 +156,7 @@ def bench_sample(args) -> dict:
 def run_stage(root: Path, stage: str) -> dict:
     """Run one stage as its own process; its wall time and peak resident memory (that process alone)."""
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "flows.cli", "stage", stage], cwd=root,
+    child = subprocess.Popen([sys.executable, "-m", "cxrsynth.flows.cli", "stage", stage], cwd=root,
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)

@@ -34,10 +34,10 @@ from PIL import Image  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
-from tasks import ingest  # noqa: E402
-from tasks.params import parse_params  # noqa: E402
-from tasks.sources.decode import decode_image  # noqa: E402
-from tasks.sources.geometry import fit_square  # noqa: E402
+from cxrsynth.tasks import ingest  # noqa: E402
+from cxrsynth.tasks.params import parse_params  # noqa: E402
+from cxrsynth.tasks.sources.decode import decode_image  # noqa: E402
+from cxrsynth.tasks.sources.geometry import fit_square  # noqa: E402
 
 SUFFIXES = {".dcm", ".png", ".jpg", ".jpeg"}
 
@@ -88,7 +88,7 @@ def ingest_flow(items: list[ingest.WorkItem], size: int, workers: int) -> float:
     """Seconds the ingest fan-out takes inside a Prefect flow (the flow's own start-up not counted)."""
     from prefect import flow
 
-    import flows.ingest as stage
+    import cxrsynth.flows.ingest as stage
 
     params = parse_params({"ingest": {"image_size": size, "workers": workers}})
 

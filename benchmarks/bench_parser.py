@@ -20,14 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.findings import FINDINGS  # noqa: E402
-from tasks.reports.evaluation import (  # noqa: E402
+from cxrsynth.tasks.findings import FINDINGS  # noqa: E402
+from cxrsynth.tasks.reports.evaluation import (  # noqa: E402
     attribute_accuracy,
     predicted_presence,
     presence_scores,
     state_accuracy,
 )
-from tasks.reports.rules import parse_reports, parse_sentence  # noqa: E402
+from cxrsynth.tasks.reports.rules import parse_reports, parse_sentence  # noqa: E402
 
 DEFAULT_OPENI = ROOT.parent / "shared" / "data" / "openi-reports"
 
@@ -77,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     if args.phantom.exists():
-        from tasks.reports.phantom_truth import load_phantom_truth
+        from cxrsynth.tasks.reports.phantom_truth import load_phantom_truth
 
         results.append(run(load_phantom_truth(args.phantom), f"phantom ({args.phantom})"))
     else:
         print(f"skipped phantom: {args.phantom} not found (run the phantom stage, or pass --phantom)")
     if args.openi.is_dir():
-        from tasks.reports.openi import load_openi
+        from cxrsynth.tasks.reports.openi import load_openi
 
         results.append(run(load_openi(args.openi), f"Open-i MeSH ({args.openi})"))
     else:

@@ -10,17 +10,17 @@ import sys
 
 # stage name -> "module:flow function"; imported only when used, so --help is instant.
 STAGES: dict[str, str] = {
-    "phantom": "flows.phantom:phantom_flow",
-    "ingest": "flows.ingest:ingest_flow",
-    "parse_reports": "flows.parse_reports:parse_reports_flow",
-    "prepare_masks": "flows.prepare_masks:prepare_masks_flow",
-    "train_diffusion": "flows.train_diffusion:train_diffusion_stage",
-    "generate": "flows.generate:generate_flow",
-    "mix": "flows.mix:mix_flow",
-    "train_classifier": "flows.train_classifier:train_classifier_flow",
-    "evaluate": "flows.evaluate:evaluate_flow",
+    "phantom": "cxrsynth.flows.phantom:phantom_flow",
+    "ingest": "cxrsynth.flows.ingest:ingest_flow",
+    "parse_reports": "cxrsynth.flows.parse_reports:parse_reports_flow",
+    "prepare_masks": "cxrsynth.flows.prepare_masks:prepare_masks_flow",
+    "train_diffusion": "cxrsynth.flows.train_diffusion:train_diffusion_stage",
+    "generate": "cxrsynth.flows.generate:generate_flow",
+    "mix": "cxrsynth.flows.mix:mix_flow",
+    "train_classifier": "cxrsynth.flows.train_classifier:train_classifier_flow",
+    "evaluate": "cxrsynth.flows.evaluate:evaluate_flow",
 }
-PIPELINE = "flows.pipeline:pipeline_flow"
+PIPELINE = "cxrsynth.flows.pipeline:pipeline_flow"
 
 
 def load_flow(target: str):
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _pipeline_tags():
     """Inside a pipeline run, tag each stage's flow run with it (visible and filterable in the UI)."""
-    from tasks.tracking import PIPELINE_RUN_ENV
+    from cxrsynth.tasks.tracking import PIPELINE_RUN_ENV
 
     pipeline_run = os.environ.get(PIPELINE_RUN_ENV)
     if not pipeline_run:

@@ -13,7 +13,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from tasks.params import Params, load_params  # noqa: E402
+from cxrsynth.tasks.params import Params, load_params  # noqa: E402
 
 
 def seed_everything(seed: int) -> None:

@@ -12,15 +12,15 @@ import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup
-from tasks import reader_study, tracking
-from tasks.classifier import resolve_device
-from tasks.findings import FINDINGS
-from tasks.io import atomic_path, write_json
-from tasks.metrics import classifiers, diversity, downstream, figures, inputs, json_ready, numeric, report
-from tasks.metrics import synthetic as synthetic_metrics
-from tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
-from tasks.params import Params
+from cxrsynth.flows.common import setup
+from cxrsynth.tasks import reader_study, tracking
+from cxrsynth.tasks.classifier import resolve_device
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import atomic_path, write_json
+from cxrsynth.tasks.metrics import classifiers, diversity, downstream, figures, inputs, json_ready, numeric, report
+from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
+from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
+from cxrsynth.tasks.params import Params
 
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"

@@ -9,14 +9,14 @@ import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup, task_runner
-from tasks import manifest, tracking
-from tasks.diffusion import generation
-from tasks.diffusion.data import MANIFEST
-from tasks.diffusion.model_io import WEIGHTS_FILE, read_config
-from tasks.diffusion.train_stage import MODEL_DIR, resolve_device
-from tasks.io import write_json
-from tasks.params import Params
+from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks.diffusion import generation
+from cxrsynth.tasks.diffusion.data import MANIFEST
+from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE, read_config
+from cxrsynth.tasks.diffusion.train_stage import MODEL_DIR, resolve_device
+from cxrsynth.tasks.io import write_json
+from cxrsynth.tasks.params import Params
 
 METRICS = "metrics/generate.json"
 SYNTHETIC_MANIFEST = generation.OUT / "manifest.parquet"

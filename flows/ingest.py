@@ -17,11 +17,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from tqdm import tqdm
 
-from flows.common import setup, task_runner
-from tasks import ingest, manifest, tracking
-from tasks.io import write_json, write_png16
-from tasks.params import Params
-from tasks.sources.registry import read_source
+from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.tasks import ingest, manifest, tracking
+from cxrsynth.tasks.io import write_json, write_png16
+from cxrsynth.tasks.params import Params
+from cxrsynth.tasks.sources.registry import read_source
 
 OUT = Path(ingest.OUT_DIR)
 METRICS = Path("metrics/ingest.json")

@@ -6,9 +6,9 @@ import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup
-from tasks import manifest, mixing, tracking
-from tasks.params import Params
+from cxrsynth.flows.common import setup
+from cxrsynth.tasks import manifest, mixing, tracking
+from cxrsynth.tasks.params import Params
 
 
 def _log_variant(path, config: dict) -> None:

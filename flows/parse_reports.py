@@ -17,14 +17,14 @@ import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup
-from tasks import manifest, tracking
-from tasks.io import write_json
-from tasks.reports.backends import parse_texts
-from tasks.reports.evaluation import stage_metrics
-from tasks.reports.merge import manifest_additions
-from tasks.reports.prompts import prompt_counts
-from tasks.reports.records import findings_table, write_findings
+from cxrsynth.flows.common import setup
+from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks.io import write_json
+from cxrsynth.tasks.reports.backends import parse_texts
+from cxrsynth.tasks.reports.evaluation import stage_metrics
+from cxrsynth.tasks.reports.merge import manifest_additions
+from cxrsynth.tasks.reports.prompts import prompt_counts
+from cxrsynth.tasks.reports.records import findings_table, write_findings
 
 INPUT = Path("data/ingest/manifest.parquet")
 OUT = Path("data/parse_reports")

@@ -16,11 +16,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from flows.common import setup, task_runner
-from tasks import tracking
-from tasks.params import Params
-from tasks.sources.phantom_summary import counts, sample_grid
-from tasks.sources.phantom_writer import Rows, generate_patients, publish, write_tables
+from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.tasks import tracking
+from cxrsynth.tasks.params import Params
+from cxrsynth.tasks.sources.phantom_summary import counts, sample_grid
+from cxrsynth.tasks.sources.phantom_writer import Rows, generate_patients, publish, write_tables
 
 OUT = Path("data/phantom")
 PATIENTS_PER_TASK = 50  # enough work per task that Prefect's overhead stays small

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 
-import flows.common  # noqa: F401  (sets the telemetry-off environment before prefect loads)
+import cxrsynth.flows.common  # noqa: F401  (sets the telemetry-off environment before prefect loads)
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from tasks import tracking
-from tasks.params import load_params
-from tasks.pipeline import StageFailed, StageResult, repro_stage, stage_order
+from cxrsynth.tasks import tracking
+from cxrsynth.tasks.params import load_params
+from cxrsynth.tasks.pipeline import StageFailed, StageResult, repro_stage, stage_order
 
 PIPELINE_TAG_PREFIX = "pipeline:"
 

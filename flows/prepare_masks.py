@@ -16,12 +16,12 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from flows.common import setup, task_runner
-from tasks import manifest, tracking
-from tasks.io import atomic_path, write_json
-from tasks.masks.attributes import effective_attributes
-from tasks.masks.overlay import overlay_figure
-from tasks.masks.prepare import (
+from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks.io import atomic_path, write_json
+from cxrsynth.tasks.masks.attributes import effective_attributes
+from cxrsynth.tasks.masks.overlay import overlay_figure
+from cxrsynth.tasks.masks.prepare import (
     ImageMasks,
     lesions_table,
     manifest_additions,
@@ -30,8 +30,8 @@ from tasks.masks.prepare import (
     rejected_table,
     unknown_images,
 )
-from tasks.masks.summary import summarise
-from tasks.params import Params
+from cxrsynth.tasks.masks.summary import summarise
+from cxrsynth.tasks.params import Params
 
 PARSED = Path("data/parse_reports/manifest.parquet")
 LOCALISATIONS = Path("data/ingest/localisations.parquet")

@@ -6,13 +6,13 @@ import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup
-from tasks import mixing, tracking
-from tasks.classifier import resolve_device, train_classifier
-from tasks.classifier.data import check_images
-from tasks.classifier.outputs import CLASSIFIER_DIR, write_outputs
-from tasks.findings import FINDINGS
-from tasks.params import section_dict
+from cxrsynth.flows.common import setup
+from cxrsynth.tasks import mixing, tracking
+from cxrsynth.tasks.classifier import resolve_device, train_classifier
+from cxrsynth.tasks.classifier.data import check_images
+from cxrsynth.tasks.classifier.outputs import CLASSIFIER_DIR, write_outputs
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.params import section_dict
 
 
 def _finite(value: float) -> float | None:

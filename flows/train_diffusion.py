@@ -13,16 +13,16 @@ from mlflow.entities import Metric
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import setup
-from tasks.diffusion.distributed import Replica, replica_from_env, torchrun_command, under_torchrun
-from tasks import manifest, tracking
-from tasks.diffusion import train_stage
-from tasks.diffusion.checkpoints import latest_checkpoint
-from tasks.diffusion.data import MANIFEST
-from tasks.diffusion.previews import preview_grid, preview_indices
-from tasks.diffusion.training import TrainHooks
-from tasks.io import write_json
-from tasks.params import Params, load_params
+from cxrsynth.flows.common import setup
+from cxrsynth.tasks.diffusion.distributed import Replica, replica_from_env, torchrun_command, under_torchrun
+from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks.diffusion import train_stage
+from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint
+from cxrsynth.tasks.diffusion.data import MANIFEST
+from cxrsynth.tasks.diffusion.previews import preview_grid, preview_indices
+from cxrsynth.tasks.diffusion.training import TrainHooks
+from cxrsynth.tasks.io import write_json
+from cxrsynth.tasks.params import Params, load_params
 
 METRICS = "metrics/train_diffusion.json"
 PREVIEW_IMAGES = 4

@@ -11,7 +11,7 @@ from monai.networks.nets import DenseNet, DenseNet121
 from torch import nn
 from torch.nn import functional as F
 
-from tasks.findings import FINDINGS
+from cxrsynth.tasks.findings import FINDINGS
 
 # One dense block fewer and a fraction of DenseNet121's width (0.2 M parameters, 164 features):
 # at 64 px the stem leaves 16 x 16 maps and two transitions bring them to 4 x 4; an epoch over

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.conditioning import N_LATERALITIES, N_SEVERITIES, N_STATES
+from cxrsynth.models.conditioning import N_LATERALITIES, N_SEVERITIES, N_STATES
 
 
 def _heads(width: int) -> int:

@@ -13,8 +13,8 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
-from models.condition_encoders import LabelEncoder
-from models.conditioning import Conditions
+from cxrsynth.models.condition_encoders import LabelEncoder
+from cxrsynth.models.conditioning import Conditions
 
 
 class ConditionalDenoiser(nn.Module):

@@ -15,7 +15,7 @@ from monai.losses import DiceLoss
 from monai.networks.nets import UNet
 from torch import nn
 
-from tasks.findings import FINDINGS
+from cxrsynth.tasks.findings import FINDINGS
 
 
 def build_segmenter(channels: tuple[int, ...] = (16, 32, 64)) -> nn.Module:

@@ -9,10 +9,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.io import read_mask, read_png16
-from tasks.masks import labelmap
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import read_mask, read_png16
+from cxrsynth.tasks.masks import labelmap
 
 
 class ManifestImages(Dataset):

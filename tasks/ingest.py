@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
-from tasks.io import atomic_path, read_mask, read_png16, write_mask, write_png16, write_text
-from tasks.masks.rle import decode_rle
-from tasks.sources.base import Localisation, SourceError, SourceRecord
-from tasks.sources.decode import DecodeError, decode_bytes, read_file
-from tasks.sources.geometry import fit_square
-from tasks.splits import assign_splits
+from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from cxrsynth.tasks.io import atomic_path, read_mask, read_png16, write_mask, write_png16, write_text
+from cxrsynth.tasks.masks.rle import decode_rle
+from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks.sources.decode import DecodeError, decode_bytes, read_file
+from cxrsynth.tasks.sources.geometry import fit_square
+from cxrsynth.tasks.splits import assign_splits
 
 OUT_DIR = "data/ingest"
 IMAGES = "images"

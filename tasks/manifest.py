@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.findings import FINDINGS
-from tasks.io import atomic_path
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import atomic_path
 
 SPLITS = ("train", "val", "test")
 SOURCES = ("real", "synthetic")

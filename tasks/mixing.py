@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks import manifest
-from tasks.findings import FINDINGS, finding_index
-from tasks.io import write_json
-from tasks.manifest import ManifestError
-from tasks.params import Params, variant_name
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS, finding_index
+from cxrsynth.tasks.io import write_json
+from cxrsynth.tasks.manifest import ManifestError
+from cxrsynth.tasks.params import Params, variant_name
 
 MIX_DIR = Path("data/mix")
 BASELINE_DIR = MIX_DIR / "baselines"

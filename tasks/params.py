@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.findings import FINDINGS, check_finding
+from cxrsynth.tasks.findings import FINDINGS, check_finding
 
 ConditionType = Literal["label", "mask", "text", "label+mask", "label+text", "mask+text", "label+mask+text"]
 

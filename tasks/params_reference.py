@@ -19,8 +19,8 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 
-from tasks.io import write_text
-from tasks.params import Params, Section
+from cxrsynth.tasks.io import write_text
+from cxrsynth.tasks.params import Params, Section
 
 START = "<!-- params-reference:start -->"
 END = "<!-- params-reference:end -->"

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import binomtest
 
-from tasks.io import write_json, write_text
+from cxrsynth.tasks.io import write_json, write_text
 
 SOURCES = ("real", "synthetic")
 LIKERT = (1, 2, 3, 4, 5)

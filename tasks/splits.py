@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.findings import FINDINGS
+from cxrsynth.tasks.findings import FINDINGS
 
 
 def _rarest_finding(frame: pd.DataFrame, label_prefix: str) -> pd.Series:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 
-from tasks.params import Params, section_dict
+from cxrsynth.tasks.params import Params, section_dict
 
 PIPELINE_RUN_ENV = "CXRSYNTH_PIPELINE_RUN"
 PARENT_RUN_ENV = "CXRSYNTH_PARENT_RUN_ID"

@@ -21,7 +21,7 @@ TINY_PARAMS = ROOT / "tests" / "params.tiny.yaml"
 
 @pytest.fixture
 def tiny_params():
-    from tasks.params import load_params
+    from cxrsynth.tasks.params import load_params
 
     return load_params(TINY_PARAMS)
 

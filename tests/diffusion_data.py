@@ -15,16 +15,16 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.io import write_mask, write_png16
-from tasks.masks import labelmap
-from tasks.masks.attributes import lesion_attributes
-from tasks.masks.geometry import Geometry
-from tasks.masks.prepare import LESION_COLUMNS, LESION_VALUE
-from tasks.params import DiffusionParams
-from tasks.reports.prompts import canonical_prompt
-from tasks.reports.records import FindingState
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import write_mask, write_png16
+from cxrsynth.tasks.masks import labelmap
+from cxrsynth.tasks.masks.attributes import lesion_attributes
+from cxrsynth.tasks.masks.geometry import Geometry
+from cxrsynth.tasks.masks.prepare import LESION_COLUMNS, LESION_VALUE
+from cxrsynth.tasks.params import DiffusionParams
+from cxrsynth.tasks.reports.prompts import canonical_prompt
+from cxrsynth.tasks.reports.records import FindingState
 
 LESION_FINDINGS = ("nodule", "pneumothorax", "pleural_effusion")
 
@@ -158,8 +158,8 @@ def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> DiffusionPa
 
 def tiny_setup(root: str | Path, diffusion=None, n_images: int = 16, size: int = 16, seed: int = 0):
     """A toy project under ``root`` and a TrainingSetup (dataset, tokenizer, config, fresh model) on it."""
-    from tasks.diffusion.train_stage import training_setup
-    from tasks.params import Params
+    from cxrsynth.tasks.diffusion.train_stage import training_setup
+    from cxrsynth.tasks.params import Params
 
     frame = make_project(root, n_images=n_images, size=size, seed=seed)
     params = Params(diffusion=diffusion or tiny_diffusion())

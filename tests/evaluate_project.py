@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.classifier import build_classifier
-from tasks import manifest
-from tasks.classifier import save_classifier
-from tasks.classifier.inference import CHECKPOINT
-from tasks.findings import FINDINGS
-from tasks.io import write_json, write_mask, write_png16
-from tasks.masks import labelmap
+from cxrsynth.models.classifier import build_classifier
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.classifier import save_classifier
+from cxrsynth.tasks.classifier.inference import CHECKPOINT
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import write_json, write_mask, write_png16
+from cxrsynth.tasks.masks import labelmap
 
 
 def save_untrained_classifier(directory: Path, variant: str, seed: int) -> None:

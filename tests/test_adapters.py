@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.findings import FINDINGS
-from tasks.params import IngestParams
-from tasks.sources.base import Localisation, SourceError
-from tasks.sources.chexpert import CHEXPERT_FINDINGS, read_chexpert, read_chexpert_csv
-from tasks.sources.folder import read_folder
-from tasks.sources.mimic import read_mimic
-from tasks.sources.nih import NIH_FINDINGS, read_nih
-from tasks.sources.phantom_collection import read_phantom
-from tasks.sources.registry import READERS, read_source
-from tasks.sources.siim import read_siim
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.params import IngestParams
+from cxrsynth.tasks.sources.base import Localisation, SourceError
+from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS, read_chexpert, read_chexpert_csv
+from cxrsynth.tasks.sources.folder import read_folder
+from cxrsynth.tasks.sources.mimic import read_mimic
+from cxrsynth.tasks.sources.nih import NIH_FINDINGS, read_nih
+from cxrsynth.tasks.sources.phantom_collection import read_phantom
+from cxrsynth.tasks.sources.registry import READERS, read_source
+from cxrsynth.tasks.sources.siim import read_siim
 from tests.sourcefiles import CHEXPERT_HEADER, chexpert_row, ramp, write_csv, write_dicom, write_phantom_collection, write_picture
 
 # ------------------------------------------------------------------------------------- CheXpert

@@ -4,13 +4,13 @@ import pytest
 import torch
 from monai.transforms import Flip, RandAxisFlip, RandFlip
 
-from tasks import manifest
-from tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
-from tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
-from tasks.classifier.training import EarlyStopping
-from tasks.findings import FINDINGS
-from tasks.io import write_png16
-from tasks.params import parse_params
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
+from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
+from cxrsynth.tasks.classifier.training import EarlyStopping
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import write_png16
+from cxrsynth.tasks.params import parse_params
 from tests.tiny_project import make_project, real_frame, synthetic_frame, write_images
 
 torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def test_early_stopping_counts_epochs_without_gain():
 
 
 def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
-    from tasks.classifier import training
+    from cxrsynth.tasks.classifier import training
 
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
     monkeypatch.setattr(training, "macro_auroc", lambda labels, probabilities: next(scores))
@@ -131,7 +131,7 @@ def test_check_images_quarantines_missing_and_wrong_sized(tmp_path):
 def test_saved_classifier_predicts_and_extracts_features(tmp_path):
     train, val = _project(tmp_path, {"train": 4, "val": 3})
     torch.manual_seed(0)
-    from models.classifier import build_classifier
+    from cxrsynth.models.classifier import build_classifier
 
     model = build_classifier("densenet_small").eval()
     save_classifier(model, tmp_path / "clf" / "model.pt")
@@ -154,8 +154,8 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, monkeypatch):
 
     import mlflow
 
-    from flows.mix import mix_flow
-    from flows.train_classifier import train_classifier_flow
+    from cxrsynth.flows.mix import mix_flow
+    from cxrsynth.flows.train_classifier import train_classifier_flow
 
     make_project(tmp_path, real_frame({"train": 40, "val": 12, "test": 8}), synthetic_frame({"nodule": 8, "pneumothorax": 8}))
     monkeypatch.chdir(tmp_path)

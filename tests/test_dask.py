@@ -5,7 +5,7 @@ import shutil
 import pytest
 import yaml
 
-from tasks.tracking import md5_digest
+from cxrsynth.tasks.tracking import md5_digest
 from tests.conftest import TINY_PARAMS
 
 
@@ -22,8 +22,8 @@ def _tiny_phantom_project(root, dask_address=None):
 @pytest.mark.slow
 def test_mapped_stages_on_a_local_dask_cluster_match_threads(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    from flows.ingest import ingest_flow
-    from flows.phantom import phantom_flow
+    from cxrsynth.flows.ingest import ingest_flow
+    from cxrsynth.flows.phantom import phantom_flow
 
     def run_stages():
         phantom_flow("params.yaml")

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.datasets import ManifestImages
-from tasks.findings import FINDINGS
-from tasks.io import read_mask, write_mask, write_png16
-from tasks.masks import labelmap
+from cxrsynth.tasks.datasets import ManifestImages
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import read_mask, write_mask, write_png16
+from cxrsynth.tasks.masks import labelmap
 
 
 def test_label_map_roundtrip_keeps_overlaps():

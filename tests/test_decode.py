@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.sources.decode import DecodedImage, DecodeError, decode_image
+from cxrsynth.tasks.sources.decode import DecodedImage, DecodeError, decode_image
 from tests.sourcefiles import ramp, write_dicom, write_picture
 
 STORED = ramp(40, 32, high=4095)
@@ -154,7 +154,7 @@ def test_real_nih_pngs_including_rgba(shared_data):
 
 
 def test_library_messages_lose_the_file_name_but_keep_their_words():
-    from tasks.sources.decode import scrubbed
+    from cxrsynth.tasks.sources.decode import scrubbed
 
     path = Path("/data/PID-4711_pix.png")
     text = scrubbed(OSError(f"cannot identify image file '{path}' ({path.stem}), pixel data short"), path)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from models.condition_encoders import LabelEncoder, LearnedTextEncoder, PretrainedTextEncoder
-from models.conditioning import N_STATES, Conditions, concatenate
-from models.denoiser import ConditionalDenoiser
+from cxrsynth.models.condition_encoders import LabelEncoder, LearnedTextEncoder, PretrainedTextEncoder
+from cxrsynth.models.conditioning import N_STATES, Conditions, concatenate
+from cxrsynth.models.denoiser import ConditionalDenoiser
 from tests.diffusion_data import save_tiny_bert
 
 F, SIZE, TOKENS, DIM = 6, 16, 8, 16

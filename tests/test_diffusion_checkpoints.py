@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tasks.diffusion.checkpoints import (
+from cxrsynth.tasks.diffusion.checkpoints import (
     CheckpointMismatch,
     checkpoint_path,
     checkpoints,

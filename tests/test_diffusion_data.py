@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.conditioning import LATERALITY_INDEX, SEVERITY_INDEX, STATE_INDEX
-from tasks.diffusion.data import (
+from cxrsynth.models.conditioning import LATERALITY_INDEX, SEVERITY_INDEX, STATE_INDEX
+from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
     StepBatches,
     batch_conditions,
@@ -14,9 +14,9 @@ from tasks.diffusion.data import (
     texts_of,
     training_rows,
 )
-from tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
-from tasks.diffusion.tokenizer import WordTokenizer
-from tasks.findings import FINDINGS
+from cxrsynth.tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
+from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
+from cxrsynth.tasks.findings import FINDINGS
 from tests.diffusion_data import make_project
 
 NODULE = FINDINGS.index("nodule")

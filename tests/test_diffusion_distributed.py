@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tasks.diffusion.data import StepBatches
-from tasks.diffusion.distributed import Replica, check_batch, replica_from_env, torchrun_command
-from tasks.diffusion.training import draw_step, train_diffusion
+from cxrsynth.tasks.diffusion.data import StepBatches
+from cxrsynth.tasks.diffusion.distributed import Replica, check_batch, replica_from_env, torchrun_command
+from cxrsynth.tasks.diffusion.training import draw_step, train_diffusion
 from tests.diffusion_data import tiny_diffusion, tiny_setup
 
 # Lesion terms are normalised per shard (close, not exact): off, so the match can be exact.
@@ -53,7 +53,7 @@ def test_replica_from_torchrun_environment(monkeypatch):
 def test_torchrun_command_reruns_the_stage_on_this_node():
     command = torchrun_command(4, ["stage", "train_diffusion", "--params", "p.yaml"])
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
-    assert command[6:] == ["flows.cli", "stage", "train_diffusion", "--params", "p.yaml"]
+    assert command[6:] == ["cxrsynth.flows.cli", "stage", "train_diffusion", "--params", "p.yaml"]
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ def _replica_trains(rank: int, world_size: int, port: int, root: str) -> None:
     """One spawned process: the same toy data and model as every other, its share of each batch."""
     import torch.distributed as dist
 
-    from tasks.diffusion.distributed import process_group
+    from cxrsynth.tasks.diffusion.distributed import process_group
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -116,7 +116,7 @@ def test_stage_with_two_processes_runs_itself_under_torchrun(tmp_path):
     params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     make_project(tmp_path, n_images=24, size=32, lesion_rate=0.15)
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "stage", "train_diffusion"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "cxrsynth.flows.cli", "stage", "train_diffusion"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "metrics/train_diffusion.json").read_text())["steps"] == 4

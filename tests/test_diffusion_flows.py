@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks import manifest
+from cxrsynth.tasks import manifest
 from tests.conftest import TINY_PARAMS
 from tests.diffusion_data import make_project
 
@@ -25,7 +25,7 @@ def prefect_server():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prefect_server):
-    from flows.train_diffusion import train_diffusion_flow
+    from cxrsynth.flows.train_diffusion import train_diffusion_flow
 
     root = tmp_path_factory.mktemp("flows")
     params = yaml.safe_load(TINY_PARAMS.read_text())
@@ -58,7 +58,7 @@ def test_train_diffusion_flow_writes_model_curve_metrics_and_mlflow_run(trained,
 
 
 def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeypatch):
-    from flows.generate import generate_flow
+    from cxrsynth.flows.generate import generate_flow
 
     root, _ = trained
     monkeypatch.chdir(root)
@@ -77,8 +77,8 @@ def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_pa
     import shutil
 
     distributed = pytest.importorskip("distributed")
-    from flows.generate import generate_flow
-    from tasks.tracking import md5_digest
+    from cxrsynth.flows.generate import generate_flow
+    from cxrsynth.tasks.tracking import md5_digest
 
     source, _ = trained
     copies = {}

@@ -2,15 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import manifest
-from tasks.diffusion import generation
-from tasks.diffusion.labels import label_attributes, read_lesions
-from tasks.diffusion.lesion_masks import inside_share, lung_field_prior, swap_laterality
-from tasks.diffusion.model_io import save_model
-from tasks.diffusion.train_stage import MODEL_DIR
-from tasks.findings import FINDINGS, finding_index, patient_side
-from tasks.io import read_mask, read_png16
-from tasks.params import GenerateParams
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.diffusion import generation
+from cxrsynth.tasks.diffusion.labels import label_attributes, read_lesions
+from cxrsynth.tasks.diffusion.lesion_masks import inside_share, lung_field_prior, swap_laterality
+from cxrsynth.tasks.diffusion.model_io import save_model
+from cxrsynth.tasks.diffusion.train_stage import MODEL_DIR
+from cxrsynth.tasks.findings import FINDINGS, finding_index, patient_side
+from cxrsynth.tasks.io import read_mask, read_png16
+from cxrsynth.tasks.params import GenerateParams
 from tests.diffusion_data import make_project, tiny_diffusion
 
 SETTINGS = GenerateParams(target_share=0.3, max_per_finding=5, steps=2, batch_size=3, guidance_scale=2.0,
@@ -19,8 +19,8 @@ SETTINGS = GenerateParams(target_share=0.3, max_per_finding=5, steps=2, batch_si
 
 @pytest.fixture
 def project(tmp_path):
-    from tasks.diffusion.train_stage import training_setup
-    from tasks.params import Params
+    from cxrsynth.tasks.diffusion.train_stage import training_setup
+    from cxrsynth.tasks.params import Params
 
     frame = make_project(tmp_path, n_images=40, size=24, seed=1, lesion_rate=0.15)
     prepared = training_setup(Params(diffusion=tiny_diffusion()), frame, tmp_path)

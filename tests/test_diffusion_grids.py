@@ -1,8 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from tasks.diffusion.grids import LABEL_WIDTH, MIN_TILE, RED, outlined, pairs, tile, write_rgb
-from tasks.diffusion.previews import UNCONDITIONAL, condition_types, preview_grid, preview_indices
+from cxrsynth.tasks.diffusion.grids import LABEL_WIDTH, MIN_TILE, RED, outlined, pairs, tile, write_rgb
+from cxrsynth.tasks.diffusion.previews import UNCONDITIONAL, condition_types, preview_grid, preview_indices
 from tests.diffusion_data import tiny_diffusion, tiny_setup
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.diffusion.lesion_masks import (
+from cxrsynth.tasks.diffusion.lesion_masks import (
     IDENTITY,
     Jitter,
     inside_share,
@@ -12,8 +12,8 @@ from tasks.diffusion.lesion_masks import (
     swap_laterality,
     transform_mask,
 )
-from tasks.findings import finding_index
-from tasks.masks import labelmap
+from cxrsynth.tasks.findings import finding_index
+from cxrsynth.tasks.masks import labelmap
 from tests.diffusion_data import lungs
 
 

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from tasks.diffusion.plan import finding_counts, generation_plan, image_seed, needs_mask
-from tasks.params import GenerateParams
+from cxrsynth.tasks.diffusion.plan import finding_counts, generation_plan, image_seed, needs_mask
+from cxrsynth.tasks.params import GenerateParams
 
 
 def _train(n=100, pneumothorax=3, nodule=12):

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from models.conditioning import Conditions
-from tasks.diffusion.data import batch_conditions
-from tasks.diffusion.model_io import process_of
-from tasks.diffusion.sampling import guided_output, sample
+from cxrsynth.models.conditioning import Conditions
+from cxrsynth.tasks.diffusion.data import batch_conditions
+from cxrsynth.tasks.diffusion.model_io import process_of
+from cxrsynth.tasks.diffusion.sampling import guided_output, sample
 from tests.diffusion_data import tiny_setup
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from tasks.diffusion.schedulers import (
+from cxrsynth.tasks.diffusion.schedulers import (
     Process,
     min_snr_weight,
     predicted_clean,

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.diffusion.tokenizer import PretrainedTokenizer, WordTokenizer, build_tokenizer, load_tokenizer, words
+from cxrsynth.tasks.diffusion.tokenizer import PretrainedTokenizer, WordTokenizer, build_tokenizer, load_tokenizer, words
 from tests.diffusion_data import save_tiny_bert
 
 

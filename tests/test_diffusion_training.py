@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from tasks.diffusion.checkpoints import CheckpointMismatch, checkpoints, latest_checkpoint
-from tasks.diffusion.data import batch_conditions
-from tasks.diffusion.model_io import config_digest, load_model, process_of, save_model
-from tasks.diffusion.sampling import sample
-from tasks.diffusion.train_stage import loss_table, resolve_device, training_metrics, write_training_outputs
-from tasks.diffusion.training import TrainHooks, autocast_dtype, make_ema, train_diffusion
+from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch, checkpoints, latest_checkpoint
+from cxrsynth.tasks.diffusion.data import batch_conditions
+from cxrsynth.tasks.diffusion.model_io import config_digest, load_model, process_of, save_model
+from cxrsynth.tasks.diffusion.sampling import sample
+from cxrsynth.tasks.diffusion.train_stage import loss_table, resolve_device, training_metrics, write_training_outputs
+from cxrsynth.tasks.diffusion.training import TrainHooks, autocast_dtype, make_ema, train_diffusion
 from tests.diffusion_data import save_tiny_bert, tiny_diffusion, tiny_setup
 
 COMBINATIONS = [c for n in (1, 2, 3) for c in itertools.combinations(("label", "mask", "text"), n)]
@@ -140,8 +140,8 @@ def test_pretrained_text_encoder_trains_and_reloads_from_the_model_folder(tmp_pa
 
 
 def test_setup_quarantines_unreadable_training_images(tmp_path):
-    from tasks.diffusion.train_stage import training_setup
-    from tasks.params import Params
+    from cxrsynth.tasks.diffusion.train_stage import training_setup
+    from cxrsynth.tasks.params import Params
     from tests.diffusion_data import make_project
 
     frame = make_project(tmp_path, n_images=16, size=16)
@@ -170,7 +170,7 @@ def test_stage_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path):
     params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     make_project(tmp_path, n_images=24, size=32, lesion_rate=0.15)
-    command = [sys.executable, "-m", "flows.cli", "stage", "train_diffusion"]
+    command = [sys.executable, "-m", "cxrsynth.flows.cli", "stage", "train_diffusion"]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints_dir = tmp_path / "data/train_diffusion/checkpoints"
     deadline = time.monotonic() + 300

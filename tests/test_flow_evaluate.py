@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tasks.params import load_params, variant_name
+from cxrsynth.tasks.params import load_params, variant_name
 from tests.conftest import TINY_PARAMS
 from tests.evaluate_project import build_tiny_project, save_untrained_classifier
 
@@ -24,7 +24,7 @@ def test_evaluate_flow_on_tiny_project(tmp_path, monkeypatch):
         save_untrained_classifier(tmp_path / "data/classifiers" / variant, variant, seed)
     save_untrained_classifier(tmp_path / "data/classifiers/ratio_99", "ratio_99", 99)  # not in params: ignored
 
-    from flows.evaluate import evaluate_flow
+    from cxrsynth.flows.evaluate import evaluate_flow
 
     evaluate_flow("params.yaml")
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tasks.masks.geometry import fit
-from tasks.sources.geometry import fit_square
+from cxrsynth.tasks.masks.geometry import fit
+from cxrsynth.tasks.sources.geometry import fit_square
 
 
 def test_placement_keeps_aspect_and_centres():

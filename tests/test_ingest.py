@@ -11,9 +11,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks import ingest, manifest
-from tasks.findings import FINDINGS
-from tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks import ingest, manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
 from tests.conftest import ROOT as REPO
 from tests.conftest import TINY_PARAMS
 from tests.sourcefiles import ramp, write_csv, write_dicom, write_phantom_collection, write_picture
@@ -65,7 +65,7 @@ def test_missing_and_non_image_files_are_quarantined_with_reasons(tmp_path):
 
 
 def test_chunks_grow_with_the_collection():
-    from flows.ingest import chunk_size
+    from cxrsynth.flows.ingest import chunk_size
 
     assert chunk_size(10, 2) == 16 and chunk_size(1800, 2) == 225 and chunk_size(10**6, 2) == 256
     assert [len(c) for c in ingest.chunked(list(range(40)), 16)] == [16, 16, 8]
@@ -152,7 +152,7 @@ def _project(tmp_path: Path, monkeypatch, source: str, source_path: Path, **inge
 
 
 def _run():
-    from flows.ingest import ingest_flow
+    from cxrsynth.flows.ingest import ingest_flow
 
     return ingest_flow(params_path="params.yaml")
 
@@ -232,7 +232,7 @@ def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypa
     # so every log line and the Prefect database it fills are captured and searched.
     environment = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(root / "prefect_home"),
                    "PREFECT_LOGGING_LEVEL": "DEBUG", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    completed = subprocess.run([sys.executable, "-m", "flows.cli", "stage", "ingest"], cwd=root, env=environment,
+    completed = subprocess.run([sys.executable, "-m", "cxrsynth.flows.cli", "stage", "ingest"], cwd=root, env=environment,
                                capture_output=True, text=True, timeout=240)
     logs = completed.stdout + completed.stderr
     assert completed.returncode == 0, logs[-3000:]

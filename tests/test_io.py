@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from tasks.io import atomic_path, read_png16, write_png16, write_text
+from cxrsynth.tasks.io import atomic_path, read_png16, write_png16, write_text
 
 
 def test_png16_roundtrip_precision(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.losses import bounding_regions, lesion_mse, lesion_preserving_loss, lesion_ssim_loss
+from cxrsynth.models.losses import bounding_regions, lesion_mse, lesion_preserving_loss, lesion_ssim_loss
 
 
 def _batch(lesion_pixels=True):

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from tasks import manifest
-from tasks.manifest import ManifestError
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.manifest import ManifestError
 
 
 def _rows(n=4, **overrides):

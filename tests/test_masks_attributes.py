@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import manifest
-from tasks.findings import FINDINGS, patient_side
-from tasks.masks import attributes
-from tasks.masks.geometry import Geometry, fit
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS, patient_side
+from cxrsynth.tasks.masks import attributes
+from cxrsynth.tasks.masks.geometry import Geometry, fit
 
 SQUARE = fit(64, 64, 32)  # scale 0.5, no padding
 WIDE = fit(64, 128, 32)  # scale 0.25, content rows 8..24

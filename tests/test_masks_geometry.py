@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.io import write_png16
-from tasks.masks import geometry
-from tasks.masks.geometry import Geometry
-from tasks.masks.rle import decode_rle, encode_rle
+from cxrsynth.tasks.io import write_png16
+from cxrsynth.tasks.masks import geometry
+from cxrsynth.tasks.masks.geometry import Geometry
+from cxrsynth.tasks.masks.rle import decode_rle, encode_rle
 
 # (source height, source width) -> the fit into a 32 px canvas: scale 0.25 keeps every edge on a pixel.
 SQUARE, TALL, WIDE = (128, 128), (128, 64), (64, 128)

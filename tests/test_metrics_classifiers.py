@@ -1,7 +1,7 @@
 import pytest
 
-from tasks.metrics import classifiers, json_ready, numeric
-from tasks.params import parse_params
+from cxrsynth.tasks.metrics import classifiers, json_ready, numeric
+from cxrsynth.tasks.params import parse_params
 
 
 def test_variants_follow_params_not_folders():

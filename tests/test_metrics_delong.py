@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tasks.metrics.delong import bootstrap_auc_ci, delong, delong_ci, delong_test
+from cxrsynth.tasks.metrics.delong import bootstrap_auc_ci, delong, delong_ci, delong_test
 
 ASAH = Path(__file__).parent / "data" / "asah.csv"
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.metrics.diversity import embed_2d, kth_neighbour_distance, prdc
+from cxrsynth.tasks.metrics.diversity import embed_2d, kth_neighbour_distance, prdc
 
 
 def test_identical_sets_score_about_one():

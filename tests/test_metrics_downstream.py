@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tasks.findings import FINDINGS
-from tasks.metrics.downstream import (
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.metrics.downstream import (
     averages,
     both_classes,
     compare_to_reference,

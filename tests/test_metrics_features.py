@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.classifier import build_classifier
-from tasks.metrics.features import classifier_features, extract_features, load_feature_network
+from cxrsynth.models.classifier import build_classifier
+from cxrsynth.tasks.metrics.features import classifier_features, extract_features, load_feature_network
 
 
 def test_classifier_features_wraps_penultimate_layer():

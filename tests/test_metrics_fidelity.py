@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from torch import nn
 
-from tasks.metrics.features import FeatureNetwork
-from tasks.metrics.fidelity import fid_kid, paired_ssim_psnr
+from cxrsynth.tasks.metrics.features import FeatureNetwork
+from cxrsynth.tasks.metrics.fidelity import fid_kid, paired_ssim_psnr
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.io import write_mask, write_png16
-from tasks.masks import labelmap
-from tasks.metrics.inputs import evaluation_labels, load_set, mask_conditioned, read_real, read_synthetic
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import write_mask, write_png16
+from cxrsynth.tasks.masks import labelmap
+from cxrsynth.tasks.metrics.inputs import evaluation_labels, load_set, mask_conditioned, read_real, read_synthetic
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

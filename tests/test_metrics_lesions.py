@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.segmenter import MaskedDiceBCELoss
-from tasks.findings import FINDINGS
-from tasks.metrics.lesions import (
+from cxrsynth.models.segmenter import MaskedDiceBCELoss
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.metrics.lesions import (
     CROP_SIZE,
     condition_accuracy,
     iou,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.metrics.memorisation import nearest_by_correlation, nearest_by_cosine, nearest_real, summarise
+from cxrsynth.tasks.metrics.memorisation import nearest_by_correlation, nearest_by_cosine, nearest_real, summarise
 
 
 def test_exact_copy_is_flagged():
@@ -22,7 +22,7 @@ def test_exact_copy_is_flagged():
 
 
 def test_search_in_blocks_matches_one_pass(monkeypatch):
-    from tasks.metrics import memorisation
+    from cxrsynth.tasks.metrics import memorisation
 
     rng = np.random.default_rng(2)
     queries, references = rng.random((7, 8, 8)), rng.random((25, 8, 8))

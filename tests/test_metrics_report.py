@@ -1,9 +1,9 @@
 import numpy as np
 
-from tasks.findings import FINDINGS
-from tasks.metrics import json_ready
-from tasks.metrics.downstream import variant_metrics
-from tasks.metrics.report import EXPLANATIONS, build_markdown, write_report
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.metrics import json_ready
+from cxrsynth.tasks.metrics.downstream import variant_metrics
+from cxrsynth.tasks.metrics.report import EXPLANATIONS, build_markdown, write_report
 
 VARIANTS = [("real_only", 0.0), ("ratio_1", 1.0)]
 

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import manifest, mixing
-from tasks.manifest import ManifestError
-from tasks.params import parse_params
+from cxrsynth.tasks import manifest, mixing
+from cxrsynth.tasks.manifest import ManifestError
+from cxrsynth.tasks.params import parse_params
 from tests.tiny_project import make_project, real_frame, synthetic_frame
 
 
@@ -131,7 +131,7 @@ def test_variant_roundtrip_and_hand_edited_leak_is_caught_on_read(tmp_path):
 
 @pytest.mark.slow
 def test_mix_flow_writes_baselines_and_a_ratio(tmp_path, monkeypatch):
-    from flows.mix import mix_flow
+    from cxrsynth.flows.mix import mix_flow
 
     real = real_frame({"train": 20, "val": 6, "test": 6})
     make_project(tmp_path, real, synthetic_frame({"nodule": 8, "pneumothorax": 8}))

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from models.classifier import FindingClassifier, build_classifier, known_labels, masked_bce
-from tasks.findings import FINDINGS
+from cxrsynth.models.classifier import FindingClassifier, build_classifier, known_labels, masked_bce
+from cxrsynth.tasks.findings import FINDINGS
 
 torch.set_num_threads(1)
 

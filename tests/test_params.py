@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from tasks.params import Params, ParamsError, load_params, parse_params, variant_name
+from cxrsynth.tasks.params import Params, ParamsError, load_params, parse_params, variant_name
 from tests.conftest import ROOT, TINY_PARAMS
 
 

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from tasks.params import Params, Section
-from tasks.params_reference import (
+from cxrsynth.tasks.params import Params, Section
+from cxrsynth.tasks.params_reference import (
     END,
     FIX_COMMAND,
     START,

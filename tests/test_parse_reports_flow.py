@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks import manifest
+from cxrsynth.tasks import manifest
 from tests.conftest import TINY_PARAMS
 
 REPORTS = [
@@ -34,7 +34,7 @@ def _ingest_manifest(n=24):
 
 @pytest.mark.slow
 def test_parse_reports_flow_on_a_tiny_project(tmp_path, monkeypatch):
-    from flows.parse_reports import parse_reports_flow
+    from cxrsynth.flows.parse_reports import parse_reports_flow
 
     monkeypatch.chdir(tmp_path)
     params = yaml.safe_load(TINY_PARAMS.read_text())

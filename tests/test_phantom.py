@@ -8,12 +8,12 @@ import pytest
 import yaml
 from scipy import ndimage
 
-from tasks.findings import FINDINGS
-from tasks.io import read_mask
-from tasks.params import PhantomParams
-from tasks.sources.phantom import SITES, render, sample_patient
-from tasks.sources.phantom_reports import CHEXPERT_COLUMN, CHEXPERT_COLUMNS, write_report
-from tasks.sources.phantom_writer import (
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import read_mask
+from cxrsynth.tasks.params import PhantomParams
+from cxrsynth.tasks.sources.phantom import SITES, render, sample_patient
+from cxrsynth.tasks.sources.phantom_reports import CHEXPERT_COLUMN, CHEXPERT_COLUMNS, write_report
+from cxrsynth.tasks.sources.phantom_writer import (
     generate_patients,
     image_path,
     read_dicom_image,
@@ -233,7 +233,7 @@ def test_sites_differ_measurably_in_noise_and_contrast():
 
 @pytest.mark.slow
 def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeypatch):
-    from flows.phantom import OUT, phantom_flow
+    from cxrsynth.flows.phantom import OUT, phantom_flow
 
     params = yaml.safe_load(TINY_PARAMS.read_text())
     params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"

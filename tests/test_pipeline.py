@@ -3,8 +3,8 @@ import subprocess
 import pytest
 import yaml
 
-from tasks import pipeline
-from tasks.pipeline import StageFailed
+from cxrsynth.tasks import pipeline
+from cxrsynth.tasks.pipeline import StageFailed
 from tests.conftest import ROOT
 
 
@@ -52,7 +52,7 @@ def test_lock_contention_counts_as_transient():
 def test_prefect_yaml_deployment_loads():
     from prefect.client.schemas.schedules import CronSchedule
 
-    from flows.cli import load_flow
+    from cxrsynth.flows.cli import load_flow
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     (deployment,) = config["deployments"]
@@ -66,7 +66,7 @@ def test_prefect_yaml_deployment_loads():
 
 
 def test_serve_deployment_has_the_schedule():
-    from flows.cli import deployment
+    from cxrsynth.flows.cli import deployment
 
     built = deployment("nightly", "30 1 * * 1-5", params_path="tests/params.tiny.yaml")
     assert built.entrypoint == "flows/pipeline.py:pipeline_flow"

@@ -10,13 +10,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks import manifest
-from tasks.findings import FINDINGS, finding_index
-from tasks.io import read_mask, read_png16, write_png16
-from tasks.masks import geometry, labelmap
-from tasks.masks.attributes import effective_attributes
-from tasks.masks.overlay import overlay, overlay_figure
-from tasks.masks.prepare import (
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS, finding_index
+from cxrsynth.tasks.io import read_mask, read_png16, write_png16
+from cxrsynth.tasks.masks import geometry, labelmap
+from cxrsynth.tasks.masks.attributes import effective_attributes
+from cxrsynth.tasks.masks.overlay import overlay, overlay_figure
+from cxrsynth.tasks.masks.prepare import (
     LESION_COLUMNS,
     lesions_table,
     manifest_additions,
@@ -26,9 +26,9 @@ from tasks.masks.prepare import (
     rejected_table,
     unknown_images,
 )
-from tasks.masks.summary import summarise
+from cxrsynth.tasks.masks.summary import summarise
 from tests.conftest import TINY_PARAMS
-from tasks.masks.rle import encode_rle
+from cxrsynth.tasks.masks.rle import encode_rle
 
 SIZE = 32
 OUT = Path("data/prepare_masks")
@@ -297,7 +297,7 @@ FLOW_STATES = {
 
 @pytest.mark.slow
 def test_flow_writes_masks_that_overlay_their_images(tmp_path, monkeypatch):
-    from flows.prepare_masks import prepare_masks_flow
+    from cxrsynth.flows.prepare_masks import prepare_masks_flow
 
     boxes = {"img0": [(8, 8, 20, 24)], "img1": [BOX], "img2": [(70, 20, 40, 30)], "img3": [(50, 40, 30, 30)]}
     rle_source = np.zeros(SOURCES["img2"], bool)

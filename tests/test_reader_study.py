@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from tasks.reader_study import Candidate, build_study, main, render_page, score, write_study
+from cxrsynth.tasks.reader_study import Candidate, build_study, main, render_page, score, write_study
 
 
 def candidates(source: str, n: int, seed: int) -> list[Candidate]:

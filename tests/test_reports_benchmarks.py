@@ -3,12 +3,12 @@
 import pandas as pd
 import pytest
 
-from tasks.findings import FINDINGS
-from tasks.reports.evaluation import attribute_accuracy, predicted_presence, presence_scores, state_accuracy
-from tasks.reports.openi import load_openi, mesh_findings, read_report
-from tasks.reports.phantom_truth import load_phantom_truth, report_path
-from tasks.reports.records import FindingState
-from tasks.reports.rules import parse_reports
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.reports.evaluation import attribute_accuracy, predicted_presence, presence_scores, state_accuracy
+from cxrsynth.tasks.reports.openi import load_openi, mesh_findings, read_report
+from cxrsynth.tasks.reports.phantom_truth import load_phantom_truth, report_path
+from cxrsynth.tasks.reports.records import FindingState
+from cxrsynth.tasks.reports.rules import parse_reports
 
 OPENI_XML = """<?xml version="1.0" encoding="utf-8"?>
 <eCitation><MedlineCitation><Article><Abstract>

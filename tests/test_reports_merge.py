@@ -3,11 +3,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.reports.evaluation import agreement, stage_metrics, state_counts
-from tasks.reports.merge import apply_uncertain_policy, manifest_additions, prefer_source, report_columns
-from tasks.reports.records import FindingState, findings_table, write_findings
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.reports.evaluation import agreement, stage_metrics, state_counts
+from cxrsynth.tasks.reports.merge import apply_uncertain_policy, manifest_additions, prefer_source, report_columns
+from cxrsynth.tasks.reports.records import FindingState, findings_table, write_findings
 
 
 def labels(values):

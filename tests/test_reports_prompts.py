@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from tasks.reports.prompts import NORMAL_PROMPT, canonical_prompt, describe, prompt_counts
-from tasks.reports.records import FindingState
+from cxrsynth.tasks.reports.prompts import NORMAL_PROMPT, canonical_prompt, describe, prompt_counts
+from cxrsynth.tasks.reports.records import FindingState
 
 
 def test_present_with_attributes_then_negatives():

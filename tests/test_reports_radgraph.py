@@ -3,8 +3,8 @@ import string
 
 import pytest
 
-from tasks.params import ParseReportsParams, RadGraphParams
-from tasks.reports.radgraph_backend import (
+from cxrsynth.tasks.params import ParseReportsParams, RadGraphParams
+from cxrsynth.tasks.reports.radgraph_backend import (
     RadGraphModelError,
     hub_offline,
     load_radgraph,
@@ -195,7 +195,7 @@ def test_tiny_radgraph_xl_loads_offline_and_its_output_converts(tiny_models):
 
 
 def test_tiny_original_radgraph_labels_uncertain(tiny_models):
-    from tasks.reports.backends import parse_texts
+    from cxrsynth.tasks.reports.backends import parse_texts
 
     settings = ParseReportsParams(backend="radgraph", radgraph=RadGraphParams(
         model_type="radgraph", model_cache_dir=str(tiny_models), batch_size=4))

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from tasks.reports.rules import parse_report, parse_reports, parse_sentence
-from tasks.reports.sections import report_body, split_sentences
+from cxrsynth.tasks.reports.rules import parse_report, parse_reports, parse_sentence
+from cxrsynth.tasks.reports.sections import report_body, split_sentences
 
 P, A, U = 1, 0, -1
 

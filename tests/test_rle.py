@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.masks.rle import decode_rle, encode_rle
+from cxrsynth.tasks.masks.rle import decode_rle, encode_rle
 
 
 def test_column_major_with_relative_starts():

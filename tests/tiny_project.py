@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.io import write_png16
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import write_png16
 from tests.conftest import TINY_PARAMS
 
 # Blob centres as (row, column) fractions of the side, one per finding.

@@ -21,8 +21,8 @@ from monai.utils import convert_to_tensor
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
 
-from tasks.datasets import ManifestImages
-from tasks.manifest import label_matrix
+from cxrsynth.tasks.datasets import ManifestImages
+from cxrsynth.tasks.manifest import label_matrix
 
 
 class LabelledImages(ManifestImages):

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from models.classifier import FindingClassifier, build_classifier
-from tasks.classifier.data import LabelledImages, inference_loader
-from tasks.findings import FINDINGS
-from tasks.io import atomic_path
+from cxrsynth.models.classifier import FindingClassifier, build_classifier
+from cxrsynth.tasks.classifier.data import LabelledImages, inference_loader
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import atomic_path
 
 CHECKPOINT = "model.pt"
 

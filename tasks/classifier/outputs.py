@@ -10,9 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tasks.classifier.inference import CHECKPOINT, save_classifier  # noqa: E402
-from tasks.classifier.training import TrainResult  # noqa: E402
-from tasks.io import atomic_path, write_json  # noqa: E402
+from cxrsynth.tasks.classifier.inference import CHECKPOINT, save_classifier  # noqa: E402
+from cxrsynth.tasks.classifier.training import TrainResult  # noqa: E402
+from cxrsynth.tasks.io import atomic_path, write_json  # noqa: E402
 
 CLASSIFIER_DIR = Path("data/classifiers")
 

@@ -14,10 +14,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from models.classifier import FindingClassifier, build_classifier, masked_bce
-from tasks.classifier.data import LabelledImages, augmentation, inference_loader, pos_weight, training_loader
-from tasks.findings import FINDINGS
-from tasks.params import ClassifierParams
+from cxrsynth.models.classifier import FindingClassifier, build_classifier, masked_bce
+from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, inference_loader, pos_weight, training_loader
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.params import ClassifierParams
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.io import atomic_path
+from cxrsynth.tasks.io import atomic_path
 
 _NAME = re.compile(r"step_(\d+)\.pt$")
 

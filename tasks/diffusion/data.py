@@ -17,12 +17,12 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from models.conditioning import STATE_INDEX, Conditions
-from tasks.datasets import ManifestImages
-from tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
-from tasks.diffusion.tokenizer import Tokenizer
-from tasks.findings import FINDINGS
-from tasks.io import read_mask
+from cxrsynth.models.conditioning import STATE_INDEX, Conditions
+from cxrsynth.tasks.datasets import ManifestImages
+from cxrsynth.tasks.diffusion.labels import attribute_indices, label_attributes, state_indices
+from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import read_mask
 
 MANIFEST = "data/prepare_masks/manifest.parquet"
 PRESENT_ROW = STATE_INDEX[1]

@@ -61,7 +61,7 @@ def under_torchrun() -> bool:
 def torchrun_command(processes: int, cli_args: list[str]) -> list[str]:
     """The command that re-runs ``cxrsynth <cli_args>`` as ``processes`` torchrun workers on this node."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "flows.cli", *cli_args]
+            "-m", "cxrsynth.flows.cli", *cli_args]
 
 
 def check_batch(batch_size: int, replica: Replica) -> None:

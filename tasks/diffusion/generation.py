@@ -19,30 +19,30 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.conditioning import CONDITION_NAMES, Conditions
-from tasks.diffusion.data import readable_rows, training_rows
-from tasks.diffusion.grids import pairs, tile, write_rgb
-from tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
-from tasks.diffusion.lesion_masks import (
+from cxrsynth.models.conditioning import CONDITION_NAMES, Conditions
+from cxrsynth.tasks.diffusion.data import readable_rows, training_rows
+from cxrsynth.tasks.diffusion.grids import pairs, tile, write_rgb
+from cxrsynth.tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
+from cxrsynth.tasks.diffusion.lesion_masks import (
     jitter_mask,
     lung_field_prior,
     mirror,
     replace_channel,
     swap_laterality,
 )
-from tasks.diffusion.model_io import load_model, process_of
-from tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
-from tasks.diffusion.sampling import sample
-from tasks.diffusion.tokenizer import Tokenizer
-from tasks.diffusion.training import autocast_dtype
-from tasks.findings import FINDINGS, PRESENT, finding_index
-from tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
-from tasks.masks import labelmap
-from tasks.masks.attributes import lesion_attributes
-from tasks.masks.geometry import Geometry
-from tasks.params import GenerateParams
-from tasks.reports.prompts import canonical_prompt
-from tasks.reports.records import FindingState
+from cxrsynth.tasks.diffusion.model_io import load_model, process_of
+from cxrsynth.tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
+from cxrsynth.tasks.diffusion.sampling import sample
+from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
+from cxrsynth.tasks.diffusion.training import autocast_dtype
+from cxrsynth.tasks.findings import FINDINGS, PRESENT, finding_index
+from cxrsynth.tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
+from cxrsynth.tasks.masks import labelmap
+from cxrsynth.tasks.masks.attributes import lesion_attributes
+from cxrsynth.tasks.masks.geometry import Geometry
+from cxrsynth.tasks.params import GenerateParams
+from cxrsynth.tasks.reports.prompts import canonical_prompt
+from cxrsynth.tasks.reports.records import FindingState
 
 OUT = Path("data/generate")
 PLAN_FILE = "plan.json"

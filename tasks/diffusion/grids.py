@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from tasks.io import atomic_path
+from cxrsynth.tasks.io import atomic_path
 
 RED = np.array([255, 40, 40], dtype=np.uint8)
 MIN_TILE = 128  # small images are enlarged (nearest neighbour) so a grid is readable

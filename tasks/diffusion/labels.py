@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.conditioning import LATERALITY_INDEX, SEVERITY_INDEX, STATE_INDEX
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.masks.attributes import ATTRIBUTES, effective_attributes
+from cxrsynth.models.conditioning import LATERALITY_INDEX, SEVERITY_INDEX, STATE_INDEX
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.masks.attributes import ATTRIBUTES, effective_attributes
 
 LESIONS = Path("data/prepare_masks/lesions.parquet")
 ENCODED_ATTRIBUTES = ("laterality", "severity")  # location is worded in the prompt, not embedded

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from tasks.findings import finding_index
+from cxrsynth.tasks.findings import finding_index
 
 # Findings whose lesions lie inside the lung fields (cardiomegaly's heart shadow does not).
 LUNG_FINDINGS: tuple[str, ...] = ("pleural_effusion", "pneumothorax", "nodule", "atelectasis", "consolidation")

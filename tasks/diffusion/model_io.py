@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.condition_encoders import LearnedTextEncoder, PretrainedTextEncoder
-from models.denoiser import ConditionalDenoiser
-from tasks.diffusion.schedulers import Process
-from tasks.diffusion.tokenizer import PRETRAINED_FOLDER, Tokenizer, load_tokenizer
-from tasks.findings import FINDINGS
-from tasks.io import atomic_path, write_json
-from tasks.params import DiffusionParams
+from cxrsynth.models.condition_encoders import LearnedTextEncoder, PretrainedTextEncoder
+from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.tasks.diffusion.schedulers import Process
+from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, Tokenizer, load_tokenizer
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import atomic_path, write_json
+from cxrsynth.tasks.params import DiffusionParams
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from tasks.findings import finding_index
-from tasks.params import GenerateParams
+from cxrsynth.tasks.findings import finding_index
+from cxrsynth.tasks.params import GenerateParams
 
 
 def needs_mask(condition_type: str) -> bool:

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from models.conditioning import Conditions, concatenate
-from tasks.diffusion.data import DiffusionDataset, batch_conditions
-from tasks.diffusion.grids import outlined, tile
-from tasks.diffusion.model_io import process_of
-from tasks.diffusion.sampling import sample
-from tasks.params import ConditionType
+from cxrsynth.models.conditioning import Conditions, concatenate
+from cxrsynth.tasks.diffusion.data import DiffusionDataset, batch_conditions
+from cxrsynth.tasks.diffusion.grids import outlined, tile
+from cxrsynth.tasks.diffusion.model_io import process_of
+from cxrsynth.tasks.diffusion.sampling import sample
+from cxrsynth.tasks.params import ConditionType
 
 UNCONDITIONAL = "none"
 

@@ -13,8 +13,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.conditioning import Conditions, concatenate
-from tasks.diffusion.schedulers import Process, sampling_scheduler
+from cxrsynth.models.conditioning import Conditions, concatenate
+from cxrsynth.tasks.diffusion.schedulers import Process, sampling_scheduler
 
 
 def guided_output(model: nn.Module, noisy: torch.Tensor, timestep: torch.Tensor, cond: Conditions,

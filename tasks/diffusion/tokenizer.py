@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.io import write_json
+from cxrsynth.tasks.io import write_json
 
 PAD, UNK = "<pad>", "<unk>"
 VOCAB_FILE = "vocab.json"

@@ -9,25 +9,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.denoiser import ConditionalDenoiser
-from tasks.diffusion.data import (
+from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
     readable_rows,
     texts_of,
     training_rows,
 )
-from tasks.diffusion.distributed import Replica, process_group
-from tasks.diffusion.labels import read_lesions
-from tasks.diffusion.model_io import (
+from cxrsynth.tasks.diffusion.distributed import Replica, process_group
+from cxrsynth.tasks.diffusion.labels import read_lesions
+from cxrsynth.tasks.diffusion.model_io import (
     build_model,
     load_text_backbone,
     model_config,
     save_model,
 )
-from tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
-from tasks.diffusion.training import TrainHooks, TrainOutcome, train_diffusion
-from tasks.io import write_text
-from tasks.params import Params
+from cxrsynth.tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
+from cxrsynth.tasks.diffusion.training import TrainHooks, TrainOutcome, train_diffusion
+from cxrsynth.tasks.io import write_text
+from cxrsynth.tasks.params import Params
 
 MODEL_DIR = Path("data/train_diffusion/model")
 CHECKPOINT_DIR = Path("data/train_diffusion/checkpoints")

@@ -21,27 +21,27 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from models.losses import lesion_preserving_loss
-from tasks.diffusion.checkpoints import (
+from cxrsynth.models.losses import lesion_preserving_loss
+from cxrsynth.tasks.diffusion.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from tasks.diffusion.data import (
+from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
     StepBatches,
     batch_conditions,
     condition_keep,
 )
-from tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
-from tasks.diffusion.model_io import config_digest, process_of
-from tasks.diffusion.schedulers import (
+from cxrsynth.tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
+from cxrsynth.tasks.diffusion.model_io import config_digest, process_of
+from cxrsynth.tasks.diffusion.schedulers import (
     min_snr_weight,
     predicted_clean,
     training_scheduler,
     training_target,
 )
-from tasks.params import DiffusionParams
+from cxrsynth.tasks.params import DiffusionParams
 
 # EMA warm-up: the decay grows as (1 + n) / (10 + n) towards ema_decay, so early random weights
 # leave the average quickly (a fixed 0.999 would still hold 22 % of the initial weights after 1500 steps).

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from tasks.findings import FINDINGS, PRESENT, SEVERITIES, UNCERTAIN, patient_side
-from tasks.masks.geometry import Geometry, content_shape
+from cxrsynth.tasks.findings import FINDINGS, PRESENT, SEVERITIES, UNCERTAIN, patient_side
+from cxrsynth.tasks.masks.geometry import Geometry, content_shape
 
 ZONES = ("upper", "middle", "lower")
 BILATERAL_SHARE = 0.25

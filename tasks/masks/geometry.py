@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.path import Path as PolygonPath
 from PIL import Image, UnidentifiedImageError
 
-from tasks.masks.rle import decode_rle
+from cxrsynth.tasks.masks.rle import decode_rle
 
 KINDS = ("box", "rle", "polygon", "mask")
 THRESHOLD = 0.5  # area share of a working pixel that makes it lesion

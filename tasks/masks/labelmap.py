@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.findings import FINDINGS, finding_index
+from cxrsynth.tasks.findings import FINDINGS, finding_index
 
 
 def encode(masks: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:

@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tasks.findings import FINDINGS  # noqa: E402
-from tasks.io import atomic_path, read_mask, read_png16  # noqa: E402
-from tasks.masks import labelmap  # noqa: E402
+from cxrsynth.tasks.findings import FINDINGS  # noqa: E402
+from cxrsynth.tasks.io import atomic_path, read_mask, read_png16  # noqa: E402
+from cxrsynth.tasks.masks import labelmap  # noqa: E402
 
 COLOURS = plt.get_cmap("tab10").colors
 

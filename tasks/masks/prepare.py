@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.findings import ABSENT, FINDINGS
-from tasks.io import write_mask
-from tasks.masks import labelmap
-from tasks.masks.attributes import lesion_attributes
-from tasks.masks.geometry import KINDS, Geometry, canvas_shape, localisation_mask
+from cxrsynth.tasks.findings import ABSENT, FINDINGS
+from cxrsynth.tasks.io import write_mask
+from cxrsynth.tasks.masks import labelmap
+from cxrsynth.tasks.masks.attributes import lesion_attributes
+from cxrsynth.tasks.masks.geometry import KINDS, Geometry, canvas_shape, localisation_mask
 
 LOCALISATION_COLUMNS = ("image_id", "lesion", "finding", "kind", "value")
 LESION_COLUMNS = ("image_id", "lesion", "finding", "kind", "mask_path", "area_px", "area_mm2",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tasks.findings import FINDINGS, PRESENT
-from tasks.masks.attributes import ATTRIBUTES
+from cxrsynth.tasks.findings import FINDINGS, PRESENT
+from cxrsynth.tasks.masks.attributes import ATTRIBUTES
 
 
 def positives_with_masks(frame: pd.DataFrame, lesions: pd.DataFrame) -> dict[str, dict[str, int]]:

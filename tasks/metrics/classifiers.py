@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.classifier import load_classifier
-from tasks.classifier import predict as classifier_predict
-from tasks.classifier.outputs import CLASSIFIER_DIR
-from tasks.params import Params, variant_name
+from cxrsynth.tasks.classifier import load_classifier
+from cxrsynth.tasks.classifier import predict as classifier_predict
+from cxrsynth.tasks.classifier.outputs import CLASSIFIER_DIR
+from cxrsynth.tasks.params import Params, variant_name
 
 REFERENCE = "real_only"
 

@@ -15,8 +15,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_curve
 from torchmetrics.functional.classification import binary_sensitivity_at_specificity
 
-from tasks.findings import FINDINGS
-from tasks.metrics.delong import bootstrap_auc_ci, delong_ci, delong_test
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.metrics.delong import bootstrap_auc_ci, delong_ci, delong_test
 
 AVERAGED = ("auroc", "auprc", "sensitivity_at_specificity")
 

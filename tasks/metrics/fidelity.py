@@ -11,7 +11,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from tasks.metrics.features import FeatureNetwork
+from cxrsynth.tasks.metrics.features import FeatureNetwork
 
 
 def _batches(images: np.ndarray, batch_size: int, device: torch.device | str):

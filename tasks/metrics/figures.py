@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tasks.io import atomic_path  # noqa: E402
+from cxrsynth.tasks.io import atomic_path  # noqa: E402
 
 
 def save(figure: plt.Figure, path: str | Path) -> Path:

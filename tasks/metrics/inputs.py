@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tasks import manifest
-from tasks.findings import FINDINGS
-from tasks.io import read_mask, read_png16
-from tasks.masks import labelmap
+from cxrsynth.tasks import manifest
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import read_mask, read_png16
+from cxrsynth.tasks.masks import labelmap
 
 REAL_MANIFEST = Path("data/prepare_masks/manifest.parquet")
 SYNTHETIC_MANIFEST = Path("data/generate/manifest.parquet")

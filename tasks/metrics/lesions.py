@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from models.segmenter import MaskedDiceBCELoss, build_segmenter
-from tasks.findings import FINDINGS
+from cxrsynth.models.segmenter import MaskedDiceBCELoss, build_segmenter
+from cxrsynth.tasks.findings import FINDINGS
 
 CROP_SIZE = 32
 CROP_MARGIN = 0.25  # context kept around a lesion's bounding box, as a share of its side

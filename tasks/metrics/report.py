@@ -10,8 +10,8 @@ from pathlib import Path
 
 import markdown
 
-from tasks.findings import FINDINGS
-from tasks.io import write_text
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import write_text
 
 FEW_POSITIVES = 20  # below this many test positives an AUROC interval is wide and a p-value fragile
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.findings import FINDINGS
-from tasks.metrics import diversity, fidelity, lesions, memorisation
-from tasks.metrics.features import FeatureNetwork
-from tasks.metrics.inputs import ImageSet, finding_states, mask_conditioned
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.metrics import diversity, fidelity, lesions, memorisation
+from cxrsynth.tasks.metrics.features import FeatureNetwork
+from cxrsynth.tasks.metrics.inputs import ImageSet, finding_states, mask_conditioned
 
 
 @dataclass

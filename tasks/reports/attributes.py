@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tasks.findings import SIZE_TO_SEVERITY
-from tasks.reports.records import merge_lateralities, most_severe
+from cxrsynth.tasks.findings import SIZE_TO_SEVERITY
+from cxrsynth.tasks.reports.records import merge_lateralities, most_severe
 
 WHOLE_ORGAN_FINDINGS = frozenset({"cardiomegaly"})
 

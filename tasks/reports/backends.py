@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.params import ParseReportsParams
-from tasks.reports.records import FindingState
+from cxrsynth.tasks.params import ParseReportsParams
+from cxrsynth.tasks.reports.records import FindingState
 
 
 def parse_texts(
@@ -13,11 +13,11 @@ def parse_texts(
 ) -> list[dict[str, FindingState]]:
     """Per report, its findings as the configured backend reads them."""
     if settings.backend == "rules":
-        from tasks.reports.rules import parse_reports
+        from cxrsynth.tasks.reports.rules import parse_reports
 
         return parse_reports(texts, progress=progress)
     if settings.backend == "radgraph":
-        from tasks.reports.radgraph_backend import load_radgraph, parse_reports_radgraph
+        from cxrsynth.tasks.reports.radgraph_backend import load_radgraph, parse_reports_radgraph
 
         options = settings.radgraph
         model = load_radgraph(options.model_type, options.model_cache_dir, options.batch_size, device)

@@ -16,8 +16,8 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score, precision_score, recall_score
 
-from tasks.findings import FINDINGS, PRESENT, STATE_NAMES, UNCERTAIN
-from tasks.reports.records import FindingState
+from cxrsynth.tasks.findings import FINDINGS, PRESENT, STATE_NAMES, UNCERTAIN
+from cxrsynth.tasks.reports.records import FindingState
 
 
 def predicted_presence(parsed: list[dict[str, FindingState]], count_uncertain: bool = False) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tasks.findings import ABSENT, PRESENT, UNCERTAIN
+from cxrsynth.tasks.findings import ABSENT, PRESENT, UNCERTAIN
 
 
 @dataclass(frozen=True)

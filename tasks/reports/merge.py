@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from tasks.findings import FINDINGS, PRESENT, UNCERTAIN
-from tasks.manifest import KEY
-from tasks.reports.prompts import canonical_prompt
-from tasks.reports.records import FindingState, findings_table, states_from_row
+from cxrsynth.tasks.findings import FINDINGS, PRESENT, UNCERTAIN
+from cxrsynth.tasks.manifest import KEY
+from cxrsynth.tasks.reports.prompts import canonical_prompt
+from cxrsynth.tasks.reports.records import FindingState, findings_table, states_from_row
 
 POLICY_VALUES = {"positive": 1, "negative": 0, "ignore": pd.NA}
 ATTRIBUTES = ("laterality", "location", "severity")

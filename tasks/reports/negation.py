@@ -24,7 +24,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from tasks.findings import ABSENT, PRESENT, UNCERTAIN
+from cxrsynth.tasks.findings import ABSENT, PRESENT, UNCERTAIN
 
 PRE, POST, BOTH = "pre", "post", "both"
 BACKWARD_WINDOW_WORDS = 12  # "consolidation, atelectasis and blunting in the left lower lobe have cleared"

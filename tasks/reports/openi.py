@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.findings import FINDINGS
-from tasks.reports.records import merge_lateralities, most_severe
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.reports.records import merge_lateralities, most_severe
 
 # MeSH major term -> (cxrsynth finding, qualifier the major must carry or None)
 MESH_TO_FINDING: dict[str, tuple[str, str | None]] = {

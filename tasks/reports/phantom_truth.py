@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from tasks.findings import FINDINGS, PRESENT
+from cxrsynth.tasks.findings import FINDINGS, PRESENT
 
 TRUTH_COLUMNS = ("Path", "finding", "state", "laterality", "location", "severity", "in_labels", "in_report")
 ATTRIBUTES = ("laterality", "location", "severity")

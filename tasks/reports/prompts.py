@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN, check_finding
-from tasks.reports.records import FindingState
+from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN, check_finding
+from cxrsynth.tasks.reports.records import FindingState
 
 NORMAL_PROMPT = "no acute cardiopulmonary abnormality"
 SEPARATOR = "; "

@@ -27,12 +27,12 @@ from unittest import mock
 
 from tqdm import tqdm
 
-from tasks.findings import ABSENT, PRESENT, UNCERTAIN
-from tasks.reports.attributes import read_attributes
-from tasks.reports.lexicon import find_mentions, normalise
-from tasks.reports.negation import apply_assertion
-from tasks.reports.records import FindingState, combine
-from tasks.reports.sections import report_body
+from cxrsynth.tasks.findings import ABSENT, PRESENT, UNCERTAIN
+from cxrsynth.tasks.reports.attributes import read_attributes
+from cxrsynth.tasks.reports.lexicon import find_mentions, normalise
+from cxrsynth.tasks.reports.negation import apply_assertion
+from cxrsynth.tasks.reports.records import FindingState, combine
+from cxrsynth.tasks.reports.sections import report_body
 
 REQUIRED_FILES = ("config.json", "vocabulary", "weights.th")
 _SUFFIX_STATES = {"definitely present": PRESENT, "uncertain": UNCERTAIN, "definitely absent": ABSENT,

@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.findings import ABSENT, FINDINGS, LATERALITIES, LOCATIONS, PRESENT, SEVERITIES, UNCERTAIN, check_finding
-from tasks.io import atomic_path
+from cxrsynth.tasks.findings import ABSENT, FINDINGS, LATERALITIES, LOCATIONS, PRESENT, SEVERITIES, UNCERTAIN, check_finding
+from cxrsynth.tasks.io import atomic_path
 
 FINDINGS_TABLE_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("finding", pa.string()), ("state", pa.int8()), ("laterality", pa.string()),

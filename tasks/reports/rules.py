@@ -13,11 +13,11 @@ from functools import lru_cache
 
 from tqdm import tqdm
 
-from tasks.reports.attributes import describe
-from tasks.reports.lexicon import find_mentions, normalise
-from tasks.reports.negation import SentenceContext
-from tasks.reports.records import FindingState, combine
-from tasks.reports.sections import report_body, split_sentences
+from cxrsynth.tasks.reports.attributes import describe
+from cxrsynth.tasks.reports.lexicon import find_mentions, normalise
+from cxrsynth.tasks.reports.negation import SentenceContext
+from cxrsynth.tasks.reports.records import FindingState, combine
+from cxrsynth.tasks.reports.sections import report_body, split_sentences
 
 
 @lru_cache(maxsize=65536)

@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.sources.base import SourceError, SourceRecord
-from tasks.sources.tables import parse_state, read_table, row_number
+from cxrsynth.tasks.sources.base import SourceError, SourceRecord
+from cxrsynth.tasks.sources.tables import parse_state, read_table, row_number
 
 # CheXpert label column -> cxrsynth finding. CheXpert's "Lung Lesion" covers nodules and masses.
 CHEXPERT_FINDINGS: dict[str, str] = {

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from tasks.sources.base import SourceError
+from cxrsynth.tasks.sources.base import SourceError
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 DICOM_MAGIC_OFFSET = 128

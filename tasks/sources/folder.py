@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.findings import FINDINGS
-from tasks.sources.base import SourceError, SourceRecord
-from tasks.sources.tables import parse_spacing, parse_state, read_table, row_number
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.sources.base import SourceError, SourceRecord
+from cxrsynth.tasks.sources.tables import parse_spacing, parse_state, read_table, row_number
 
 REQUIRED = ("path", "patient_id")
 OPTIONAL = ("study_id", "view", "report", "pixel_spacing_mm", "site")

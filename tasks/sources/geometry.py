@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tasks.masks.geometry import Geometry, fit
+from cxrsynth.tasks.masks.geometry import Geometry, fit
 
 # Lanczos in PIL widens its kernel by the reduction factor, so downscaling is anti-aliased;
 # reducing_gap first box-reduces by an integer factor, which keeps large reductions fast.

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.sources.base import SourceError, SourceRecord
-from tasks.sources.chexpert import CHEXPERT_FINDINGS, chexpert_labels
-from tasks.sources.tables import read_table, row_number
+from cxrsynth.tasks.sources.base import SourceError, SourceRecord
+from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS, chexpert_labels
+from cxrsynth.tasks.sources.tables import read_table, row_number
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
 LABELS = "mimic-cxr-2.0.0-chexpert.csv"

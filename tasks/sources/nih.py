@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tasks.findings import ABSENT, FINDINGS, PRESENT
-from tasks.sources.base import Localisation, SourceError, SourceRecord
-from tasks.sources.tables import parse_spacing, read_table, row_number
+from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT
+from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks.sources.tables import parse_spacing, read_table, row_number
 
 # Every label name NIH uses (Data_Entry and BBox_List spellings) -> cxrsynth finding, or None
 # for the findings cxrsynth does not model. A name outside this table is an error.

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage
 
-from tasks.findings import FINDINGS
-from tasks.params import PhantomParams
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.params import PhantomParams
 
 SITES: tuple[str, ...] = ("SITE-A", "SITE-B")
 SIDES = {"right": -1.0, "left": 1.0}  # patient side -> sign of x on a PA image

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.findings import check_finding
-from tasks.sources.base import Localisation, SourceError, SourceRecord
-from tasks.sources.chexpert import patient_and_study, read_chexpert_csv
-from tasks.sources.tables import read_table, row_number
+from cxrsynth.tasks.findings import check_finding
+from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks.sources.chexpert import patient_and_study, read_chexpert_csv
+from cxrsynth.tasks.sources.tables import read_table, row_number
 
 LABELS = "labels.csv"
 LESIONS = "lesions.csv"

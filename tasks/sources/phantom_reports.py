@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
-from tasks.params import PhantomParams
-from tasks.sources.chexpert import CHEXPERT_FINDINGS
-from tasks.sources.phantom import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study, rng_for
+from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from cxrsynth.tasks.params import PhantomParams
+from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS
+from cxrsynth.tasks.sources.phantom import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study, rng_for
 
 # How often a radiologist states each finding's absence in words.
 NEGATION_RATE = {"cardiomegaly": 0.75, "pleural_effusion": 0.7, "pneumothorax": 0.65,

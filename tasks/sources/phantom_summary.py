@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.findings import FINDINGS
-from tasks.io import atomic_path, read_mask
-from tasks.sources.phantom_writer import read_dicom_image
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import atomic_path, read_mask
+from cxrsynth.tasks.sources.phantom_writer import read_dicom_image
 
 SHORT_NAMES = {"cardiomegaly": "cardiomegaly", "pleural_effusion": "effusion", "pneumothorax": "PTX",
                "nodule": "nodule", "atelectasis": "atelectasis", "consolidation": "consolidation"}

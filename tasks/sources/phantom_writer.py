@@ -25,11 +25,11 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tasks.findings import FINDINGS
-from tasks.io import atomic_path, write_mask, write_text
-from tasks.params import PhantomParams
-from tasks.sources.phantom import EXPORT_STREAM, Study, render, rng_for, sample_patient
-from tasks.sources.phantom_reports import CHEXPERT_COLUMNS, label_row, write_report
+from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.io import atomic_path, write_mask, write_text
+from cxrsynth.tasks.params import PhantomParams
+from cxrsynth.tasks.sources.phantom import EXPORT_STREAM, Study, render, rng_for, sample_patient
+from cxrsynth.tasks.sources.phantom_reports import CHEXPERT_COLUMNS, label_row, write_report
 
 LESION_COLUMNS: tuple[str, ...] = ("Path", "finding", "mask")
 TRUTH_COLUMNS: tuple[str, ...] = ("Path", "finding", "state", "laterality", "location", "severity",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.sources.base import SourceError, SourceRecord
-from tasks.sources.chexpert import read_chexpert
-from tasks.sources.folder import read_folder
-from tasks.sources.mimic import read_mimic
-from tasks.sources.nih import read_nih
-from tasks.sources.phantom_collection import read_phantom
-from tasks.sources.siim import read_siim
+from cxrsynth.tasks.sources.base import SourceError, SourceRecord
+from cxrsynth.tasks.sources.chexpert import read_chexpert
+from cxrsynth.tasks.sources.folder import read_folder
+from cxrsynth.tasks.sources.mimic import read_mimic
+from cxrsynth.tasks.sources.nih import read_nih
+from cxrsynth.tasks.sources.phantom_collection import read_phantom
+from cxrsynth.tasks.sources.siim import read_siim
 
 Reader = Callable[[Path], list[SourceRecord]]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pydicom
 
-from tasks.findings import ABSENT, PRESENT
-from tasks.masks.rle import NO_LESION
-from tasks.sources.base import Localisation, SourceError, SourceRecord
-from tasks.sources.tables import read_table, row_number
+from cxrsynth.tasks.findings import ABSENT, PRESENT
+from cxrsynth.tasks.masks.rle import NO_LESION
+from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks.sources.tables import read_table, row_number
 
 RLE_COLUMNS = ("ImageId", "EncodedPixels")
 HEADER_TAGS = ("PatientID", "StudyInstanceUID", "ViewPosition")

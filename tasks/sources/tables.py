@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.findings import ABSENT, PRESENT, UNCERTAIN
-from tasks.sources.base import SourceError
+from cxrsynth.tasks.findings import ABSENT, PRESENT, UNCERTAIN
+from cxrsynth.tasks.sources.base import SourceError
 
 STATES = {PRESENT, ABSENT, UNCERTAIN}
 
