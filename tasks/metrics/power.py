@@ -1,0 +1,57 @@
+"""How small an AUROC difference a test split can detect, and when it is too small to say anything.
+
+Two classifiers scored on the same test cases have a DeLong AUROC difference that is close to normal
+with variance ``V_a + V_b - 2 C_ab``. Planning a paired ROC comparison the way Obuchowski & McClish
+(1997, Statistics in Medicine 16:1529) do, with both variances taken equal to the reference
+classifier's DeLong variance ``V`` and the two estimates' correlation ``r``, the smallest difference
+a two-sided test at level alpha detects with the given power is
+
+    delta_min = (z_{1 - alpha/2} + z_{power}) * sqrt(2 V (1 - r)).
+
+A difference smaller than that is "no detectable effect at this test size", not "no effect".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+from cxrsynth.tasks.metrics.delong import delong
+
+
+def minimum_detectable_difference(variance: float, correlation: float, alpha: float = 0.05,
+                                  power: float = 0.8) -> float:
+    """delta_min for a paired two-sided test of two AUROCs with equal variance ``variance``."""
+    if variance < 0 or not -1.0 <= correlation <= 1.0:
+        raise ValueError(f"need variance >= 0 and correlation in [-1, 1], got {variance}, {correlation}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"need alpha and power in (0, 1), got {alpha}, {power}")
+    spread = np.sqrt(2.0 * variance * (1.0 - correlation))
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * spread)
+
+
+def paired_minimum_detectable_difference(labels: np.ndarray, reference_scores: np.ndarray,
+                                         other_scores: np.ndarray, alpha: float = 0.05,
+                                         power: float = 0.8) -> float:
+    """delta_min from the reference classifier's DeLong variance and its correlation with the other
+    classifier on this test split (both score vectors over the same cases)."""
+    result = delong(labels, np.vstack([reference_scores, other_scores]))
+    variance_ref, variance_other = result.covariance[0, 0], result.covariance[1, 1]
+    scale = np.sqrt(variance_ref * variance_other)
+    correlation = float(np.clip(result.covariance[0, 1] / scale, -1.0, 1.0)) if scale > 0 else 1.0
+    return minimum_detectable_difference(float(variance_ref), correlation, alpha, power)
+
+
+def too_few_cases(labels: np.ndarray, minimum: int) -> str | None:
+    """Why no AUROC statistic should be printed for these labels (None when there are enough).
+
+    DeLong's variance collapses with one or two positives (an AUROC of 1 with a zero-width interval),
+    so below ``minimum`` positives or negatives a cell says so instead of printing an interval or p.
+    """
+    labels = np.asarray(labels)
+    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
+    if positives < minimum:
+        return f"too few positives ({positives} < {minimum})"
+    if negatives < minimum:
+        return f"too few negatives ({negatives} < {minimum})"
+    return None
