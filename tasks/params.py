@@ -201,6 +201,43 @@ class DiffusionTrainParams(Section):
     )
 
 
+class AutoencoderLossParams(Section):
+    kl_weight: float = Field(1e-6, ge=0, description="weight of the KL term that keeps the latent near N(0, 1)")
+    adversarial_weight: float = Field(
+        0.0, ge=0, description="weight of the patch-adversarial term (MONAI PatchDiscriminator); 0 turns it off"
+    )
+    adversarial_from_step: int = Field(
+        0, ge=0, description="step from which the adversarial term and the discriminator train"
+    )
+    perceptual_weight: float = Field(
+        0.0, ge=0, description="weight of the perceptual term; needs perceptual_network (nothing is downloaded)"
+    )
+    perceptual_network: str | None = Field(
+        None, description="local TorchScript file of a feature network (B, 1, H, W) -> feature map(s) for the "
+        "perceptual term, e.g. a scripted radiograph network",
+    )
+
+    @model_validator(mode="after")
+    def _perceptual_needs_network(self) -> "AutoencoderLossParams":
+        if self.perceptual_weight > 0 and not self.perceptual_network:
+            raise ValueError("perceptual_weight > 0 needs perceptual_network (a local TorchScript file)")
+        return self
+
+
+class AutoencoderParams(Section):
+    downsampling: int = Field(4, ge=1, description="image side / latent side; a power of two")
+    latent_channels: int = Field(3, ge=1, description="channels of the latent image")
+    base_channels: int = Field(32, ge=8, description="channels of the first level (doubling per level, at most 4x)")
+    num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
+    attention_at_bottom: bool = Field(False, description="self-attention at the lowest resolution level")
+    steps: int = Field(1000, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
+    batch_size: int = Field(16, ge=1, description="training images per step")
+    learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of the autoencoder (and discriminator)")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the weights' moving average; the EMA weights are saved")
+    checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
+    loss: AutoencoderLossParams = Field(AutoencoderLossParams(), description="the loss terms and their weights")
+
+
 class DiffusionParams(Section):
     timesteps: int = Field(
         1000, ge=10, description="steps of the forward noising process (linear betas rescaled when not 1000)"

@@ -1,0 +1,1 @@
+"""The autoencoder of latent diffusion: its training and its reconstruction fidelity."""

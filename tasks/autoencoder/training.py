@@ -1,0 +1,179 @@
+"""Training the autoencoder of latent diffusion: L1 + KL, an optional patch-adversarial and
+perceptual term, Adam, EMA, progress bar, interval checkpoints and exact resume.
+
+Batches depend only on (seed, step) and the latent sampling draws from torch's global generator,
+whose state every checkpoint carries, so a resumed run ends on the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from monai.losses import PatchAdversarialLoss
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
+
+from cxrsynth.models.autoencoder import (
+    AutoencoderConfig,
+    FeaturePerceptualLoss,
+    build_autoencoder,
+    build_discriminator,
+    kl_divergence,
+)
+from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from cxrsynth.tasks.diffusion.data import StepBatches
+from cxrsynth.tasks.diffusion.model_io import config_digest
+from cxrsynth.tasks.diffusion.training import make_ema
+from cxrsynth.tasks.params import AutoencoderLossParams, AutoencoderParams
+
+StepHook = Callable[[int, dict[str, float]], None]
+
+
+def config_of(params: AutoencoderParams) -> AutoencoderConfig:
+    return AutoencoderConfig(
+        downsampling=params.downsampling, latent_channels=params.latent_channels, base_channels=params.base_channels,
+        num_res_blocks=params.num_res_blocks, attention_at_bottom=params.attention_at_bottom,
+    )
+
+
+@dataclass
+class _Run:
+    """What a checkpoint holds, besides the config digest."""
+
+    autoencoder: nn.Module
+    ema: AveragedModel
+    optimizer: torch.optim.Optimizer
+    discriminator: nn.Module | None
+    optimizer_d: torch.optim.Optimizer | None
+    step: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+    def snapshot(self, digest: str, config: dict) -> dict:
+        state = {"model": self.autoencoder.state_dict(), "ema": self.ema.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "history": self.history, "rng": torch.get_rng_state(),
+                 "digest": digest, "config": config}
+        if self.discriminator is not None:
+            state |= {"discriminator": self.discriminator.state_dict(), "optimizer_d": self.optimizer_d.state_dict()}
+        return state
+
+    def restore(self, state: dict) -> None:
+        self.autoencoder.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.optimizer_d.load_state_dict(state["optimizer_d"])
+        self.step, self.history = int(state["step"]), [tuple(entry) for entry in state["history"]]
+        torch.set_rng_state(state["rng"])
+
+
+def _new_run(params: AutoencoderParams, seed: int, device: torch.device) -> _Run:
+    torch.manual_seed(seed)
+    autoencoder = build_autoencoder(config_of(params)).to(device)
+    adversarial = params.loss.adversarial_weight > 0
+    discriminator = build_discriminator().to(device) if adversarial else None
+    return _Run(
+        autoencoder=autoencoder, ema=make_ema(autoencoder, params.ema_decay),
+        optimizer=torch.optim.Adam(autoencoder.parameters(), lr=params.learning_rate),
+        discriminator=discriminator,
+        optimizer_d=torch.optim.Adam(discriminator.parameters(), lr=params.learning_rate) if adversarial else None,
+    )
+
+
+def _generator_loss(run: _Run, images: torch.Tensor, terms: AutoencoderLossParams, adversarial_on: bool,
+                    perceptual: FeaturePerceptualLoss | None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    reconstruction, z_mu, z_sigma = run.autoencoder(images)
+    parts = {"l1": F.l1_loss(reconstruction, images), "kl": kl_divergence(z_mu, z_sigma)}
+    loss = parts["l1"] + terms.kl_weight * parts["kl"]
+    if perceptual is not None and terms.perceptual_weight > 0:
+        parts["perceptual"] = perceptual(reconstruction, images)
+        loss = loss + terms.perceptual_weight * parts["perceptual"]
+    if adversarial_on:
+        logits = run.discriminator(reconstruction.contiguous())[-1]
+        parts["adversarial"] = PatchAdversarialLoss(criterion="least_squares")(
+            logits, target_is_real=True, for_discriminator=False)
+        loss = loss + terms.adversarial_weight * parts["adversarial"]
+    return loss, {name: float(value) for name, value in parts.items()}, reconstruction
+
+
+def _discriminator_step(run: _Run, images: torch.Tensor, reconstruction: torch.Tensor, weight: float) -> float:
+    adversarial = PatchAdversarialLoss(criterion="least_squares")
+    fake = adversarial(run.discriminator(reconstruction.detach().contiguous())[-1], target_is_real=False,
+                       for_discriminator=True)
+    real = adversarial(run.discriminator(images.contiguous())[-1], target_is_real=True, for_discriminator=True)
+    loss = weight * 0.5 * (fake + real)
+    run.optimizer_d.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer_d.step()
+    return float(loss)
+
+
+def train_step(run: _Run, images: torch.Tensor, terms: AutoencoderLossParams,
+               perceptual: FeaturePerceptualLoss | None = None) -> dict[str, float]:
+    """One optimisation step of the autoencoder (and, once due, the discriminator)."""
+    run.autoencoder.train()
+    adversarial_on = run.discriminator is not None and run.step >= terms.adversarial_from_step
+    loss, parts, reconstruction = _generator_loss(run, images, terms, adversarial_on, perceptual)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.ema.update_parameters(run.autoencoder)
+    if adversarial_on:
+        parts["discriminator"] = _discriminator_step(run, images, reconstruction, terms.adversarial_weight)
+    return {"loss": float(loss), **parts}
+
+
+@dataclass
+class AutoencoderOutcome:
+    ema_model: nn.Module
+    history: list[tuple[int, float]]
+    steps: int
+    resumed_from: int
+    images_per_s: float
+    last_parts: dict[str, float]
+
+
+def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int, checkpoint_dir: str | Path,
+                      device: torch.device | str = "cpu", perceptual: FeaturePerceptualLoss | None = None,
+                      on_step: StepHook | None = None) -> AutoencoderOutcome:
+    """Train on ``images`` (N, 1, H, W) in [-1, 1] up to ``params.steps``, resuming from the newest
+    checkpoint in ``checkpoint_dir`` (refused when it belongs to another autoencoder config)."""
+    device = torch.device(device)
+    config = asdict(config_of(params)) | {"adversarial": params.loss.adversarial_weight > 0}
+    digest = config_digest(config)
+    run = _new_run(params, seed, device)
+    latest = latest_checkpoint(checkpoint_dir)
+    if latest is not None:
+        run.restore(load_checkpoint(latest, digest, config))
+    resumed_from, started, parts = run.step, time.perf_counter(), {}
+    bar = tqdm(total=params.steps, initial=run.step, desc="train_autoencoder", unit="step", dynamic_ncols=True)
+    for batch in StepBatches(len(images), params.batch_size, seed, run.step, params.steps):
+        parts = train_step(run, images[batch].to(device), params.loss, perceptual)
+        run.step += 1
+        run.history.append((run.step, parts["loss"]))
+        bar.update(1)
+        bar.set_postfix(l1=f"{parts['l1']:.4f}")
+        if on_step:
+            on_step(run.step, parts)
+        if run.step % params.checkpoint_every == 0 or run.step == params.steps:
+            save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
+    bar.close()
+    trained = (run.step - resumed_from) * params.batch_size
+    return AutoencoderOutcome(ema_model=run.ema.module.eval(), history=run.history, steps=run.step,
+                              resumed_from=resumed_from, images_per_s=trained / (time.perf_counter() - started),
+                              last_parts=parts)
+
+
+def load_perceptual_network(path: str | Path) -> FeaturePerceptualLoss:
+    """The perceptual term from a local TorchScript feature network; nothing is downloaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"autoencoder.loss.perceptual_network: {path} is not a file (a TorchScript module "
+                                "mapping (B, 1, H, W) images to feature maps)")
+    return FeaturePerceptualLoss(torch.jit.load(str(path), map_location="cpu"))
