@@ -10,6 +10,7 @@ mass counts as a lung lesion only when the indexer placed it in the lung, as Che
 
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -37,6 +38,32 @@ MESH_TO_FINDING: dict[str, tuple[str, str | None]] = {
 MESH_LATERALITY = {"left": "left", "right": "right", "bilateral": "bilateral"}
 MESH_SEVERITY = {"mild": "mild", "small": "mild", "borderline": "mild", "moderate": "moderate",
                  "large": "severe", "severe": "severe", "massive": "severe"}
+
+
+# The split of the shared reports into a part rules may be tuned on and a held-out part that is only scored, fixed
+# before any report was read: a report is held out when the first byte of sha256(SALT + file name) is odd. The
+# held-out file names are listed in HELD_OUT_LIST so that the split stays the same whatever the hash library does.
+SPLIT_SALT = "cxrsynth-openi-split-v1:"
+HELD_OUT_LIST = Path(__file__).resolve().parents[2] / "benchmarks" / "openi_held_out.txt"
+
+
+def is_held_out(file_name: str) -> bool:
+    """Whether an Open-i report file (its name, "1234.xml") falls in the held-out part by the fixed hash rule."""
+    return hashlib.sha256((SPLIT_SALT + file_name).encode()).digest()[0] % 2 == 1
+
+
+def read_held_out(path: str | Path = HELD_OUT_LIST) -> frozenset[str]:
+    """The report ids (file stems) of the held-out part, from the committed list (one file name a line)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the held-out list: {exc}") from None
+    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    bad = [name for name in names if not name.endswith(".xml")]
+    if bad:
+        raise ValueError(f"{path}: expected Open-i file names ending in .xml, got {bad[0]!r}")
+    return frozenset(name[: -len(".xml")] for name in names)
 
 
 def mesh_findings(majors: list[str]) -> dict[str, dict[str, str | None]]:
