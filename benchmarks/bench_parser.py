@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.errors:
         hidden = {READABLE, HELD_OUT_PART} - {args.errors_part} if args.errors_part != "all" else set()
         frames = [r["errors"] for r in results if r["part"] not in hidden]
-        errors = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["part", *DISAGREEMENT_COLUMNS])
+        empty = pd.DataFrame(columns=["part", *DISAGREEMENT_COLUMNS])
+        errors = pd.concat(frames, ignore_index=True) if frames else empty
         write_disagreements(errors, args.errors)
         print(f"\n{len(errors)} disagreements written to {args.errors}")
     if args.json:

@@ -256,12 +256,14 @@ SENTENCE_CLASS_ANNOTATIONS = [
     # a hedge in a relative clause reaches its head
     ("relative clause", "nodule", -1, annotate(
         "Nodular opacity in the left mid lung , which could represent a nipple shadow or a nodule .",
-        ("Nodular", DP, [("modify", 2)]), ("opacity", DP, [("located_at", 3), ("suggestive_of", 4), ("suggestive_of", 5)]),
+        ("Nodular", DP, [("modify", 2)]),
+        ("opacity", DP, [("located_at", 3), ("suggestive_of", 4), ("suggestive_of", 5)]),
         ("left mid lung", ANAT, []), ("nipple shadow", UNC, []), ("nodule", UNC, []))),
     # a negation list that turns positive
     ("negation list", "consolidation", 1, annotate(
         "No pneumothorax , no effusion , aortic calcifications and dense consolidation in the left base .",
-        ("pneumothorax", DA, []), ("effusion", DA, []), ("aortic", ANAT, []), ("calcifications", DP, [("located_at", 3)]),
+        ("pneumothorax", DA, []), ("effusion", DA, []), ("aortic", ANAT, []),
+        ("calcifications", DP, [("located_at", 3)]),
         ("dense", DP, [("modify", 6)]), ("consolidation", DP, [("located_at", 8)]), ("left", ANAT, [("modify", 8)]),
         ("base", ANAT, []))),
     ("negation list", "pneumothorax", 0, annotate(

@@ -4,8 +4,10 @@
 states present (MeSH majors, the phantom generator's truth); ``state_accuracy`` compares all four
 states where the reference has them (phantom); ``attribute_accuracy`` side, zone and size on true
 positives; ``disagreements`` lists every report and finding where the parser and the reference differ, with the
-sentence that decided the parsed state, and ``write_disagreements`` saves them as CSV or markdown. ``agreement`` compares two label sources on the rows where both give a state (parsed
-report vs structured label file); ``stage_metrics`` is what the parse_reports stage records.
+sentence that decided the parsed state, and ``write_disagreements`` saves them as CSV or markdown;
+``load_labelled_reports`` reads a user's own labelled reports as a reference. ``agreement`` compares two label
+sources on the rows where both give a state (parsed report vs structured label file); ``stage_metrics`` is what
+the parse_reports stage records.
 """
 
 from __future__ import annotations
