@@ -16,6 +16,14 @@ to it (a chain such as "may be compatible with"), negation before hedging before
 "not likely" absent, but in "no pneumothorax, likely small effusion" the effusion is present.
 A bare differential ("atelectasis versus scarring", "infiltrate or atelectasis") is not a hedge,
 as in NegEx: each named finding counts as present unless a hedge reaches it.
+
+Hypothetical work-up ("consider CT to exclude a nodule", "evaluation for pneumothorax is limited")
+hedges what it names. A hedge in a relative clause reaches back to the clause's head ("nodular
+opacity, which could represent a nipple shadow or a nodule") but not past it. In a list that
+repeats its negator ("no A, no B, aortic calcifications and dense C") each negator reaches only to
+the next comma. ``SentenceContext.explanation`` reads an alternative explanation: a mention said to
+be something else ("nodular density ... represents a nipple shadow") is absent, or uncertain when
+the explanation is hedged.
 """
 
 from __future__ import annotations
