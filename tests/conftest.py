@@ -15,7 +15,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("CXRSYNTH_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TINY_PARAMS = ROOT / "tests" / "params.tiny.yaml"
 
 

@@ -1,11 +1,32 @@
-"""The parser's references: Open-i MeSH mapping, the phantom truth reader, the scores, a floor on real reports."""
+"""The parser's references: Open-i MeSH mapping and split, the phantom truth reader, the scores, the disagreement
+report, benchmarks/bench_parser.py, and floors on both parts of the real reports."""
+
+import importlib.util
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.reports.evaluation import attribute_accuracy, predicted_presence, presence_scores, state_accuracy
-from cxrsynth.tasks.reports.openi import load_openi, mesh_findings, read_report
+from cxrsynth.tasks.reports.evaluation import (
+    attribute_accuracy,
+    disagreements,
+    load_labelled_reports,
+    predicted_presence,
+    presence_scores,
+    state_accuracy,
+    write_disagreements,
+)
+from cxrsynth.tasks.reports.openi import (
+    HELD_OUT_LIST,
+    MESH_NOT_MODELLED,
+    MESH_TO_FINDING,
+    is_held_out,
+    load_openi,
+    mesh_findings,
+    read_held_out,
+    read_report,
+)
 from cxrsynth.tasks.reports.phantom_truth import load_phantom_truth, report_path
 from cxrsynth.tasks.reports.records import FindingState
 from cxrsynth.tasks.reports.rules import parse_reports
@@ -29,6 +50,43 @@ def test_mesh_mapping_with_qualifiers():
     }
     assert mesh_findings(["normal"]) == {}
     assert "nodule" in mesh_findings(["Mass/lung/middle lobe/right"])
+
+
+def test_hydropneumothorax_is_both_findings_and_unmodelled_terms_are_none():
+    assert mesh_findings(["Hydropneumothorax/left"]) == {
+        "pneumothorax": {"laterality": "left", "severity": None},
+        "pleural_effusion": {"laterality": "left", "severity": None},
+    }
+    hemothorax = mesh_findings(["Hemothorax/right/small"])
+    assert hemothorax == {"pleural_effusion": {"laterality": "right", "severity": "mild"}}
+    assert mesh_findings([f"{term}/lung/round" for term in MESH_NOT_MODELLED]) == {}
+    assert not set(MESH_NOT_MODELLED) & set(MESH_TO_FINDING)
+    assert all(len(reason) > 20 for reason in MESH_NOT_MODELLED.values())
+
+
+def test_held_out_rule_and_list():
+    # sha256("cxrsynth-openi-split-v1:" + name) starts with 0x64 (even) for 1.xml and 0xcb (odd) for 2.xml
+    assert (is_held_out("1.xml"), is_held_out("2.xml")) == (False, True)
+    held_out = read_held_out()
+    assert all(is_held_out(f"{report_id}.xml") for report_id in held_out)
+    assert 450 <= len(held_out) <= 560  # about half of the 1,008 shared reports
+    assert read_held_out(HELD_OUT_LIST) == held_out
+
+
+def test_held_out_list_errors(tmp_path):
+    with pytest.raises(ValueError, match="missing.txt: cannot read the held-out list"):
+        read_held_out(tmp_path / "missing.txt")
+    (tmp_path / "list.txt").write_text("# comment\n2.xml\n3.txt\n")
+    with pytest.raises(ValueError, match="list.txt: expected Open-i file names ending in .xml, got '3.txt'"):
+        read_held_out(tmp_path / "list.txt")
+
+
+@pytest.mark.shared_data
+def test_held_out_list_is_the_rule_over_the_shared_reports(shared_data):
+    folder = shared_data / "openi-reports" / "xml"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/openi-reports is absent")
+    assert read_held_out() == {path.stem for path in folder.glob("*.xml") if is_held_out(path.name)}
 
 
 def test_openi_reader(tmp_path):
@@ -106,11 +164,103 @@ def test_presence_scores_count_uncertain_only_when_asked():
     assert (lenient["tp"], lenient["fp"], lenient["fn"]) == (1, 1, 1)
 
 
-# Floors the rule parser reaches on the 1,008 Open-i reports (benchmarks/bench_parser.py prints the figures);
-# nodule is lower because the indexers code "nodular opacity / density" as Opacity or Density, not Nodule.
+def _reference(rows):
+    """A reference frame from (report_id, text, {finding: present})."""
+    return pd.DataFrame([{"report_id": rid, "text": text, **{f: f in present for f in FINDINGS}}
+                         for rid, text, present in rows])
+
+
+def test_disagreements_name_the_error_and_its_sentence(tmp_path):
+    reference = _reference([
+        ("a", "Small left effusion. No pneumothorax.", {"pleural_effusion"}),
+        ("b", "Heart size is normal.", {"cardiomegaly", "nodule"}),
+        ("c", "Possible pneumonia.", {"consolidation"}),
+    ])
+    parsed = parse_reports(reference["text"], progress=False)
+    table = disagreements(parsed, reference)
+    assert table.values.tolist() == [
+        ["b", "cardiomegaly", "false negative", "absent", "Heart size is normal.", "Heart size is normal."],
+        ["b", "nodule", "false negative", "not_mentioned", "", "Heart size is normal."],
+        ["c", "consolidation", "false negative", "uncertain", "Possible pneumonia.", "Possible pneumonia."],
+    ]
+    assert disagreements(parsed, reference, count_uncertain=True)["report_id"].tolist() == ["b", "b"]
+    write_disagreements(table, tmp_path / "errors.csv")
+    assert pd.read_csv(tmp_path / "errors.csv", keep_default_na=False).values.tolist() == table.values.tolist()
+    table.loc[0, "report"] = "Heart | size\nis normal."
+    write_disagreements(table, tmp_path / "errors.md")
+    lines = (tmp_path / "errors.md").read_text().splitlines()
+    assert len(lines) == 2 + len(table) and "Heart \\| size is normal." in lines[2]
+    with pytest.raises(ValueError, match="errors.txt: the disagreement report must end in .csv or .md"):
+        write_disagreements(table, tmp_path / "errors.txt")
+    assert not (tmp_path / "errors.txt").exists()
+
+
+def test_labelled_reports_csv(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("report_id,text,nodule,pneumothorax\nr1,Right upper lobe nodule.,1,\nr2,No pneumothorax.,0,-1\n")
+    frame = load_labelled_reports(path)
+    assert frame["nodule"].tolist() == [True, False] and frame["pneumothorax"].tolist() == [False, False]
+    assert frame["cardiomegaly"].tolist() == [False, False]
+    path.write_text("report_id,text,nodule\nr1,Nodule.,yes\n")
+    with pytest.raises(ValueError, match="mine.csv, line 2, column nodule: expected 1, 0, -1 or blank, got 'yes'"):
+        load_labelled_reports(path)
+    path.write_text("id,text,nodule\n")
+    with pytest.raises(ValueError, match="mine.csv: missing column\\(s\\) report_id"):
+        load_labelled_reports(path)
+    path.write_text("report_id,text,edema\n")
+    with pytest.raises(ValueError, match="mine.csv: no finding column"):
+        load_labelled_reports(path)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_parser", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_parser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_parser_scores_labelled_reports_and_writes_their_errors(tmp_path, capsys):
+    labelled = tmp_path / "mine.csv"
+    labelled.write_text("report_id,text,nodule,pneumothorax\n"
+                        "r1,Right upper lobe nodule.,1,\n"
+                        "r2,Nodular density represents a nipple shadow.,,\n"
+                        "r3,Possible small pneumothorax.,,1\n")
+    errors = tmp_path / "errors.md"
+    code = _bench().main(["--phantom", str(tmp_path / "none.csv"), "--openi", str(tmp_path / "none"),
+                          "--labelled", str(labelled), "--errors", str(errors), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "skipped phantom" in out and "skipped Open-i" in out and "1 disagreements written" in out
+    rows = errors.read_text().splitlines()[2:]
+    assert len(rows) == 1 and "r3" in rows[0] and "Possible small pneumothorax." in rows[0]
+    assert "labelled reports" in (tmp_path / "r.json").read_text()
+
+
+@pytest.mark.shared_data
+def test_bench_parser_keeps_held_out_errors_out_when_asked(shared_data, tmp_path):
+    folder = shared_data / "openi-reports"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/openi-reports is absent")
+    errors = tmp_path / "errors.csv"
+    _bench().main(["--phantom", str(tmp_path / "none.csv"), "--openi", str(folder), "--errors", str(errors),
+                   "--errors-part", "readable"])
+    table = pd.read_csv(errors, dtype=str)
+    assert set(table["part"]) == {"readable"} and not table["report_id"].isin(read_held_out()).any()
+
+
+# Floors the rule parser reaches on each part of the 1,008 Open-i reports (benchmarks/bench_parser.py prints the
+# figures): the readable part that rules were tuned on and the held-out part that is only scored. Nodule is lower on
+# the readable part because the indexers code "nodular density" and granulomas as Density or Granuloma, not Nodule.
 OPENI_FLOORS = {
-    "cardiomegaly": (0.95, 0.95), "pleural_effusion": (0.9, 0.95), "pneumothorax": (0.8, 1.0),
-    "nodule": (0.75, 0.8), "atelectasis": (0.9, 0.95), "consolidation": (0.9, 0.95),
+    "readable": {
+        "cardiomegaly": (0.95, 0.95), "pleural_effusion": (0.9, 0.95), "pneumothorax": (0.9, 0.9),
+        "nodule": (0.75, 0.85), "atelectasis": (0.9, 0.95), "consolidation": (0.9, 0.95),
+    },
+    "held-out": {
+        "cardiomegaly": (0.95, 0.95), "pleural_effusion": (0.9, 0.95), "pneumothorax": (0.7, 0.9),
+        "nodule": (0.7, 0.85), "atelectasis": (0.9, 0.95), "consolidation": (0.9, 0.95),
+    },
 }
 
 
@@ -121,7 +271,10 @@ def test_rule_parser_floor_on_openi(shared_data):
         pytest.skip("../shared/data/openi-reports is absent")
     reference = load_openi(folder)
     assert len(reference) == 1008
-    scores = presence_scores(predicted_presence(parse_reports(reference["text"], progress=False)), reference)
-    for finding, (precision, recall) in OPENI_FLOORS.items():
-        assert scores[finding]["precision"] >= precision, (finding, scores[finding])
-        assert scores[finding]["recall"] >= recall, (finding, scores[finding])
+    held_out = reference["report_id"].isin(read_held_out())
+    for part, rows in (("readable", ~held_out), ("held-out", held_out)):
+        frame = reference[rows].reset_index(drop=True)
+        scores = presence_scores(predicted_presence(parse_reports(frame["text"], progress=False)), frame)
+        for finding, (precision, recall) in OPENI_FLOORS[part].items():
+            assert scores[finding]["precision"] >= precision, (part, finding, scores[finding])
+            assert scores[finding]["recall"] >= recall, (part, finding, scores[finding])

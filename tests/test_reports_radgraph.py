@@ -215,3 +215,93 @@ def test_transformer_missing_offline_is_explained(tiny_models, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(RadGraphModelError, match="not available offline"):
         load_radgraph("radgraph-xl", tmp_path, device="cpu")
+
+
+# --- the sentence classes of issue 15, as RadGraph-XL would annotate them: both backends must agree ---------------
+
+def annotate(text, *spans):
+    """A RadGraph-format annotation of ``text`` (tokens joined by spaces): each span is (tokens, label, relations),
+    relations naming other spans by their 1-based position; start_ix is the tokens' first unused occurrence."""
+    words, used, entities = text.split(" "), set(), {}
+    for number, (tokens, label, relations) in enumerate(spans, start=1):
+        size = len(tokens.split())
+        start = next(i for i in range(len(words)) if words[i:i + size] == tokens.split() and i not in used)
+        used.add(start)
+        entities[str(number)] = entity(tokens, label, start, [(name, str(other)) for name, other in relations])
+    return {"text": text, "entities": entities}
+
+
+SENTENCE_CLASS_ANNOTATIONS = [
+    # alternative explanation: suggestive_of a look-alike stated present, or uncertain
+    ("alternative explanation", "nodule", 0, annotate(
+        "The nodular opacity at the right base represents the nipple shadow .",
+        ("nodular", DP, [("modify", 2)]), ("opacity", DP, [("located_at", 4), ("suggestive_of", 5)]),
+        ("right", ANAT, [("modify", 4)]), ("base", ANAT, []), ("nipple shadow", DP, []))),
+    ("hedged alternative explanation", "nodule", -1, annotate(
+        "Round nodule projecting over the left lower lung most likely represents a nipple shadow .",
+        ("Round", DP, [("modify", 2)]), ("nodule", DP, [("located_at", 4), ("suggestive_of", 5)]),
+        ("left lower", ANAT, [("modify", 4)]), ("lung", ANAT, []), ("nipple shadow", UNC, []))),
+    ("alternative explanation of a pneumothorax", "pneumothorax", 0, annotate(
+        "Apparent right apical pneumothorax represents a skin fold .",
+        ("Apparent", UNC, [("modify", 3)]), ("right apical", ANAT, []),
+        ("pneumothorax", UNC, [("located_at", 2), ("suggestive_of", 4)]), ("skin fold", DP, []))),
+    ("a denied look-alike explains nothing", "nodule", 1, annotate(
+        "Pulmonary nodule in the right upper lobe , not a nipple shadow .",
+        ("Pulmonary", ANAT, []), ("nodule", DP, [("located_at", 3), ("suggestive_of", 4)]),
+        ("right upper lobe", ANAT, []), ("nipple shadow", DA, []))),
+    # hypothetical work-up: RadGraph marks the finding uncertain
+    ("hypothetical", "nodule", -1, annotate(
+        "Consider chest CT to exclude a pulmonary nodule .",
+        ("pulmonary", ANAT, []), ("nodule", UNC, [("located_at", 1)]))),
+    # a hedge in a relative clause reaches its head
+    ("relative clause", "nodule", -1, annotate(
+        "Nodular opacity in the left mid lung , which could represent a nipple shadow or a nodule .",
+        ("Nodular", DP, [("modify", 2)]),
+        ("opacity", DP, [("located_at", 3), ("suggestive_of", 4), ("suggestive_of", 5)]),
+        ("left mid lung", ANAT, []), ("nipple shadow", UNC, []), ("nodule", UNC, []))),
+    # a negation list that turns positive
+    ("negation list", "consolidation", 1, annotate(
+        "No pneumothorax , no effusion , aortic calcifications and dense consolidation in the left base .",
+        ("pneumothorax", DA, []), ("effusion", DA, []), ("aortic", ANAT, []),
+        ("calcifications", DP, [("located_at", 3)]),
+        ("dense", DP, [("modify", 6)]), ("consolidation", DP, [("located_at", 8)]), ("left", ANAT, [("modify", 8)]),
+        ("base", ANAT, []))),
+    ("negation list", "pneumothorax", 0, annotate(
+        "No pneumothorax , no effusion , aortic calcifications and dense consolidation in the left base .",
+        ("pneumothorax", DA, []), ("effusion", DA, []))),
+    # spelling variants and synonyms go through the shared lexicon
+    ("pleural air", "pneumothorax", 1, annotate(
+        "Small pleural air collection at the left apex .",
+        ("Small", DP, [("modify", 3)]), ("pleural", ANAT, []), ("air collection", DP, [("located_at", 2)]),
+        ("left apex", ANAT, []))),
+    ("masslike", "nodule", 1, annotate(
+        "Masslike opacity in the right upper lobe .",
+        ("Masslike", DP, [("modify", 2)]), ("opacity", DP, [("located_at", 3)]), ("right upper lobe", ANAT, []))),
+    ("hydro-pneumothorax", "pleural_effusion", 1, annotate(
+        "Small left hydro-pneumothorax .", ("Small", DP, [("modify", 3)]), ("left", ANAT, []),
+        ("hydro-pneumothorax", DP, [("located_at", 2)]))),
+]
+
+
+@pytest.mark.parametrize("name, finding, expected, annotation", SENTENCE_CLASS_ANNOTATIONS,
+                         ids=[f"{case[0]} ({case[1]})" for case in SENTENCE_CLASS_ANNOTATIONS])
+def test_radgraph_and_rules_agree_on_the_sentence_classes(name, finding, expected, annotation):
+    from cxrsynth.tasks.reports.rules import parse_report
+
+    found = radgraph_findings(annotation).get(finding)
+    assert (found.state if found else None) == expected
+    ruled = parse_report(annotation["text"]).get(finding)
+    assert (ruled.state if ruled else None) == expected
+
+
+def test_radgraph_reads_only_the_findings_and_impression_of_mixed_case_headers():
+    seen = []
+
+    def model(texts):
+        seen.extend(texts)
+        return {str(i): annotate(text, ("effusion", DP, [])) for i, text in enumerate(texts)}
+
+    report = "Indication: evaluate for pneumothorax.\nFindings: Small left effusion .\nImpression: Effusion ."
+    parsed = parse_reports_radgraph([report], model, progress=False)
+    assert seen == ["Small left effusion . Effusion ."]
+    assert set(parsed[0]) == {"pleural_effusion"}

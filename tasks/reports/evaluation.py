@@ -3,13 +3,17 @@
 ``presence_scores`` compares parsed states with a reference that says which findings each report
 states present (MeSH majors, the phantom generator's truth); ``state_accuracy`` compares all four
 states where the reference has them (phantom); ``attribute_accuracy`` side, zone and size on true
-positives. ``agreement`` compares two label sources on the rows where both give a state (parsed
-report vs structured label file); ``stage_metrics`` is what the parse_reports stage records.
+positives; ``disagreements`` lists every report and finding where the parser and the reference differ, with the
+sentence that decided the parsed state, and ``write_disagreements`` saves them as CSV or markdown;
+``load_labelled_reports`` reads a user's own labelled reports as a reference. ``agreement`` compares two label
+sources on the rows where both give a state (parsed report vs structured label file); ``stage_metrics`` is what
+the parse_reports stage records.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +21,10 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score, precision_score, recall_score
 
 from cxrsynth.tasks.findings import FINDINGS, PRESENT, STATE_NAMES, UNCERTAIN
+from cxrsynth.tasks.io import atomic_path
 from cxrsynth.tasks.reports.records import FindingState
+
+DISAGREEMENT_COLUMNS = ("report_id", "finding", "error", "parsed", "sentence", "report")
 
 
 def predicted_presence(parsed: list[dict[str, FindingState]], count_uncertain: bool = False) -> pd.DataFrame:
@@ -112,3 +119,63 @@ def state_accuracy(parsed: list[dict[str, FindingState]], reference: pd.DataFram
         matches = sum(a == b for a, b in zip(got, expected, strict=True))
         result[finding] = {"n": len(got), "accuracy": matches / len(got) if got else None}
     return result
+
+
+def load_labelled_reports(path: str | Path) -> pd.DataFrame:
+    """A user's own labelled reports as a reference frame: a CSV with ``report_id``, ``text`` and a column per
+    finding that the user labelled (1 present; 0, -1 or blank not present). Unlabelled findings count as absent."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the labelled reports CSV: {exc}") from None
+    missing = [column for column in ("report_id", "text") if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    labelled = [column for column in table.columns if column in FINDINGS]
+    if not labelled:
+        raise ValueError(f"{path}: no finding column; expected one or more of {', '.join(FINDINGS)}")
+    frame = table[["report_id", "text"]].copy()
+    for finding in FINDINGS:
+        values = table[finding].str.strip() if finding in labelled else pd.Series("", index=table.index)
+        bad = values[~values.isin(["1", "1.0", "0", "0.0", "-1", "-1.0", ""])]
+        if len(bad):
+            row = int(bad.index[0]) + 2  # the header is line 1
+            raise ValueError(f"{path}, line {row}, column {finding}: expected 1, 0, -1 or blank, got {bad.iloc[0]!r}")
+        frame[finding] = values.isin(["1", "1.0"])
+    return frame
+
+
+def disagreements(
+    parsed: list[dict[str, FindingState]], reference: pd.DataFrame, count_uncertain: bool = False
+) -> pd.DataFrame:
+    """One row per report and finding where parsed "present" and the reference differ (DISAGREEMENT_COLUMNS).
+
+    ``error`` is "false positive" or "false negative", ``parsed`` the parsed state's name, ``sentence`` the
+    sentence that decided it (empty when the report does not mention the finding), ``report`` the whole text."""
+    positive = {PRESENT, UNCERTAIN} if count_uncertain else {PRESENT}
+    rows = []
+    for found, (_, row) in zip(parsed, reference.iterrows(), strict=True):
+        for finding in FINDINGS:
+            state = found.get(finding, FindingState())
+            said, truth = state.state in positive, bool(row[finding])
+            if said != truth:
+                rows.append((row["report_id"], finding, "false positive" if said else "false negative",
+                             STATE_NAMES[state.state], state.sentence or "", row["text"]))
+    return pd.DataFrame(rows, columns=list(DISAGREEMENT_COLUMNS))
+
+
+def write_disagreements(table: pd.DataFrame, path: str | Path) -> None:
+    """Atomically write a disagreements table: CSV for ``.csv``, a markdown table for ``.md``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".md"):
+        raise ValueError(f"{path}: the disagreement report must end in .csv or .md, not {path.suffix or 'nothing'!r}")
+    with atomic_path(path) as temp:
+        if suffix == ".csv":
+            table.to_csv(temp, index=False)
+        else:
+            # one table row per disagreement: line breaks and pipes inside a cell would break the table
+            cells = table.astype(str).apply(lambda column: column.str.replace(r"\s+", " ", regex=True)
+                                            .str.replace("|", "\\|", regex=False))
+            temp.write_text(cells.to_markdown(index=False) + "\n")

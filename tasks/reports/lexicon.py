@@ -27,6 +27,7 @@ class Term:
     state: int = PRESENT  # the state the phrase states before negation and hedging
     severity: str | None = None  # a size the phrase itself implies
     fixed: bool = False  # the phrase carries its own state; negation and hedging do not apply
+    descriptive: bool = False  # describes a shadow, not a diagnosis: another finding named as its cause replaces it
 
 
 def normalise(text: str) -> str:
@@ -44,6 +45,8 @@ _HEART_GAP = (
 _HEART = r"(?:heart(?: size)?|cardiac (?:silhouette|shadow|contour|size)|cardio ?mediastinal silhouette)"
 _ANGLE = r"(?: (?:angles?|sulcus|sulci|recess(?:es)?|xxxx))?"
 _QUANTITY = r"(?:opacit(?:y|ies)|opacification|densit(?:y|ies)|lesions?|foc(?:us|i)|shadows?)"
+# air and fluid in the pleural space: both a pneumothorax and an effusion ("hydro-pneumothorax" after normalise)
+_HYDROPNEUMOTHORAX = r"hydro ?pn(?:eu|ue)mothora(?:x|ces)"
 
 TERMS: dict[str, tuple[Term, ...]] = {
     "cardiomegaly": (
@@ -60,7 +63,7 @@ TERMS: dict[str, tuple[Term, ...]] = {
         Term(r"heart (?:is )?(?:of )?normal (?:in )?size", state=ABSENT, fixed=True),
     ),
     "pleural_effusion": (
-        Term(r"hydropneumothorax"),
+        Term(_HYDROPNEUMOTHORAX),
         Term(r"pleural (?:or|and|and or) pericardial effusions?"),
         Term(r"(?:pleural )?effusions?"),
         Term(r"pleural fluid"),
@@ -70,13 +73,16 @@ TERMS: dict[str, tuple[Term, ...]] = {
              state=UNCERTAIN, severity="mild"),
     ),
     "pneumothorax": (
-        Term(r"hydropneumothorax"),
-        Term(r"pneumothora(?:x|ces)"),
+        Term(_HYDROPNEUMOTHORAX),
+        Term(r"pn(?:eu|ue)mothora(?:x|ces)"),
         Term(r"ptx"),
+        Term(r"(?:intra ?)?pleural (?:air|gas)(?: collections?)?"),
+        Term(r"(?:air|gas) (?:collection )?(?:is |are )?(?:in|within) the (?:\w+ ){0,2}?pleural (?:space|cavity)"),
     ),
     "nodule": (
         Term(r"nodules?"),
-        Term(r"nodular " + _QUANTITY),
+        Term(r"nodular " + _QUANTITY, descriptive=True),
+        Term(r"mass ?like " + _QUANTITY, severity="severe", descriptive=True),
         Term(r"(?:lung|pulmonary|parenchymal|coin) (?:lesions?|masse?s?)"),
         Term(r"mass(?:es)?", severity="severe"),
     ),
@@ -102,6 +108,28 @@ EXCLUSIONS: dict[str, str] = {
         r"mass effect|lymph nodes?|nipple"
     ),
 }
+
+
+# What a finding-like shadow turns out to be when a report explains it away ("nodular density ... represents a
+# nipple shadow", "apparent pneumothorax is a skin fold"): look-alikes that are not cxrsynth findings. A granuloma is
+# not among them: "nodule, likely a granuloma" names what the nodule is, not that there is none (as CheXpert reads it).
+LOOK_ALIKES = (
+    r"nipple(?: shadows?| markers?)?|(?:(?:healing|healed|old|acute|displaced) )?(?:rib |clavicular |clavicle )?"
+    r"fractures?|artifacts?|artefacts?|skin folds?|(?:overlapping|overlying|superimposed|confluence of|confluent|"
+    r"crossing) (?:\w+ ){0,2}?(?:vessels|vascular \w+|structures?|shadows?|soft tissues?|markings|ribs)|"
+    r"(?:end on )?(?:vessels?|vascular shadows?) (?:seen )?end on|end on vessels?|"
+    r"costochondral (?:calcifications?|cartilage|junctions?)|(?:calcified )?costal cartilages?|bone islands?|"
+    r"osteophytes?|calcified lymph nodes?|"
+    r"(?:ekg|ecg|monitor|telemetry) (?:leads?|wires?|electrodes?|pads?)|(?:external|overlying) (?:objects?|devices?)|"
+    r"breast (?:tissue|shadows?)|summation(?: shadows?)?|(?:epicardial |pericardial )?fat pads?|pericardial fat|"
+    r"scars?|scarring|pleural (?:thickening|plaques?)|hair|braids?|clothing|button"
+)
+_LOOK_ALIKES = re.compile(rf"\b(?:{LOOK_ALIKES})\b")
+
+
+def find_look_alikes(text: str) -> list[tuple[int, int]]:
+    """Spans of the look-alikes (LOOK_ALIKES) in normalised text, in reading order."""
+    return [match.span() for match in _LOOK_ALIKES.finditer(text)]
 
 
 @dataclass(frozen=True)

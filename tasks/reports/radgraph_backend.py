@@ -15,7 +15,10 @@ lexicon finds the finding in the phrase ("enlarged" at "cardiac silhouette" is c
 the labels give the state (definitely present / uncertain / definitely absent, in RadGraph's or
 RadGraph-XL's spelling), the attribute reader gives side, zone and size. An observation
 ``suggestive_of`` another lends it its anatomy when the other has none ("left basal opacity
-suggestive of pneumonia").
+suggestive of pneumonia"). An observation ``suggestive_of`` a look-alike (a nipple shadow, a skin
+fold: tasks.reports.lexicon.LOOK_ALIKES), or a descriptive one ("nodular opacity") suggestive of
+another finding, is explained away as the rule parser reads it: absent, or uncertain when the
+explanation is.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tqdm import tqdm
 
 from cxrsynth.tasks.findings import ABSENT, PRESENT, UNCERTAIN
 from cxrsynth.tasks.reports.attributes import read_attributes
-from cxrsynth.tasks.reports.lexicon import find_mentions, normalise
+from cxrsynth.tasks.reports.lexicon import Mention, find_look_alikes, find_mentions, normalise
 from cxrsynth.tasks.reports.negation import apply_assertion
 from cxrsynth.tasks.reports.records import FindingState, combine
 from cxrsynth.tasks.reports.sections import report_body
@@ -130,6 +133,33 @@ def _sentence_of(tokens: list[str], index: int) -> str:
     return " ".join(tokens[start:end])
 
 
+def _chain_state(keys: list[str], entities: Mapping[str, Mapping]) -> int:
+    """The state of an observation read with its modifiers: absent if any is absent, else uncertain if any is."""
+    states = {observation_state(entities[k]["label"]) for k in keys}
+    return ABSENT if ABSENT in states else UNCERTAIN if UNCERTAIN in states else PRESENT
+
+
+def _phrase(keys: list[str], entities: Mapping[str, Mapping]) -> str:
+    parts = sorted(set(keys), key=lambda k: int(entities[k]["start_ix"]))
+    return normalise(" ".join(str(entities[k]["tokens"]) for k in parts))
+
+
+def _explanation(key: str, mention: Mention, entities: Mapping[str, Mapping],
+                 modifiers: Mapping[str, list[str]]) -> int | None:
+    """ABSENT (UNCERTAIN) when the observation is ``suggestive_of`` a look-alike stated present (uncertain), or, for a
+    descriptive term ("nodular opacity"), of another finding: the rule parser's alternative explanation."""
+    for target in _targets(entities[key], "suggestive_of"):
+        if target not in entities or observation_state(entities[target]["label"]) is None:
+            continue
+        chain = [k for k in _closure(target, modifiers) if observation_state(entities[k]["label"]) is not None]
+        phrase = _phrase(chain, entities)
+        other_finding = mention.term.descriptive and any(m.finding != mention.finding for m in find_mentions(phrase))
+        state = _chain_state(chain, entities)
+        if (find_look_alikes(phrase) or other_finding) and state != ABSENT:
+            return ABSENT if state == PRESENT else UNCERTAIN
+    return None
+
+
 def radgraph_findings(annotation: Mapping) -> dict[str, FindingState]:
     """Findings of one report from its RadGraph annotation (see the module docstring for the format)."""
     entities: Mapping[str, Mapping] = annotation.get("entities", {})
@@ -156,17 +186,16 @@ def radgraph_findings(annotation: Mapping) -> dict[str, FindingState]:
     mentions = []
     for key in sorted(observations, key=lambda k: int(entities[k]["start_ix"])):
         chain = [k for k in _closure(key, modifiers) if observation_state(entities[k]["label"]) is not None]
-        states = {observation_state(entities[k]["label"]) for k in chain}
-        label_state = ABSENT if ABSENT in states else UNCERTAIN if UNCERTAIN in states else PRESENT
-        parts = chain + (anatomy_of(key) or lent_anatomy.get(key, []))
-        parts = sorted(set(parts), key=lambda k: int(entities[k]["start_ix"]))
-        phrase = normalise(" ".join(str(entities[k]["tokens"]) for k in parts))
+        label_state = _chain_state(chain, entities)
+        phrase = _phrase(chain + (anatomy_of(key) or lent_anatomy.get(key, [])), entities)
         sentence = _sentence_of(tokens, int(entities[key]["start_ix"]))
         for mention in find_mentions(phrase):
             term = mention.term
+            state = term.state if term.fixed else apply_assertion(term.state, label_state)
+            explained = None if term.fixed or state == ABSENT else _explanation(key, mention, entities, modifiers)
             attributes = read_attributes(phrase, mention.finding)
             mentions.append((mention.finding, FindingState(
-                state=term.state if term.fixed else apply_assertion(term.state, label_state),
+                state=state if explained is None else explained,
                 laterality=attributes.laterality,
                 location=attributes.location,
                 severity=attributes.severity or term.severity,
