@@ -13,6 +13,7 @@ so code can read nothing DVC does not know the stage depends on.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class Dag:
     def output(self, stage: str, relative: str = "") -> Path:
         """``relative`` inside the stage's outputs (its one out, or the folder its outs share)."""
         spec = self.stage(stage)
-        path = spec.home / relative if relative else spec.home
+        path = PurePosixPath(posixpath.normpath(spec.home / relative)) if relative else spec.home
         if not any(_covers(out, path) for out in spec.outs):
             raise StageSpecError(f"{self.source}: stage {stage!r} declares no out holding {path.as_posix()}; "
                                  f"its outs are {list(spec.outs)}")
