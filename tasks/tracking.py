@@ -39,7 +39,9 @@ def flatten(mapping: Mapping, prefix: str = "") -> dict[str, object]:
 
 
 def md5_digest(path: str | Path) -> str:
-    """md5 of a file, or of a folder's sorted (relative path, file md5) listing."""
+    """md5 of a file, or of a folder's sorted (relative path, file md5) listing: a content identity a
+    stage keeps in its own outputs (generate's checkpoint), valid outside DVC too. MLflow input tags
+    use dvc.lock's hashes instead."""
     path = Path(path)
     if path.is_file():
         digest = hashlib.md5()
