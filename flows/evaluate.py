@@ -13,7 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
-from cxrsynth.tasks import reader_study, tracking
+from cxrsynth.tasks import reader_study, stages, tracking
 from cxrsynth.tasks.classifier import resolve_device
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import atomic_path, write_json
@@ -21,28 +21,28 @@ from cxrsynth.tasks.metrics import classifiers, diversity, downstream, figures, 
 from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
 from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
 from cxrsynth.tasks.params import Params
+from cxrsynth.tasks.stages import Dag
 
-REPORTS = Path("reports")
+REPORTS = Path("reports")  # dvc.yaml's evaluate out; tests/test_stages.py keeps the two equal
 FIGURES = REPORTS / "figures"
-METRICS = Path("metrics/evaluate.json")
-ROC_PLOT = Path("plots/evaluate/roc.csv")
 READER_PAGE = REPORTS / "reader_study" / "index.html"
 READER_KEY = REPORTS / "reader_study_key.json"  # outside the folder handed to readers
 MAX_EMBEDDED = 400  # images per source in the embedding figure
 
 
 @task(name="load image sets", cache_policy=NO_CACHE)  # arrays and models: nothing worth hashing
-def load_image_sets(params: Params) -> dict[str, inputs.ImageSet]:
-    real = inputs.read_real()
+def load_image_sets(params: Params, dag: Dag) -> dict[str, inputs.ImageSet]:
+    real = inputs.read_real(dag.input("evaluate", "prepare_masks", "manifest.parquet"))
     size = params.ingest.image_size
     sets = {split: inputs.load_set(real[real["split"] == split], ".", size, split) for split in ("test", "train")}
-    sets["synthetic"] = inputs.load_set(inputs.read_synthetic(), ".", size, "synthetic")
+    synthetic = inputs.read_synthetic(dag.input("evaluate", "generate", "manifest.parquet"))
+    sets["synthetic"] = inputs.load_set(synthetic, ".", size, "synthetic")
     return sets
 
 
 @task(name="predict variant", cache_policy=NO_CACHE)
-def predict_variant(variant: str, test_frame: pd.DataFrame, batch_size: int, device: torch.device):
-    model = classifiers.load(classifiers.variant_dir(variant), device)
+def predict_variant(directory: Path, test_frame: pd.DataFrame, batch_size: int, device: torch.device):
+    model = classifiers.load(directory, device)
     return model, classifiers.predict(model, test_frame, batch_size=batch_size)
 
 
@@ -82,8 +82,8 @@ def synthetic_set_metrics(params: Params, sets: dict, network: FeatureNetwork, r
     return metrics, features, nearest
 
 
-def _write_roc(roc: pd.DataFrame) -> None:
-    with atomic_path(ROC_PLOT) as temp:
+def _write_roc(roc: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as temp:
         roc.to_csv(temp, index=False)
 
 
@@ -162,18 +162,18 @@ def _reader_study(params: Params, sets: dict) -> dict:
     return {"n_items": len(items), "study": key["study"]}
 
 
-def _log_variant_runs(params: Params, variants: list[tuple[str, float]], downstream_by_variant: dict) -> None:
+def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]], downstream_by_variant: dict) -> None:
     for variant, ratio in variants:
-        with tracking.stage_run("evaluate", params, sections=("evaluate",), run_name=f"evaluate:{variant}",
-                                inputs=(classifiers.variant_dir(variant),),
+        with tracking.stage_run(dag.stage_for("evaluate"), params, run_name=f"evaluate:{variant}",
+                                inputs=(classifiers.variant_dir(dag, variant),),
                                 extra_params={"variant": variant, "ratio": ratio}):
             tracking.log_metrics(numeric(tracking.flatten(json_ready(downstream_by_variant[variant]))))
             mlflow.log_artifact(str(FIGURES / f"roc_variant_{variant}.png"), "figures")
 
 
-def _log_synthetic_run(params: Params, metrics: dict) -> None:
-    with tracking.stage_run("evaluate", params, sections=("evaluate", "mix", "generate"), run_name="evaluate:synthetic",
-                            inputs=(inputs.REAL_MANIFEST, inputs.SYNTHETIC_MANIFEST)):
+def _log_synthetic_run(params: Params, dag: Dag, metrics: dict) -> None:
+    read = (dag.input("evaluate", "prepare_masks", "manifest.parquet"), dag.input("evaluate", "generate", "manifest.parquet"))
+    with tracking.stage_run(dag.stage_for("evaluate"), params, run_name="evaluate:synthetic", inputs=read):
         flat = tracking.flatten({key: metrics[key] for key in ("synthetic", "test_split", "quarantined")})
         tracking.log_metrics(numeric(flat))
         for name in ("evaluation.md", "evaluation.html"):
@@ -187,12 +187,13 @@ def _log_synthetic_run(params: Params, metrics: dict) -> None:
 def evaluate_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
     config, rare, device = params.evaluate, list(params.generate.rare_findings), resolve_device(params.runtime.device)
-    variants = classifiers.variants(params)
-    sets = load_image_sets(params)
+    variants, dag = classifiers.variants(params), stages.load()
+    sets = load_image_sets(params, dag)
     test = sets["test"]
     labels = inputs.evaluation_labels(test.frame)
 
-    predictions = {variant: predict_variant(variant, test.frame, config.batch_size, device) for variant, _ in variants}
+    predictions = {variant: predict_variant(classifiers.variant_dir(dag, variant), test.frame, config.batch_size, device)
+                   for variant, _ in variants}
     models = {variant: model for variant, (model, _) in predictions.items()}
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}
     downstream_by_variant = downstream_metrics(params, labels, probabilities)
@@ -223,13 +224,13 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
         "reader_study": study,
         "quarantined": len(quarantined),
     })
-    write_json(METRICS, metrics)
-    _write_roc(roc)
+    write_json(dag.stage_for("evaluate").metric(), metrics)
+    _write_roc(roc, dag.stage_for("evaluate").plot())
     text = report.build_markdown(metrics, variants, rare, config.specificity, figure_paths,
                                  READER_PAGE.relative_to(REPORTS).as_posix() if study else None)
     report.write_report(text, REPORTS / "evaluation.md", REPORTS / "evaluation.html")
 
-    _log_variant_runs(params, variants, downstream_by_variant)
-    _log_synthetic_run(params, metrics)
+    _log_variant_runs(params, dag, variants, downstream_by_variant)
+    _log_synthetic_run(params, dag, metrics)
     print(f"evaluated {len(variants)} variants on {len(test)} test images; report: {REPORTS / 'evaluation.html'}")
     return metrics

@@ -10,21 +10,18 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.diffusion import generation
-from cxrsynth.tasks.diffusion.data import MANIFEST
 from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE, read_config
-from cxrsynth.tasks.diffusion.train_stage import MODEL_DIR, resolve_device
+from cxrsynth.tasks.diffusion.train_stage import resolve_device
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params
 
-METRICS = "metrics/generate.json"
-SYNTHETIC_MANIFEST = generation.OUT / "manifest.parquet"
 
 sample_part = task(generation.sample_part, name="sample_part", cache_policy=NO_CACHE)
 
 
-def sample_all(requests, maps, params: Params, device) -> dict:
+def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
     """Sample every image not on disk yet, in ``generate.workers`` parts over the task runner."""
     root = Path.cwd()  # absolute paths: Dask workers need not share our working directory
     generation.write_condition_masks(maps, root)
@@ -32,7 +29,7 @@ def sample_all(requests, maps, params: Params, device) -> dict:
     started = time.perf_counter()
     with task_runner(params, max_workers=params.generate.workers) as runner:
         futures = [runner.submit(sample_part, parameters={
-            "model_dir": str(root / MODEL_DIR), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
+            "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
             "generate": params.generate, "root": str(root), "device": str(device),
             "torch_threads": params.runtime.torch_threads,
         }) for part in generation.parts(todo, params.generate.workers)]
@@ -44,21 +41,25 @@ def sample_all(requests, maps, params: Params, device) -> dict:
 def generate_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
     settings = params.generate
-    weights = MODEL_DIR / WEIGHTS_FILE
-    with tracking.stage_run("generate", params, sections=("generate",), inputs=(MANIFEST, weights)):
+    dag = stages.load()
+    spec = dag.stage_for("generate")
+    model_dir = dag.input(spec.name, "train_diffusion", "model")
+    weights = model_dir / WEIGHTS_FILE
+    with tracking.stage_run(spec, params):
         device = resolve_device(params.runtime.device)
-        config = read_config(MODEL_DIR)  # the model itself is loaded where its part is sampled
+        config = read_config(model_dir)  # the model itself is loaded where its part is sampled
         checkpoint_digest = tracking.md5_digest(weights)
-        counts, requests, maps = generation.plan_for(manifest.read(MANIFEST), ".", settings, config)
+        real = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
+        counts, requests, maps = generation.plan_for(real, ".", settings, config)
         generation.prepare_output(".", generation.plan_digest(requests, {
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,
             "guidance_scale": settings.guidance_scale}))
-        stats = sample_all(requests, maps, params, device)
+        stats = sample_all(requests, maps, params, device, model_dir)
         synthetic = generation.synthetic_manifest(requests, config["image_size"], checkpoint_digest, settings)
-        manifest.write(synthetic, SYNTHETIC_MANIFEST, "generate")
+        manifest.write(synthetic, dag.output(spec.name, "manifest.parquet"), "generate")
         grids = generation.write_grids(requests, maps) if len(requests) else []
         metrics = generation.generation_metrics(counts, requests, stats)
-        write_json(METRICS, metrics)
+        write_json(spec.metric(), metrics)
         # MLflow metric names may not hold "+", which condition types do.
         tracking.log_metrics({k.replace("+", "_"): v for k, v in tracking.flatten(metrics).items()
                               if isinstance(v, (int, float))})

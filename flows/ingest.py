@@ -18,13 +18,11 @@ from prefect.futures import as_completed
 from tqdm import tqdm
 
 from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import ingest, manifest, tracking
+from cxrsynth.tasks import ingest, manifest, stages, tracking
 from cxrsynth.tasks.io import write_json, write_png16
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.registry import read_source
 
-OUT = Path(ingest.OUT_DIR)
-METRICS = Path("metrics/ingest.json")
 QUARANTINE_SHOWN = 20  # quarantined images named in the log; all of them are in quarantine.csv
 # Images per Prefect task: each task run costs tens of milliseconds of API round trips, so chunks
 # grow with the collection (about four per worker) within bounds that keep the progress bar moving.
@@ -39,10 +37,10 @@ def chunk_size(count: int, workers: int) -> int:
 decode_chunk = task(ingest.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
 
 
-def decode_all(items: list[ingest.WorkItem], params: Params) -> dict[str, ingest.ImageResult]:
+def decode_all(items: list[ingest.WorkItem], params: Params, out: Path) -> dict[str, ingest.ImageResult]:
     """Decode, resize and write every image over the task runner; results keyed by image_id, in item order."""
     results: dict[str, ingest.ImageResult] = {}
-    out_root = str(OUT.resolve())  # absolute: Dask workers need not share our working directory
+    out_root = str(out.resolve())  # absolute: Dask workers need not share our working directory
     with task_runner(params, max_workers=params.ingest.workers) as runner:
         futures = [
             runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
@@ -60,27 +58,30 @@ def decode_all(items: list[ingest.WorkItem], params: Params) -> dict[str, ingest
 def ingest_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
     config = params.ingest
-    with tracking.stage_run("ingest", params, sections=("ingest",)):
+    dag = stages.load()
+    spec = dag.stage_for("ingest")
+    out, metrics_path = dag.output(spec.name), spec.metric()
+    with tracking.stage_run(spec, params):
         selection = ingest.select_records(read_source(config.source, Path(config.path).resolve()), config.views, config.max_images)
         pseudonyms = ingest.pseudonymise(selection.records)
-        shutil.rmtree(OUT, ignore_errors=True)  # the stage owns data/ingest; no stale images survive a rerun
-        results = decode_all(ingest.work_items(selection.records, pseudonyms), params)
+        shutil.rmtree(out, ignore_errors=True)  # the stage owns data/ingest; no stale images survive a rerun
+        results = decode_all(ingest.work_items(selection.records, pseudonyms), params, out)
 
         quarantine = ingest.quarantine_frame(selection.records, pseudonyms, results)
-        ingest.write_csv(quarantine, OUT / "quarantine.csv")
+        ingest.write_csv(quarantine, out / "quarantine.csv")
         frame = ingest.manifest_frame(
             selection.records, pseudonyms, results, config.source, config.split.model_dump(), params.seed
         )
-        frame = manifest.write(frame, OUT / "manifest.parquet", "ingest")
+        frame = manifest.write(frame, out / "manifest.parquet", "ingest")
         localisations = ingest.localisation_frame(results)
-        ingest.write_parquet(localisations, OUT / "localisations.parquet")
-        write_png16(OUT / "sample_grid.png", ingest.sample_grid(frame, ".", config.sample_grid, params.seed))
+        ingest.write_parquet(localisations, out / "localisations.parquet")
+        write_png16(out / "sample_grid.png", ingest.sample_grid(frame, ".", config.sample_grid, params.seed))
 
         metrics = ingest.metrics(frame, quarantine, localisations, selection)
-        write_json(METRICS, metrics)
+        write_json(metrics_path, metrics)
         mlflow.set_tag("cxrsynth.input_md5.ingest_source", ingest.input_digest(selection.records, pseudonyms, results))
         tracking.log_metrics(tracking.flatten(metrics))
-        for artifact in (OUT / "quarantine.csv", OUT / "sample_grid.png", METRICS):
+        for artifact in (out / "quarantine.csv", out / "sample_grid.png", metrics_path):
             mlflow.log_artifact(str(artifact))
         print(
             f"ingest: {metrics['images']} images of {metrics['patients']} patients, "
@@ -90,5 +91,5 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
         for row in quarantine.head(QUARANTINE_SHOWN).itertuples():
             print(f"quarantined {row.image_id} (source row {row.row}): {row.reason}")
         if len(quarantine) > QUARANTINE_SHOWN:
-            print(f"... and {len(quarantine) - QUARANTINE_SHOWN} more in {OUT / 'quarantine.csv'}")
+            print(f"... and {len(quarantine) - QUARANTINE_SHOWN} more in {out / 'quarantine.csv'}")
     return metrics

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
-from cxrsynth.tasks import manifest, mixing, tracking
+from cxrsynth.tasks import manifest, mixing, stages, tracking
 from cxrsynth.tasks.params import Params
+from cxrsynth.tasks.stages import Dag, StageSpec
 
 
 def _log_variant(path, config: dict) -> None:
@@ -20,22 +22,28 @@ def _log_variant(path, config: dict) -> None:
     print(f"{config['variant']}: {config['counts']}")
 
 
-def _write_baselines(params: Params) -> None:
-    real = mixing.real_rows(manifest.read(mixing.REAL_MANIFEST))
+def _read_real(dag: Dag, spec: StageSpec) -> pd.DataFrame:
+    path = dag.input(spec.name, "prepare_masks", "manifest.parquet")
+    return mixing.real_rows(manifest.read(path), path)
+
+
+def _write_baselines(params: Params, dag: Dag, spec: StageSpec) -> None:
+    real = _read_real(dag, spec)
     for name in params.mix.baselines:
         frame, config = task(mixing.build_baseline, cache_policy=NO_CACHE)(real, name, params)
-        path = mixing.write_variant(frame, config, params)
+        path = mixing.write_variant(frame, config, mixing.variant_path(dag, name, params))
         _log_variant(path, config)
 
 
-def _write_ratio(params: Params, ratio: int | float) -> None:
-    real = mixing.real_rows(manifest.read(mixing.REAL_MANIFEST))
-    synthetic = mixing.check_synthetic(manifest.read(mixing.SYNTHETIC_MANIFEST))
+def _write_ratio(params: Params, ratio: int | float, dag: Dag, spec: StageSpec) -> None:
+    real = _read_real(dag, spec)
+    synthetic_path = dag.input(spec.name, "generate", "manifest.parquet")
+    synthetic = mixing.check_synthetic(manifest.read(synthetic_path), synthetic_path)
     frame, config = task(mixing.build_ratio, cache_policy=NO_CACHE)(real, synthetic, ratio, params)
     for finding, drawn in config["synthetic_per_finding"].items():
         if drawn["drawn"] < min(drawn["requested"], params.mix.cap_per_finding):
             print(f"warning: {finding}: {drawn['requested']} synthetic images requested, only {drawn['available']} generated")
-    path = mixing.write_variant(frame, config, params)
+    path = mixing.write_variant(frame, config, mixing.variant_path(dag, config["variant"], params))
     _log_variant(path, config)
 
 
@@ -43,14 +51,15 @@ def _write_ratio(params: Params, ratio: int | float) -> None:
 def mix_flow(params_path: str = "params.yaml", variant: str = mixing.BASELINES_VARIANT) -> None:
     """``variant='baselines'`` writes every baseline; ``variant='ratio_<r>'`` writes that ratio's mix."""
     params = setup(params_path)
+    dag = stages.load()
     if variant == mixing.BASELINES_VARIANT:
-        with tracking.stage_run("mix", params, sections=("mix",), inputs=(mixing.REAL_MANIFEST,),
-                                run_name="mix:baselines", extra_params={"variant": variant}):
-            _write_baselines(params)
+        spec = dag.stage_for("mix", variant)
+        with tracking.stage_run(spec, params, run_name="mix:baselines", extra_params={"variant": variant}):
+            _write_baselines(params, dag, spec)
         return
     ratio = mixing.ratio_of(variant, params)
     if ratio is None:
         raise ValueError(f"mix builds baselines together: pass --variant {mixing.BASELINES_VARIANT}, not {variant!r}")
-    with tracking.stage_run("mix", params, sections=("mix",), inputs=(mixing.REAL_MANIFEST, mixing.SYNTHETIC_MANIFEST),
-                            run_name=f"mix:{variant}", extra_params={"variant": variant, "ratio": ratio}):
-        _write_ratio(params, ratio)
+    spec = dag.stage_for("mix", variant)
+    with tracking.stage_run(spec, params, run_name=f"mix:{variant}", extra_params={"variant": variant, "ratio": ratio}):
+        _write_ratio(params, ratio, dag, spec)

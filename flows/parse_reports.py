@@ -11,24 +11,19 @@ evidence sentence; it is never logged to MLflow, since report text can hold name
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
-from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.reports.backends import parse_texts
 from cxrsynth.tasks.reports.evaluation import stage_metrics
 from cxrsynth.tasks.reports.merge import manifest_additions
 from cxrsynth.tasks.reports.prompts import prompt_counts
 from cxrsynth.tasks.reports.records import findings_table, write_findings
-
-INPUT = Path("data/ingest/manifest.parquet")
-OUT = Path("data/parse_reports")
-METRICS = Path("metrics/parse_reports.json")
 
 parse_task = task(parse_texts, name="parse_report_texts", cache_policy=NO_CACHE)
 merge_task = task(manifest_additions, name="merge_structured_labels", cache_policy=NO_CACHE)
@@ -38,19 +33,22 @@ merge_task = task(manifest_additions, name="merge_structured_labels", cache_poli
 def parse_reports_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
     settings = params.parse_reports
-    with tracking.stage_run("parse_reports", params, sections=("parse_reports",), inputs=(INPUT,)):
-        frame = manifest.read(INPUT)
+    dag = stages.load()
+    spec = dag.stage_for("parse_reports")
+    out, metrics_path = dag.output(spec.name), spec.metric()
+    with tracking.stage_run(spec, params):
+        frame = manifest.read(dag.input(spec.name, "ingest", "manifest.parquet"))
         parsed = parse_task(frame["report"].tolist(), settings, params.runtime.device)
         additions = merge_task(frame, parsed, settings.prefer, settings.uncertain_policy)
 
-        shutil.rmtree(OUT, ignore_errors=True)  # the stage owns data/parse_reports; nothing stale survives
-        manifest.write(manifest.extend(frame, additions, "parse_reports"), OUT / "manifest.parquet", "parse_reports")
-        write_findings(findings_table(frame["image_id"].tolist(), parsed), OUT / "findings.parquet")
+        shutil.rmtree(out, ignore_errors=True)  # the stage owns data/parse_reports; nothing stale survives
+        manifest.write(manifest.extend(frame, additions, "parse_reports"), out / "manifest.parquet", "parse_reports")
+        write_findings(findings_table(frame["image_id"].tolist(), parsed), out / "findings.parquet")
 
         metrics = {"backend": settings.backend, **stage_metrics(frame, additions)}
-        write_json(METRICS, metrics)
+        write_json(metrics_path, metrics)
         tracking.log_metrics({k: v for k, v in tracking.flatten(metrics).items() if not isinstance(v, str)})
-        mlflow.log_artifact(str(METRICS))
+        mlflow.log_artifact(str(metrics_path))
         mlflow.log_text(prompt_counts(additions["prompt"]).to_csv(index=False), "prompt_counts.csv")
         print(f"parse_reports ({settings.backend}): {metrics['n_reports']} reports of {metrics['n_images']} images; "
               + ", ".join(f"{f} {m['final']['present']} present" for f, m in metrics.items() if isinstance(m, dict)

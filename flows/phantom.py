@@ -17,12 +17,11 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import tracking
+from cxrsynth.tasks import stages, tracking
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.phantom_summary import counts, sample_grid
 from cxrsynth.tasks.sources.phantom_writer import Rows, generate_patients, publish, write_tables
 
-OUT = Path("data/phantom")
 PATIENTS_PER_TASK = 50  # enough work per task that Prefect's overhead stays small
 
 generate_task = task(generate_patients, name="phantom_patients", cache_policy=NO_CACHE, retries=1)
@@ -56,19 +55,22 @@ def report(summary: dict, seconds: float) -> None:
 @flow(name="phantom", log_prints=True)
 def phantom_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
+    dag = stages.load()
+    spec = dag.stage_for("phantom")
+    out = dag.output(spec.name)
     # absolute: Dask workers need not share our working directory
-    staging = OUT.resolve().with_name(f".{OUT.name}.partial")
-    with tracking.stage_run("phantom", params, sections=("phantom",)):
+    staging = out.resolve().with_name(f".{out.name}.partial")
+    with tracking.stage_run(spec, params):
         shutil.rmtree(staging, ignore_errors=True)
         started = time.perf_counter()
         rows = generate_all(params, staging)
         tables = write_tables(rows, staging)
-        publish(staging, OUT)
+        publish(staging, out)
         seconds = time.perf_counter() - started
         summary = counts(tables, rows.sites)
         report(summary, seconds)
         tracking.log_metrics({**tracking.flatten(summary), "seconds": seconds})
         mlflow.log_dict(summary, "phantom_counts.json")
         with tempfile.TemporaryDirectory() as folder:
-            mlflow.log_artifact(str(sample_grid(OUT, tables, Path(folder) / "phantom_samples.png")))
+            mlflow.log_artifact(str(sample_grid(out, tables, Path(folder) / "phantom_samples.png")))
     return summary

@@ -17,10 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from cxrsynth.tasks import tracking
+from cxrsynth.tasks.dvc_repro import StageFailed, StageResult, repro_stage, stage_order
 from cxrsynth.tasks.params import load_params
-from cxrsynth.tasks.pipeline import StageFailed, StageResult, repro_stage, stage_order
-
-PIPELINE_TAG_PREFIX = "pipeline:"
 
 
 def _retry_if_transient(task, task_run, state) -> bool:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.io import atomic_path, write_json
 from cxrsynth.tasks.masks.attributes import effective_attributes
 from cxrsynth.tasks.masks.overlay import overlay_figure
@@ -33,16 +33,12 @@ from cxrsynth.tasks.masks.prepare import (
 from cxrsynth.tasks.masks.summary import summarise
 from cxrsynth.tasks.params import Params
 
-PARSED = Path("data/parse_reports/manifest.parquet")
-LOCALISATIONS = Path("data/ingest/localisations.parquet")
-OUT = Path("data/prepare_masks")
-METRICS = Path("metrics/prepare_masks.json")
 IMAGES_PER_TASK = 32  # enough work per task that Prefect's overhead stays small
 
 prepare_images_task = task(prepare_images, name="prepare_masks_images", cache_policy=NO_CACHE)
 
 
-def prepare_all(frame: pd.DataFrame, localisations: pd.DataFrame, params: Params) -> list[ImageMasks]:
+def prepare_all(frame: pd.DataFrame, localisations: pd.DataFrame, params: Params, out: Path) -> list[ImageMasks]:
     """Every image that has a localisation, in parallel chunks, with a progress bar."""
     rows = frame[frame["image_id"].isin(set(localisations["image_id"]))].sort_values("image_id").to_dict("records")
     chunks = [rows[start : start + IMAGES_PER_TASK] for start in range(0, len(rows), IMAGES_PER_TASK)]
@@ -55,7 +51,7 @@ def prepare_all(frame: pd.DataFrame, localisations: pd.DataFrame, params: Params
                 "rows": chunk,
                 "localisations": localisations[localisations["image_id"].isin(ids)],
                 "root": str(Path.cwd()),  # absolute: Dask workers need not share our working directory
-                "out_dir": OUT,
+                "out_dir": out,
                 "min_area_px": params.prepare_masks.min_area_px,
             }))
         with tqdm(total=len(rows), desc="prepare_masks", unit="image") as progress:
@@ -66,10 +62,10 @@ def prepare_all(frame: pd.DataFrame, localisations: pd.DataFrame, params: Params
     return results
 
 
-def write_tables(lesions: pd.DataFrame, rejected: pd.DataFrame) -> None:
-    with atomic_path(OUT / "lesions.parquet") as temp:
+def write_tables(lesions: pd.DataFrame, rejected: pd.DataFrame, out: Path) -> None:
+    with atomic_path(out / "lesions.parquet") as temp:
         lesions.to_parquet(temp, index=False)
-    with atomic_path(OUT / "rejected.csv") as temp:
+    with atomic_path(out / "rejected.csv") as temp:
         rejected.to_csv(temp, index=False)
 
 
@@ -83,23 +79,26 @@ def log_counts(metrics: dict) -> None:
 @flow(name="prepare_masks", log_prints=True)
 def prepare_masks_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
-    with tracking.stage_run("prepare_masks", params, sections=("prepare_masks",), inputs=(PARSED, LOCALISATIONS)):
-        frame = manifest.read(PARSED)
-        localisations = read_localisations(LOCALISATIONS)
+    dag = stages.load()
+    spec = dag.stage_for("prepare_masks")
+    out, metrics_path = dag.output(spec.name), spec.metric()
+    with tracking.stage_run(spec, params):
+        frame = manifest.read(dag.input(spec.name, "parse_reports", "manifest.parquet"))
+        localisations = read_localisations(dag.input(spec.name, "ingest", "localisations.parquet"))
         for folder in ("lesions", "masks"):  # a rerun must not keep masks of lesions that are gone
-            shutil.rmtree(OUT / folder, ignore_errors=True)
-        results = prepare_all(frame, localisations, params)
+            shutil.rmtree(out / folder, ignore_errors=True)
+        results = prepare_all(frame, localisations, params, out)
         lesions = lesions_table(results)
         rejected = rejected_table(results, unknown_images(localisations, frame["image_id"]))
         additions = manifest_additions(frame["image_id"], results)
-        written = manifest.write(manifest.extend(frame, additions, "prepare_masks"), OUT / "manifest.parquet", "prepare_masks")
-        write_tables(lesions, rejected)
+        written = manifest.write(manifest.extend(frame, additions, "prepare_masks"), out / "manifest.parquet", "prepare_masks")
+        write_tables(lesions, rejected, out)
         metrics = summarise(written, lesions, rejected, effective_attributes(written, lesions))
         log_counts(metrics)
-        write_json(METRICS, metrics)
+        write_json(metrics_path, metrics)
         tracking.log_metrics(tracking.flatten(metrics))
         if params.prepare_masks.overlay_images and metrics["images_with_mask"]:
-            overlay_figure(written, OUT / "overlays.png", count=params.prepare_masks.overlay_images)
-            mlflow.log_artifact(str(OUT / "overlays.png"))
-        mlflow.log_artifact(str(OUT / "rejected.csv"))
+            overlay_figure(written, out / "overlays.png", count=params.prepare_masks.overlay_images)
+            mlflow.log_artifact(str(out / "overlays.png"))
+        mlflow.log_artifact(str(out / "rejected.csv"))
     return metrics

@@ -7,10 +7,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
-from cxrsynth.tasks import mixing, tracking
+from cxrsynth.tasks import mixing, stages, tracking
 from cxrsynth.tasks.classifier import resolve_device, train_classifier
 from cxrsynth.tasks.classifier.data import check_images
-from cxrsynth.tasks.classifier.outputs import CLASSIFIER_DIR, write_outputs
+from cxrsynth.tasks.classifier.outputs import write_outputs
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.params import section_dict
 
@@ -23,11 +23,11 @@ def _finite(value: float) -> float | None:
 def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real_only") -> dict:
     params = setup(params_path)
     ratio = mixing.ratio_of(variant, params)
-    inputs = (mixing.manifest_path(variant, params), mixing.config_path(variant, params))
+    dag = stages.load()
+    spec = dag.stage_for("train_classifier", variant)
     extra = {"variant": variant, "ratio": "none" if ratio is None else ratio}
-    with tracking.stage_run("train_classifier", params, sections=("classifier",), inputs=inputs,
-                            run_name=f"train_classifier:{variant}", extra_params=extra):
-        frame, variant_config = mixing.read_variant(variant, params)
+    with tracking.stage_run(spec, params, run_name=f"train_classifier:{variant}", extra_params=extra):
+        frame, variant_config = mixing.read_variant(variant, mixing.variant_path(dag, variant, params, spec.name))
         mlflow.log_params({"augmentation": variant_config["augmentation"] is not None,
                            "class_balance": variant_config["class_balance"]})
         frame, quarantine = check_images(frame, ".", params.ingest.image_size)
@@ -56,7 +56,7 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
             "quarantine": quarantine.to_dict(orient="records"),
             "device": str(device),
         }
-        paths = write_outputs(result, CLASSIFIER_DIR / variant, config)
+        paths = write_outputs(result, dag.output(spec.name), config)
         tracking.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_auroc": config["best_val_macro_auroc"],
                               "quarantined": len(quarantine)})
         for path in paths.values():

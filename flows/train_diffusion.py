@@ -15,16 +15,14 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks.diffusion.distributed import Replica, replica_from_env, torchrun_command, under_torchrun
-from cxrsynth.tasks import manifest, tracking
+from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.diffusion import train_stage
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint
-from cxrsynth.tasks.diffusion.data import MANIFEST
 from cxrsynth.tasks.diffusion.previews import preview_grid, preview_indices
 from cxrsynth.tasks.diffusion.training import TrainHooks
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params, load_params
 
-METRICS = "metrics/train_diffusion.json"
 PREVIEW_IMAGES = 4
 
 
@@ -72,14 +70,17 @@ def train_diffusion_stage(params_path: str = "params.yaml") -> dict | None:
 def follow(params_path: str, replica: Replica) -> None:
     """A replica other than rank 0: the same set-up and steps, nothing tracked or written."""
     params = setup(params_path)
-    train_stage.run_training(params, train_stage.training_setup(params, manifest.read(MANIFEST)), replica)
+    frame = manifest.read(stages.load().input("train_diffusion", "prepare_masks", "manifest.parquet"))
+    train_stage.run_training(params, train_stage.training_setup(params, frame), replica)
 
 
 @flow(name="train_diffusion", log_prints=True)
 def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
     params, replica = setup(params_path), replica_from_env()
-    with tracking.stage_run("train_diffusion", params, sections=("diffusion",), inputs=(MANIFEST,)):
-        frame = manifest.read(MANIFEST)
+    dag = stages.load()
+    spec = dag.stage_for("train_diffusion")
+    with tracking.stage_run(spec, params):
+        frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         prepared = train_stage.training_setup(params, frame)
         device = train_stage.training_device(params, replica)
         losses = LossLogger()
@@ -89,13 +90,13 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
         losses(outcome.history)
         train_stage.write_training_outputs(outcome, prepared)
         metrics = train_stage.training_metrics(outcome, prepared)
-        write_json(METRICS, metrics)
+        write_json(spec.metric(), metrics)
         tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         for bad in prepared.quarantined:
             print(f"quarantined {bad['image_id']}: {bad['reason']}")
-        mlflow.log_artifacts(str(train_stage.MODEL_DIR), "model")
-        mlflow.log_artifact(str(latest_checkpoint(train_stage.CHECKPOINT_DIR)), "checkpoint")  # resumable state
-        mlflow.log_artifact(str(train_stage.LOSS_CSV))
+        mlflow.log_artifacts(str(dag.output(spec.name, "model")), "model")
+        mlflow.log_artifact(str(latest_checkpoint(dag.output(spec.name, "checkpoints"))), "checkpoint")  # resumable state
+        mlflow.log_artifact(str(spec.plot()))
         print(f"trained {metrics['steps']} steps on {metrics['n_train_images']} images: "
               f"loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}, {metrics['images_per_s']} img/s")
     return metrics

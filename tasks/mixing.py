@@ -5,7 +5,8 @@ share columns) that references images and never copies them. It holds the real t
 synthetic rows drawn for it (ratio variants only) and the real validation rows, which training
 uses for early stopping. Test rows are never in a variant, synthetic rows only ever in train.
 
-A variant's settings travel in a sidecar JSON beside its manifest (``<name>.json`` next to
+Where a variant lives is dvc.yaml's to say (the outs of the mix stage that writes it, see
+``variant_path``). A variant's settings travel in a sidecar JSON beside its manifest (``<name>.json`` next to
 ``<name>.parquet``): its kind and ratio, whether classical augmentation is on (and how strong),
 which class balancing it uses, and the row counts. Training reads both, so a variant changes only
 what the classifier is trained on; the architecture, seed and budget come from ``classifier``.
@@ -31,11 +32,8 @@ from cxrsynth.tasks.findings import FINDINGS, finding_index
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.manifest import ManifestError
 from cxrsynth.tasks.params import Params, variant_name
+from cxrsynth.tasks.stages import Dag
 
-MIX_DIR = Path("data/mix")
-BASELINE_DIR = MIX_DIR / "baselines"
-REAL_MANIFEST = Path("data/prepare_masks/manifest.parquet")
-SYNTHETIC_MANIFEST = Path("data/generate/manifest.parquet")
 SCHEMA_STAGE = "generate"  # the widest schema: real and synthetic rows side by side
 BASELINES_VARIANT = "baselines"  # the mix CLI variant that writes every baseline at once
 
@@ -60,18 +58,25 @@ def ratio_of(variant: str, params: Params) -> int | float | None:
     return ratios[variant]
 
 
-def manifest_path(variant: str, params: Params, root: str | Path = ".") -> Path:
-    """Where the variant's manifest lives: baselines under data/mix/baselines/, ratios in data/mix/."""
-    folder = BASELINE_DIR if ratio_of(variant, params) is None else MIX_DIR
-    return Path(root) / folder / f"{variant}.parquet"
+def mix_variant(variant: str, params: Params) -> str:
+    """The ``--variant`` of the mix stage that writes ``variant``: every baseline is written by one."""
+    return BASELINES_VARIANT if ratio_of(variant, params) is None else variant
 
 
-def config_path(variant: str, params: Params, root: str | Path = ".") -> Path:
+def variant_path(dag: Dag, variant: str, params: Params, reader: str | None = None) -> Path:
+    """The variant's manifest, an out of the mix stage that writes it in dvc.yaml; when ``reader``
+    names a stage, checked to be one of its deps."""
+    producer = dag.stage_for("mix", mix_variant(variant, params)).name
+    name = f"{variant}.parquet"
+    return dag.output(producer, name) if reader is None else dag.input(reader, producer, name)
+
+
+def config_path(manifest_path: str | Path) -> Path:
     """The sidecar JSON of the variant's settings, beside its manifest."""
-    return manifest_path(variant, params, root).with_suffix(".json")
+    return Path(manifest_path).with_suffix(".json")
 
 
-def real_rows(frame: pd.DataFrame, source: str | Path = REAL_MANIFEST) -> pd.DataFrame:
+def real_rows(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
     """The real train and validation rows of the prepared manifest (test rows stay out of every variant)."""
     not_real = frame.index[frame["source"] != "real"].tolist()
     if not_real:
@@ -79,7 +84,7 @@ def real_rows(frame: pd.DataFrame, source: str | Path = REAL_MANIFEST) -> pd.Dat
     return frame[frame["split"].isin(["train", "val"])].reset_index(drop=True)
 
 
-def check_synthetic(frame: pd.DataFrame, source: str | Path = SYNTHETIC_MANIFEST) -> pd.DataFrame:
+def check_synthetic(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
     """Validate a synthetic manifest: generate-stage schema, every row synthetic and in train."""
     try:
         frame = manifest.validate(frame, SCHEMA_STAGE)
@@ -186,21 +191,20 @@ def build_ratio(real: pd.DataFrame, synthetic: pd.DataFrame, ratio: int | float,
     return frame, config
 
 
-def write_variant(frame: pd.DataFrame, config: dict, params: Params, root: str | Path = ".") -> Path:
-    """Write the variant's manifest (validated, atomic) and then its sidecar; return the manifest path."""
-    variant = config["variant"]
-    path = manifest_path(variant, params, root)
+def write_variant(frame: pd.DataFrame, config: dict, path: str | Path) -> Path:
+    """Write the variant's manifest (validated, atomic) to ``path`` and then its sidecar; return ``path``."""
+    path = Path(path)
     manifest.write(frame, path, SCHEMA_STAGE)
-    write_json(config_path(variant, params, root), config | {"manifest": path.name})
+    write_json(config_path(path), config | {"manifest": path.name})
     return path
 
 
-def read_variant(variant: str, params: Params, root: str | Path = ".") -> tuple[pd.DataFrame, dict]:
+def read_variant(variant: str, path: str | Path) -> tuple[pd.DataFrame, dict]:
     """A variant's manifest and settings, checked again: a hand-edited file cannot leak synthetic rows."""
-    path = manifest_path(variant, params, root)
+    path = Path(path)
     frame = manifest.read(path)
     assert_no_synthetic_held_out(frame, str(path))
-    sidecar = config_path(variant, params, root)
+    sidecar = config_path(path)
     if not sidecar.exists():
         raise ManifestError(f"{sidecar}: variant settings not found (has `mix` written {variant!r}?)")
     config = json.loads(sidecar.read_text())

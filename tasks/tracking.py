@@ -1,7 +1,8 @@
 """MLflow bookkeeping shared by every stage: one run per stage execution.
 
-A run records the stage's params section, the git commit, an md5 digest of each input it read,
-and the pipeline execution it belongs to (``CXRSYNTH_PIPELINE_RUN`` tag, and the parent run when
+A run records the params dvc.yaml declares for the stage, the git commit, the hash ``dvc.lock``
+holds for each stage output it reads (``cxrsynth.input_md5.<output>``: DVC's own md5, nothing is
+hashed again), and the pipeline execution it belongs to (``CXRSYNTH_PIPELINE_RUN`` tag, and the parent run when
 the ``pipeline`` flow started one), so the MLflow UI groups and compares runs.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import mlflow
 
-from cxrsynth.tasks.params import Params, section_dict
+from cxrsynth.tasks import stages
+from cxrsynth.tasks.params import Params
 
 PIPELINE_RUN_ENV = "CXRSYNTH_PIPELINE_RUN"
 PARENT_RUN_ENV = "CXRSYNTH_PARENT_RUN_ID"
@@ -37,7 +39,9 @@ def flatten(mapping: Mapping, prefix: str = "") -> dict[str, object]:
 
 
 def md5_digest(path: str | Path) -> str:
-    """md5 of a file, or of a folder's sorted (relative path, file md5) listing."""
+    """md5 of a file, or of a folder's sorted (relative path, file md5) listing: a content identity a
+    stage keeps in its own outputs (generate's checkpoint), valid outside DVC too. MLflow input tags
+    use dvc.lock's hashes instead."""
     path = Path(path)
     if path.is_file():
         digest = hashlib.md5()
@@ -71,29 +75,45 @@ def configure(params: Params) -> None:
     mlflow.set_experiment(params.tracking.experiment)
 
 
+def declared_params(params: Params, keys: tuple[str, ...]) -> dict[str, object]:
+    """The values of dvc.yaml's param keys (a section, or a dotted key inside one), flattened."""
+    dumped = params.model_dump(mode="json")
+    values: dict[str, object] = {}
+    for key in keys:
+        node: object = dumped
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise stages.StageSpecError(f"{stages.DVC_FILE}: param {key!r} is not in the params model")
+            node = node[part]
+        values.update(flatten(node, f"{key}.") if isinstance(node, Mapping) else {key: node})
+    return values
+
+
 @contextlib.contextmanager
 def stage_run(
-    stage: str,
+    spec: stages.StageSpec,
     params: Params,
-    sections: tuple[str, ...],
-    inputs: tuple[str | Path, ...] = (),
     run_name: str | None = None,
     extra_params: Mapping[str, object] | None = None,
+    inputs: tuple[str | Path, ...] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open the MLflow run of one stage execution, with params, commit, input digests and grouping tags."""
+    """Open the MLflow run of one stage execution: its declared params, commit, DVC's hashes of what
+    it reads (``inputs``, by default every dep) and grouping tags."""
     configure(params)
+    command = spec.command[0] or spec.name
     tags = {
-        "cxrsynth.stage": stage,
+        "cxrsynth.stage": command,
+        "cxrsynth.dvc_stage": spec.name,
         "mlflow.source.git.commit": git_commit(),
         "cxrsynth.pipeline_run": os.environ.get(PIPELINE_RUN_ENV, "manual"),
     }
-    tags.update({f"cxrsynth.input_md5.{Path(p).as_posix()}": md5_digest(p) for p in inputs})
+    read = spec.deps if inputs is None else inputs
+    tags.update({f"cxrsynth.input_md5.{out}": digest
+                 for out, digest in stages.input_hashes(read, stages.lock_hashes()).items()})
     parent = os.environ.get(PARENT_RUN_ENV) or None
-    with mlflow.start_run(run_name=run_name or stage, tags=tags, parent_run_id=parent, nested=parent is not None) as run:
-        logged: dict[str, object] = {"seed": params.seed}
-        for section in sections:
-            logged.update(flatten(section_dict(params, section), f"{section}."))
-        logged.update(extra_params or {})
+    with mlflow.start_run(run_name=run_name or command, tags=tags, parent_run_id=parent,
+                          nested=parent is not None) as run:
+        logged = {"seed": params.seed, **declared_params(params, spec.params), **(extra_params or {})}
         mlflow.log_params({key: _param_value(value) for key, value in logged.items()})
         yield run
 

@@ -2,6 +2,8 @@ import pytest
 
 from cxrsynth.tasks.metrics import classifiers, json_ready, numeric
 from cxrsynth.tasks.params import parse_params
+from cxrsynth.tasks.stages import load
+from tests.conftest import ROOT
 
 
 def test_variants_follow_params_not_folders():
@@ -14,10 +16,10 @@ def test_variants_follow_params_not_folders():
 
 def test_variant_dir_names_the_missing_classifier(tmp_path):
     with pytest.raises(ValueError, match="ratio_1.*config.json missing"):
-        classifiers.variant_dir("ratio_1", tmp_path)
+        classifiers.variant_dir(load(ROOT), "ratio_1", tmp_path)
     (tmp_path / "data/classifiers/ratio_1").mkdir(parents=True)
     (tmp_path / "data/classifiers/ratio_1/config.json").write_text("{}")
-    assert classifiers.variant_dir("ratio_1", tmp_path).name == "ratio_1"
+    assert classifiers.variant_dir(load(ROOT), "ratio_1", tmp_path).name == "ratio_1"
 
 
 def test_json_ready_and_numeric():

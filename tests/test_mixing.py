@@ -4,9 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cxrsynth.tasks import manifest, mixing
+from cxrsynth.tasks import manifest, mixing, stages
 from cxrsynth.tasks.manifest import ManifestError
 from cxrsynth.tasks.params import parse_params
+from tests.conftest import ROOT
 from tests.tiny_project import make_project, real_frame, synthetic_frame
 
 
@@ -22,7 +23,7 @@ def _real(nodules: int, pneumothoraces: int, val: int = 3, test: int = 3):
     frame.loc[train[:nodules], "nodule"] = 1
     frame.loc[train[nodules:nodules + pneumothoraces], "pneumothorax"] = 1
     frame.loc[frame.index[frame["split"] == "test"], "nodule"] = 1  # test positives must not count
-    return mixing.real_rows(manifest.validate(frame, "prepare_masks"))
+    return mixing.real_rows(manifest.validate(frame, "prepare_masks"), "prepare_masks/manifest.parquet")
 
 
 @pytest.mark.parametrize("ratio, cap, expected", [
@@ -110,8 +111,10 @@ def test_variant_names_and_paths():
     params = _params(ratios=[0.5, 1, 2])
     assert mixing.variants(params) == ["real_only", "classical_aug", "class_weighted", "ratio_0.5", "ratio_1", "ratio_2"]
     assert mixing.ratio_of("ratio_0.5", params) == 0.5 and mixing.ratio_of("real_only", params) is None
-    assert mixing.manifest_path("ratio_1", params).as_posix() == "data/mix/ratio_1.parquet"
-    assert mixing.config_path("classical_aug", params).as_posix() == "data/mix/baselines/classical_aug.json"
+    dag = stages.load(ROOT)
+    assert mixing.variant_path(dag, "ratio_1", params).as_posix() == "data/mix/ratio_1.parquet"
+    baseline = mixing.variant_path(dag, "classical_aug", params, reader="train_baseline@classical_aug")
+    assert mixing.config_path(baseline).as_posix() == "data/mix/baselines/classical_aug.json"
     with pytest.raises(ValueError, match="unknown variant 'ratio_3'; params define .*ratio_0.5"):
         mixing.ratio_of("ratio_3", params)
 
@@ -119,14 +122,14 @@ def test_variant_names_and_paths():
 def test_variant_roundtrip_and_hand_edited_leak_is_caught_on_read(tmp_path):
     params = _params()
     frame, config = mixing.build_ratio(_real(4, 2), synthetic_frame({"nodule": 10}), 1, params)
-    path = mixing.write_variant(frame, config, params, tmp_path)
-    back, sidecar = mixing.read_variant("ratio_1", params, tmp_path)
+    path = mixing.write_variant(frame, config, tmp_path / "ratio_1.parquet")
+    back, sidecar = mixing.read_variant("ratio_1", path)
     assert len(back) == len(frame) and sidecar["manifest"] == "ratio_1.parquet" and sidecar["ratio"] == 1
     assert json.loads(path.with_suffix(".json").read_text())["synthetic_per_finding"]["nodule"]["drawn"] == 4
     back.loc[back.index[back.source == "synthetic"][0], "split"] = "test"
     _write_raw(back, path)
     with pytest.raises(ManifestError, match="ratio_1.parquet: synthetic rows"):
-        mixing.read_variant("ratio_1", params, tmp_path)
+        mixing.read_variant("ratio_1", path)
 
 
 @pytest.mark.slow

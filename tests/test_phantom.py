@@ -233,7 +233,8 @@ def test_sites_differ_measurably_in_noise_and_contrast():
 
 @pytest.mark.slow
 def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeypatch):
-    from cxrsynth.flows.phantom import OUT, phantom_flow
+    from cxrsynth.flows.phantom import phantom_flow
+    from cxrsynth.tasks import stages
 
     params = yaml.safe_load(TINY_PARAMS.read_text())
     params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -242,7 +243,7 @@ def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeyp
 
     summary = phantom_flow("params.yaml")
 
-    root = tmp_path / OUT
+    root = tmp_path / stages.load().output("phantom")
     layout = ["files", "labels.csv", "lesions.csv", "masks", "reports", "truth.csv"]
     assert sorted(p.name for p in root.iterdir()) == layout
     labels = pd.read_csv(root / "labels.csv")

@@ -3,13 +3,13 @@ import subprocess
 import pytest
 import yaml
 
-from cxrsynth.tasks import pipeline
-from cxrsynth.tasks.pipeline import StageFailed
+from cxrsynth.tasks import dvc_repro
+from cxrsynth.tasks.dvc_repro import StageFailed
 from tests.conftest import ROOT
 
 
 def test_stage_order_follows_the_dag():
-    order = pipeline.stage_order(ROOT)
+    order = dvc_repro.stage_order(ROOT)
     assert order[:4] == ["phantom", "ingest", "parse_reports", "prepare_masks"]
     assert order[-1] == "evaluate"
     assert order.index("train_diffusion") < order.index("generate") < order.index("mix@0.5")
@@ -22,7 +22,7 @@ def test_stage_order_follows_the_dag():
 
 def _scratch_repo(tmp_path, cmd):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([*pipeline._dvc_command(), "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*dvc_repro._dvc_command(), "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {"cmd": cmd, "outs": ["out.txt"]}}}))
     return tmp_path
 
@@ -30,16 +30,16 @@ def _scratch_repo(tmp_path, cmd):
 def test_repro_stage_runs_then_skips(tmp_path):
     repo = _scratch_repo(tmp_path, "echo hello > out.txt")
     lines = []
-    assert pipeline.repro_stage("make", repo, on_line=lines.append).status == "ran"
+    assert dvc_repro.repro_stage("make", repo, on_line=lines.append).status == "ran"
     assert (repo / "out.txt").read_text().strip() == "hello"
-    assert pipeline.repro_stage("make", repo).status == "skipped"
+    assert dvc_repro.repro_stage("make", repo).status == "skipped"
     assert any("make" in line for line in lines)
 
 
 def test_failed_stage_is_named_with_its_output(tmp_path):
     repo = _scratch_repo(tmp_path, "echo boom-on-purpose >&2; exit 3")
     with pytest.raises(StageFailed, match="stage 'make' failed") as failure:
-        pipeline.repro_stage("make", repo)
+        dvc_repro.repro_stage("make", repo)
     assert "boom-on-purpose" in str(failure.value)
     assert not failure.value.transient
 

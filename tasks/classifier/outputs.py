@@ -1,4 +1,5 @@
-"""What a trained variant leaves in data/classifiers/<variant>/: weights, history, config, curves."""
+"""What a trained variant leaves in its train_classifier stage's out (data/classifiers/<variant>/ in
+dvc.yaml): weights, history, config, curves."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import pandas as pd  # noqa: E402
 from cxrsynth.tasks.classifier.inference import CHECKPOINT, save_classifier  # noqa: E402
 from cxrsynth.tasks.classifier.training import TrainResult  # noqa: E402
 from cxrsynth.tasks.io import atomic_path, write_json  # noqa: E402
-
-CLASSIFIER_DIR = Path("data/classifiers")
 
 
 def write_history(history: pd.DataFrame, path: str | Path) -> None:

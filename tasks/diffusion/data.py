@@ -24,7 +24,6 @@ from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import read_mask
 
-MANIFEST = "data/prepare_masks/manifest.parquet"
 PRESENT_ROW = STATE_INDEX[1]
 
 

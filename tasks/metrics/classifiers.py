@@ -12,10 +12,11 @@ import torch
 
 from cxrsynth.tasks.classifier import load_classifier
 from cxrsynth.tasks.classifier import predict as classifier_predict
-from cxrsynth.tasks.classifier.outputs import CLASSIFIER_DIR
 from cxrsynth.tasks.params import Params, variant_name
+from cxrsynth.tasks.stages import Dag
 
 REFERENCE = "real_only"
+READER = "evaluate"  # the stage whose deps must hold every classifier it loads
 
 
 def variants(params: Params) -> list[tuple[str, float]]:
@@ -28,8 +29,9 @@ def variants(params: Params) -> list[tuple[str, float]]:
     return named
 
 
-def variant_dir(variant: str, root: str | Path = ".") -> Path:
-    directory = Path(root) / CLASSIFIER_DIR / variant
+def variant_dir(dag: Dag, variant: str, root: str | Path = ".") -> Path:
+    """The variant's classifier: the out of the train_classifier stage that trains it, a dep of evaluate."""
+    directory = Path(root) / dag.input(READER, dag.stage_for("train_classifier", variant).name)
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory}: no trained classifier for variant {variant!r} (config.json missing); "
                          "run its train_classifier stage first")

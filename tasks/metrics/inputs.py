@@ -15,10 +15,6 @@ from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import read_mask, read_png16
 from cxrsynth.tasks.masks import labelmap
 
-REAL_MANIFEST = Path("data/prepare_masks/manifest.parquet")
-SYNTHETIC_MANIFEST = Path("data/generate/manifest.parquet")
-
-
 @dataclass
 class ImageSet:
     """Manifest rows with their images (N, H, W) and per-finding masks (N, F, H, W) loaded."""
@@ -74,12 +70,12 @@ def load_set(frame: pd.DataFrame, root: str | Path, size: int, name: str) -> Ima
     )
 
 
-def read_real(path: str | Path = REAL_MANIFEST) -> pd.DataFrame:
+def read_real(path: str | Path) -> pd.DataFrame:
     frame = manifest.read(path)
     return frame[frame["source"] == "real"].reset_index(drop=True)
 
 
-def read_synthetic(path: str | Path = SYNTHETIC_MANIFEST) -> pd.DataFrame:
+def read_synthetic(path: str | Path) -> pd.DataFrame:
     frame = manifest.read(path)
     leaked = frame.index[(frame["source"] != "synthetic") | (frame["split"] != "train")].tolist()
     if leaked:
