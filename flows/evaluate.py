@@ -145,19 +145,11 @@ def _synthetic_figures(params: Params, sets: dict, features: synthetic_metrics.F
 
 
 def _reader_study(params: Params, sets: dict) -> dict:
-    rare = params.generate.rare_findings
-    test, synthetic = sets["test"], sets["synthetic"]
-
-    def candidates(image_set: inputs.ImageSet, source: str) -> list[reader_study.Candidate]:
-        names = synthetic_metrics.finding_of(image_set.frame, rare)
-        return [reader_study.Candidate(image, source, name, image_id)
-                for image, name, image_id in zip(image_set.images, names, image_set.ids)]
-
-    real = candidates(test, "real")
-    with_rare = [c for c in real if c.finding in rare]
-    per_source = params.evaluate.reader_study_images
-    items, key = reader_study.build_study(with_rare if len(with_rare) >= per_source else real,
-                                          candidates(synthetic, "synthetic"), per_source, params.evaluate.seed)
+    rare, per_source = params.generate.rare_findings, params.evaluate.reader_study_images
+    real, synthetic = (reader_study.candidates(s.images, s.frame, synthetic_metrics.finding_of(s.frame, rare), source)
+                       for s, source in ((sets["test"], "real"), (sets["synthetic"], "synthetic")))
+    items, key = reader_study.build_study(reader_study.pick_real(real, rare, per_source), synthetic, per_source,
+                                          params.evaluate.seed)
     reader_study.write_study(items, key, READER_PAGE, READER_KEY)
     return {"n_items": len(items), "study": key["study"]}
 

@@ -206,7 +206,7 @@ def build_markdown(metrics: dict, variants: Sequence[tuple[str, float]], rare_fi
     if reader_study:
         parts.append(f"## Reader study\n\nA blinded page of real and synthetic images for readers: "
                      f"[{reader_study}]({reader_study}) (the key is kept separately; score answers with "
-                     "`python -m tasks.reader_study KEY ANSWERS...`).")
+                     "`python -m cxrsynth.tasks.reader_study KEY ANSWERS...`).")
     parts.append("## What the metrics mean\n\n" + "\n".join(f"- **{name}**: {text}" for name, text in EXPLANATIONS.items()))
     parts.append(_caveats(metrics))
     return "\n\n".join(parts) + "\n"
