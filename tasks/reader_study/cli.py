@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from cxrsynth.tasks.io import write_json, write_text
 from cxrsynth.tasks.reader_study.scoring import answer_table, score_table
 
 
@@ -41,5 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         result = score_table(answer_table(answer_sets, key), key)
     except ValueError as error:
         raise SystemExit(f"reader study: {error}") from error
+    written = []
+    if args.json:
+        write_json(args.json, result)
+        written.append(args.json)
+    if args.html:
+        from cxrsynth.tasks.reader_study.summary import render_summary  # matplotlib only when asked for
+
+        write_text(args.html, render_summary(result))
+        written.append(args.html)
+    if args.mlflow:
+        from cxrsynth.tasks.params import load_params
+        from cxrsynth.tasks.reader_study.summary import log_to_mlflow
+
+        print(f"MLflow run {log_to_mlflow(result, load_params(args.params), written)}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
