@@ -68,3 +68,34 @@ def test_figure_copes_with_a_finding_without_auroc():
     assert figure.axes[0].get_title() == "nodule: no AUROC" and not figure.axes[0].get_lines()
     assert figure.axes[1].get_lines()
     plt.close(figure)
+
+
+def test_dvc_plots_show_draws_the_table_with_the_project_template(tmp_path):
+    """The plot definition in dvc.yaml and .dvc/plots/auroc_by_ratio.json, rendered by DVC itself."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    for name in ("dvc.yaml", "params.yaml"):  # dvc.yaml's foreach reads params.yaml
+        shutil.copy(ROOT / name, tmp_path / name)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots", dirs_exist_ok=True)
+    table = auroc_by_ratio(downstream(), VARIANTS, ["nodule", "pneumothorax"])
+    write_table(table, tmp_path / "plots/evaluate/auroc_by_ratio.csv")
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json", "plots/evaluate/auroc_by_ratio.csv"],
+                           cwd=tmp_path, check=True, capture_output=True, text=True)
+    (plot,) = json.loads(shown.stdout)["data"]["plots/evaluate/auroc_by_ratio.csv"]
+    spec = plot["content"]
+    assert len(spec["data"]["values"]) == len(table) and spec["facet"]["field"] == "finding"
+    layers = spec["spec"]["layer"]
+    assert [layer["transform"][0]["filter"].split("&&")[0].strip() for layer in layers] == [
+        "datum.kind === 'ratio'", "datum.kind === 'ratio'", "datum.kind === 'baseline'"]
+    assert layers[0]["encoding"]["x"]["field"] == "ratio_value" and layers[1]["encoding"]["y2"]["field"] == "ci_high"
+    assert "x" not in layers[2]["encoding"]  # a baseline is a rule across the whole panel
+    fields = {t["as"]: t["calculate"] for t in spec["transform"]}
+    assert fields["auroc_value"] == "toNumber(datum.auroc)"  # DVC hands CSV values over as strings
+    row = next(v for v in spec["data"]["values"] if v["variant"] == "ratio_1" and v["finding"] == "nodule")
+    assert float(row["auroc"]) == 0.78 and row["kind"] == "ratio"

@@ -58,7 +58,7 @@ def _draw_finding(axes: plt.Axes, rows: pd.DataFrame) -> None:
     axes.set_xticks(ratios["ratio"], [f"{r:g}" for r in ratios["ratio"]])
     axes.minorticks_off()
     axes.set(title=rows["finding"].iloc[0].replace("_", " "), xlabel="synthetic images per real image")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="best")
 
 
 def ratio_figure(table: pd.DataFrame) -> plt.Figure:
