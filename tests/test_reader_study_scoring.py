@@ -124,6 +124,10 @@ def test_bad_answers_are_named(key):
         score([reader("A", {}, {"item-001": 7})], key)
     with pytest.raises(ValueError, match=r"answers #1, item-002: source is 'fake'"):
         score([reader("A", {"item-002": "fake"})], key)
+    with pytest.raises(ValueError, match=r"answers #1, item-001: likert is True"):
+        score([reader("A", {}, {"item-001": True})], key)
+    with pytest.raises(ValueError, match="answers #1: 'answers' must map each item to an object"):
+        score([{"study": STUDY, "answers": {"item-001": "real"}}], key)
     with pytest.raises(ValueError, match="answers #2: reader 'A' answers twice"):
         score([reader("A", {}), reader("A", {})], key)
     assert score([reader("", {"item-001": "real"})], key)["readers"] == ["answers #1"]  # unnamed: the file names it

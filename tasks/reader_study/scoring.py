@@ -32,7 +32,7 @@ COLUMNS = ["reader", "item", "truth", "finding", "condition_type", "call", "like
 
 
 def _checked(value, allowed: Sequence, what: str, where: str):
-    if value is None or value in allowed:
+    if value is None or (value in allowed and not isinstance(value, bool)):  # JSON true would pass as 1
         return value
     raise ValueError(f"{where}: {what} is {value!r}, expected one of {list(allowed)}")
 
@@ -49,7 +49,11 @@ def answer_table(answer_sets: Sequence[tuple[str, dict]], key: dict) -> pd.DataF
         if reader in readers:
             raise ValueError(f"{label}: reader {reader!r} answers twice")
         readers.add(reader)
-        for item, answer in answers.get("answers", {}).items():
+        given = answers.get("answers", {})
+        if not isinstance(given, dict) or not all(isinstance(answer, dict) for answer in given.values()):
+            raise ValueError(f"{label}: 'answers' must map each item to an object "
+                             '(such as {"source": "real", "likert": 4})')
+        for item, answer in given.items():
             if item not in key["items"]:
                 raise ValueError(f"{label}: answers name {item!r}, which is not in study {key['study']}")
             truth, where = key["items"][item], f"{label}, {item}"
