@@ -4,9 +4,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
 
-from cxrsynth.tasks.reader_study import Candidate, build_study, candidates, pick_real, render_page, score, write_study
+from cxrsynth.tasks.reader_study import Candidate, build_study, candidates, pick_real, render_page, write_study
 from cxrsynth.tasks.reader_study.page import environment
 
 
