@@ -7,6 +7,7 @@ import pytest
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.metrics import report_figures
 from cxrsynth.tasks.metrics.inputs import ImageSet
+from cxrsynth.tasks.metrics.ratios import auroc_by_ratio
 from tests.test_metrics_ratios import VARIANTS, downstream
 
 
@@ -40,8 +41,6 @@ def test_downstream_and_ratio_figures_are_written(tmp_path):
     assert paths == {"roc_nodule": tmp_path / "roc_nodule.png"}
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["roc_nodule.png", *sorted(f"roc_variant_{v}.png" for v, _ in VARIANTS)]
-    from cxrsynth.tasks.metrics.ratios import auroc_by_ratio
-
     path = report_figures.ratio_comparison(auroc_by_ratio(downstream(), VARIANTS, ["nodule"]), tmp_path)
     assert path == tmp_path / "auroc_by_ratio.png" and path.stat().st_size > 1000
 

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 
@@ -48,7 +49,6 @@ def test_key_records_condition_types_and_keeps_the_study_id(study):
     assert {entry["condition_type"] for entry in synthetic} == {"label+mask", "text"}
     assert all(entry["condition_type"] is None for entry in key["items"].values() if entry["truth"] == "real")
     # the id is the hash of (truth, finding, image id) per item, as it was before condition types
-    import hashlib
     core = {item: {k: v for k, v in entry.items() if k != "condition_type"} for item, entry in key["items"].items()}
     assert key["study"] == hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
 
