@@ -78,8 +78,10 @@ class StageSpec:
     def metric(self) -> Path:
         return Path(_only(self.metrics, f"stage {self.name!r} metrics file"))
 
-    def plot(self) -> Path:
-        return Path(_only(self.plots, f"stage {self.name!r} plots file"))
+    def plot(self, file_name: str | None = None) -> Path:
+        """The stage's one plots file, or the one called ``file_name`` when it declares several."""
+        plots = self.plots if file_name is None else tuple(p for p in self.plots if PurePosixPath(p).name == file_name)
+        return Path(_only(plots, f"stage {self.name!r} plots file" + (f" named {file_name}" if file_name else "")))
 
 
 def _only(values: tuple[str, ...], what: str) -> str:

@@ -134,3 +134,10 @@ def test_path_constants_left_in_tasks_agree_with_dvc_yaml():
     assert train_stage.LOSS_CSV == dag.stage("train_diffusion").plot()
     assert labels.LESIONS == dag.input("train_diffusion", "prepare_masks", "lesions.parquet")
     assert evaluate.REPORTS == dag.output("evaluate")
+
+
+def test_a_stage_with_several_plots_names_the_one_asked_for():
+    evaluate = stages.load(ROOT).stage("evaluate")
+    assert evaluate.plot("auroc_by_ratio.csv") == Path("plots/evaluate/auroc_by_ratio.csv")
+    with pytest.raises(stages.StageSpecError, match="one stage 'evaluate' plots file"):
+        evaluate.plot()
