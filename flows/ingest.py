@@ -7,54 +7,35 @@ written names a source file or a source patient: images are referred to by their
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
 import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from tqdm import tqdm
 
-from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.flows.common import setup
+from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import manifest, tracking
 from cxrsynth.tasks.ingest import images, outputs, select
-from cxrsynth.tasks.io import write_json, write_png16
+from cxrsynth.tasks.io import write_csv, write_json, write_parquet, write_png16
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.registry import read_source
 
 OUT = Path(images.OUT_DIR)
 METRICS = Path("metrics/ingest.json")
 QUARANTINE_SHOWN = 20  # quarantined images named in the log; all of them are in quarantine.csv
-# Images per Prefect task: each task run costs tens of milliseconds of API round trips, so chunks
-# grow with the collection (about four per worker) within bounds that keep the progress bar moving.
-CHUNK_BOUNDS = (16, 256)
-
-
-def chunk_size(count: int, workers: int) -> int:
-    low, high = CHUNK_BOUNDS
-    return min(high, max(low, math.ceil(count / (workers * 4))))
-
-
-decode_chunk = task(images.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
+DECODE = Fanout(
+    task(images.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1), "ingest", "img", ChunkRule()
+)
 
 
 def decode_all(items: list[images.WorkItem], params: Params) -> dict[str, images.ImageResult]:
     """Decode, resize and write every image over the task runner; results keyed by image_id, in item order."""
-    results: dict[str, images.ImageResult] = {}
     out_root = str(OUT.resolve())  # absolute: Dask workers need not share our working directory
-    with task_runner(params, max_workers=params.ingest.workers) as runner:
-        futures = [
-            runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
-            for chunk in images.chunked(items, chunk_size(len(items), params.ingest.workers))
-        ]
-        with tqdm(total=len(items), desc="ingest", unit="img") as progress:
-            for future in as_completed(futures):
-                chunk_results = future.result()
-                results.update((result.image_id, result) for result in chunk_results)
-                progress.update(len(chunk_results))
-    return {item.image_id: results[item.image_id] for item in items}
+    parts = DECODE.run(params, params.ingest.workers, items, lambda chunk: {
+        "items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
+    return {result.image_id: result for part in parts for result in part}
 
 
 @flow(name="ingest", log_prints=True)
@@ -68,13 +49,13 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
         results = decode_all(images.work_items(selection.records, pseudonyms), params)
 
         quarantine = outputs.quarantine_frame(selection.records, pseudonyms, results)
-        outputs.write_csv(quarantine, OUT / "quarantine.csv")
+        write_csv(OUT / "quarantine.csv", quarantine)
         frame = outputs.manifest_frame(
             selection.records, pseudonyms, results, config.source, config.split.model_dump(), params.seed
         )
         frame = manifest.write(frame, OUT / "manifest.parquet", "ingest")
         localisations = outputs.localisation_frame(results)
-        outputs.write_parquet(localisations, OUT / "localisations.parquet")
+        write_parquet(OUT / "localisations.parquet", localisations)
         write_png16(OUT / "sample_grid.png", outputs.sample_grid(frame, ".", config.sample_grid, params.seed))
 
         metrics = outputs.metrics(frame, quarantine, localisations, selection)

@@ -65,13 +65,6 @@ def test_missing_and_non_image_files_are_quarantined_with_reasons(tmp_path):
     assert text.reason.startswith("not an image") and text.file_md5 != "missing"
 
 
-def test_chunks_grow_with_the_collection():
-    from cxrsynth.flows.ingest import chunk_size
-
-    assert chunk_size(10, 2) == 16 and chunk_size(1800, 2) == 225 and chunk_size(10**6, 2) == 256
-    assert [len(c) for c in images.chunked(list(range(40)), 16)] == [16, 16, 8]
-
-
 def test_nih_style_spacing_is_rescaled_to_the_file():
     item = images.WorkItem("img-000001", Path("x.png"), pixel_spacing_mm=0.2, pixel_spacing_shape=(2048, 2500))
     assert images.source_spacing(item, (1024, 1024), header_spacing=None) == pytest.approx(0.2 * (2 + 2500 / 1024) / 2)

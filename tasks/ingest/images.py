@@ -139,7 +139,3 @@ def process_item(item: WorkItem, image_size: int, out_root: Path) -> ImageResult
 
 def process_chunk(items: list[WorkItem], image_size: int, out_root: str | Path) -> list[ImageResult]:
     return [process_item(item, image_size, Path(out_root)) for item in items]
-
-
-def chunked(items: list, size: int) -> list[list]:
-    return [items[start : start + size] for start in range(0, len(items), size)]

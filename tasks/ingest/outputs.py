@@ -17,7 +17,7 @@ from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from cxrsynth.tasks.ingest.images import IMAGES, OUT_DIR, SOURCE_MASKS, ImageResult
 from cxrsynth.tasks.ingest.select import Pseudonym, Selection
 from cxrsynth.tasks.ingest.splits import assign_splits
-from cxrsynth.tasks.io import atomic_path, read_png16, write_text
+from cxrsynth.tasks.io import read_png16
 from cxrsynth.tasks.sources.base import SourceError, SourceRecord
 
 LOCALISATION_COLUMNS = ("image_id", "lesion", "finding", "kind", "value")
@@ -159,12 +159,3 @@ def sample_grid(manifest: pd.DataFrame, root: str | Path, count: int, seed: int)
         top, left = divmod(position, columns)
         grid[top * size : (top + 1) * size, left * size : (left + 1) * size] = tile
     return grid
-
-
-def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    with atomic_path(path) as temp:
-        frame.to_parquet(temp, index=False)
-
-
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    write_text(path, frame.to_csv(index=False))
