@@ -9,7 +9,8 @@ import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.flows.common import setup
+from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.diffusion import generation
 from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE, read_config
@@ -18,7 +19,9 @@ from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params
 
 
-sample_part = task(generation.sample_part, name="sample_part", cache_policy=NO_CACHE)
+# One part per worker: each part loads the model, so more parts would only load it more often.
+SAMPLE = Fanout(task(generation.sample_part, name="sample_part", cache_policy=NO_CACHE),
+                "generate", "img", ChunkRule(per_worker=1, min_size=1, max_size=None))
 
 
 def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
@@ -27,13 +30,11 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
     generation.write_condition_masks(maps, root)
     todo = generation.pending(requests, root)
     started = time.perf_counter()
-    with task_runner(params, max_workers=params.generate.workers) as runner:
-        futures = [runner.submit(sample_part, parameters={
-            "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
-            "generate": params.generate, "root": str(root), "device": str(device),
-            "torch_threads": params.runtime.torch_threads,
-        }) for part in generation.parts(todo, params.generate.workers)]
-        generated = sum(future.result() for future in futures)
+    generated = sum(SAMPLE.run(params, params.generate.workers, todo, lambda part: {
+        "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
+        "generate": params.generate, "root": str(root), "device": str(device),
+        "torch_threads": params.runtime.torch_threads,
+    }))
     return generation.run_stats(len(requests), generated, time.perf_counter() - started)
 
 

@@ -1,57 +1,39 @@
 """Stage ``ingest``: the configured data source -> working-resolution images, manifest, split.
 
-Thin: the work is in ``tasks/ingest.py``; here it is read from params, fanned out over Prefect
+Thin: the work is in ``tasks/ingest/``; here it is read from params, fanned out over Prefect
 tasks (threads, or Dask when configured), written and logged to MLflow. Nothing logged or
 written names a source file or a source patient: images are referred to by their pseudonyms.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
 import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from tqdm import tqdm
 
-from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import ingest, manifest, stages, tracking
-from cxrsynth.tasks.io import write_json, write_png16
+from cxrsynth.flows.common import setup
+from cxrsynth.flows.fanout import ChunkRule, Fanout
+from cxrsynth.tasks import manifest, stages, tracking
+from cxrsynth.tasks.ingest import images, outputs, select
+from cxrsynth.tasks.io import write_csv, write_json, write_parquet, write_png16
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.registry import read_source
 
 QUARANTINE_SHOWN = 20  # quarantined images named in the log; all of them are in quarantine.csv
-# Images per Prefect task: each task run costs tens of milliseconds of API round trips, so chunks
-# grow with the collection (about four per worker) within bounds that keep the progress bar moving.
-CHUNK_BOUNDS = (16, 256)
+DECODE = Fanout(
+    task(images.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1), "ingest", "img", ChunkRule()
+)
 
 
-def chunk_size(count: int, workers: int) -> int:
-    low, high = CHUNK_BOUNDS
-    return min(high, max(low, math.ceil(count / (workers * 4))))
-
-
-decode_chunk = task(ingest.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
-
-
-def decode_all(items: list[ingest.WorkItem], params: Params, out: Path) -> dict[str, ingest.ImageResult]:
+def decode_all(items: list[images.WorkItem], params: Params, out: Path) -> dict[str, images.ImageResult]:
     """Decode, resize and write every image over the task runner; results keyed by image_id, in item order."""
-    results: dict[str, ingest.ImageResult] = {}
     out_root = str(out.resolve())  # absolute: Dask workers need not share our working directory
-    with task_runner(params, max_workers=params.ingest.workers) as runner:
-        futures = [
-            runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
-            for chunk in ingest.chunked(items, chunk_size(len(items), params.ingest.workers))
-        ]
-        with tqdm(total=len(items), desc="ingest", unit="img") as progress:
-            for future in as_completed(futures):
-                chunk_results = future.result()
-                results.update((result.image_id, result) for result in chunk_results)
-                progress.update(len(chunk_results))
-    return {item.image_id: results[item.image_id] for item in items}
+    parts = DECODE.run(params, params.ingest.workers, items, lambda chunk: {
+        "items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
+    return {result.image_id: result for part in parts for result in part}
 
 
 @flow(name="ingest", log_prints=True)
@@ -62,24 +44,24 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
     spec = dag.stage_for("ingest")
     out, metrics_path = dag.output(spec.name), spec.metric()
     with tracking.stage_run(spec, params):
-        selection = ingest.select_records(read_source(config.source, Path(config.path).resolve()), config.views, config.max_images)
-        pseudonyms = ingest.pseudonymise(selection.records)
+        selection = select.select_records(read_source(config.source, Path(config.path).resolve()), config.views, config.max_images)
+        pseudonyms = select.pseudonymise(selection.records)
         shutil.rmtree(out, ignore_errors=True)  # the stage owns data/ingest; no stale images survive a rerun
-        results = decode_all(ingest.work_items(selection.records, pseudonyms), params, out)
+        results = decode_all(images.work_items(selection.records, pseudonyms), params, out)
 
-        quarantine = ingest.quarantine_frame(selection.records, pseudonyms, results)
-        ingest.write_csv(quarantine, out / "quarantine.csv")
-        frame = ingest.manifest_frame(
+        quarantine = outputs.quarantine_frame(selection.records, pseudonyms, results)
+        write_csv(out / "quarantine.csv", quarantine)
+        frame = outputs.manifest_frame(
             selection.records, pseudonyms, results, config.source, config.split.model_dump(), params.seed
         )
         frame = manifest.write(frame, out / "manifest.parquet", "ingest")
-        localisations = ingest.localisation_frame(results)
-        ingest.write_parquet(localisations, out / "localisations.parquet")
-        write_png16(out / "sample_grid.png", ingest.sample_grid(frame, ".", config.sample_grid, params.seed))
+        localisations = outputs.localisation_frame(results)
+        write_parquet(out / "localisations.parquet", localisations)
+        write_png16(out / "sample_grid.png", outputs.sample_grid(frame, ".", config.sample_grid, params.seed))
 
-        metrics = ingest.metrics(frame, quarantine, localisations, selection)
+        metrics = outputs.metrics(frame, quarantine, localisations, selection)
         write_json(metrics_path, metrics)
-        mlflow.set_tag("cxrsynth.input_md5.ingest_source", ingest.input_digest(selection.records, pseudonyms, results))
+        mlflow.set_tag("cxrsynth.input_md5.ingest_source", outputs.input_digest(selection.records, pseudonyms, results))
         tracking.log_metrics(tracking.flatten(metrics))
         for artifact in (out / "quarantine.csv", out / "sample_grid.png", metrics_path):
             mlflow.log_artifact(str(artifact))

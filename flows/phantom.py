@@ -14,33 +14,27 @@ from pathlib import Path
 import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
-from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.flows.common import setup
+from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import stages, tracking
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.phantom_summary import counts, sample_grid
 from cxrsynth.tasks.sources.phantom_writer import Rows, generate_patients, publish, write_tables
 
-PATIENTS_PER_TASK = 50  # enough work per task that Prefect's overhead stays small
-
-generate_task = task(generate_patients, name="phantom_patients", cache_policy=NO_CACHE, retries=1)
+# A patient (several studies, each rendered and written as DICOM) is heavier than one ingest image.
+GENERATE = Fanout(task(generate_patients, name="phantom_patients", cache_policy=NO_CACHE, retries=1),
+                  "phantom", "patient", ChunkRule(min_size=8, max_size=50))
 
 
 def generate_all(params: Params, staging: Path) -> Rows:
     """Every patient, in parallel chunks, with a progress bar; rows in patient order."""
     config = params.phantom
-    ranges = [(start, min(start + PATIENTS_PER_TASK, config.n_patients))
-              for start in range(0, config.n_patients, PATIENTS_PER_TASK)]
+    parts = GENERATE.run(params, config.workers, range(config.n_patients), lambda patients: {
+        "config": config, "start": patients.start, "stop": patients.stop, "root": staging})
     rows = Rows()
-    with task_runner(params, config.workers) as runner:
-        futures = [runner.submit(generate_task, parameters={"config": config, "start": start, "stop": stop,
-                                                            "root": staging})
-                   for start, stop in ranges]
-        with tqdm(total=config.n_patients, desc="phantom", unit="patient") as progress:
-            for (start, stop), future in zip(ranges, futures, strict=True):
-                rows.extend(future.result())
-                progress.update(stop - start)
+    for part in parts:
+        rows.extend(part)
     return rows
 
 

@@ -14,11 +14,11 @@ import mlflow
 import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
-from cxrsynth.flows.common import setup, task_runner
+from cxrsynth.flows.common import setup
+from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import manifest, stages, tracking
-from cxrsynth.tasks.io import atomic_path, write_json
+from cxrsynth.tasks.io import write_csv, write_json, write_parquet
 from cxrsynth.tasks.masks.attributes import effective_attributes
 from cxrsynth.tasks.masks.overlay import overlay_figure
 from cxrsynth.tasks.masks.prepare import (
@@ -33,40 +33,21 @@ from cxrsynth.tasks.masks.prepare import (
 from cxrsynth.tasks.masks.summary import summarise
 from cxrsynth.tasks.params import Params
 
-IMAGES_PER_TASK = 32  # enough work per task that Prefect's overhead stays small
-
-prepare_images_task = task(prepare_images, name="prepare_masks_images", cache_policy=NO_CACHE)
+PREPARE = Fanout(task(prepare_images, name="prepare_masks_images", cache_policy=NO_CACHE),
+                 "prepare_masks", "image", ChunkRule())
 
 
 def prepare_all(frame: pd.DataFrame, localisations: pd.DataFrame, params: Params, out: Path) -> list[ImageMasks]:
     """Every image that has a localisation, in parallel chunks, with a progress bar."""
     rows = frame[frame["image_id"].isin(set(localisations["image_id"]))].sort_values("image_id").to_dict("records")
-    chunks = [rows[start : start + IMAGES_PER_TASK] for start in range(0, len(rows), IMAGES_PER_TASK)]
-    results: list[ImageMasks] = []
-    with task_runner(params, params.prepare_masks.workers) as runner:
-        futures = []
-        for chunk in chunks:
-            ids = {row["image_id"] for row in chunk}
-            futures.append(runner.submit(prepare_images_task, parameters={
-                "rows": chunk,
-                "localisations": localisations[localisations["image_id"].isin(ids)],
-                "root": str(Path.cwd()),  # absolute: Dask workers need not share our working directory
-                "out_dir": out,
-                "min_area_px": params.prepare_masks.min_area_px,
-            }))
-        with tqdm(total=len(rows), desc="prepare_masks", unit="image") as progress:
-            for future in futures:
-                part = future.result()
-                results += part
-                progress.update(len(part))
-    return results
-
-
-def write_tables(lesions: pd.DataFrame, rejected: pd.DataFrame, out: Path) -> None:
-    with atomic_path(out / "lesions.parquet") as temp:
-        lesions.to_parquet(temp, index=False)
-    with atomic_path(out / "rejected.csv") as temp:
-        rejected.to_csv(temp, index=False)
+    parts = PREPARE.run(params, params.prepare_masks.workers, rows, lambda chunk: {
+        "rows": chunk,
+        "localisations": localisations[localisations["image_id"].isin({row["image_id"] for row in chunk})],
+        "root": str(Path.cwd()),  # absolute: Dask workers need not share our working directory
+        "out_dir": out,
+        "min_area_px": params.prepare_masks.min_area_px,
+    })
+    return [masks for part in parts for masks in part]
 
 
 def log_counts(metrics: dict) -> None:
@@ -92,7 +73,8 @@ def prepare_masks_flow(params_path: str = "params.yaml") -> dict:
         rejected = rejected_table(results, unknown_images(localisations, frame["image_id"]))
         additions = manifest_additions(frame["image_id"], results)
         written = manifest.write(manifest.extend(frame, additions, "prepare_masks"), out / "manifest.parquet", "prepare_masks")
-        write_tables(lesions, rejected, out)
+        write_parquet(out / "lesions.parquet", lesions)
+        write_csv(out / "rejected.csv", rejected)
         metrics = summarise(written, lesions, rejected, effective_attributes(written, lesions))
         log_counts(metrics)
         write_json(metrics_path, metrics)

@@ -1,4 +1,4 @@
-"""Atomic file writes and the project's image file formats.
+"""Atomic file writes (text, JSON, Parquet, CSV) and the project's image file formats.
 
 Images are float32 arrays in [0, 1], brighter meaning more attenuation (MONOCHROME2 display
 convention), stored as 16-bit greyscale PNG. Masks are uint8 PNG. Every write goes to a temporary
@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 PNG16_MAX = 65535
@@ -50,6 +53,22 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, payload: object) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_parquet(path: str | Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> None:
+    """Write a DataFrame as Parquet, without its index; with ``schema``, converted to exactly that schema.
+
+    Without a schema the bytes are those of ``frame.to_parquet(path, index=False)``.
+    """
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    with atomic_path(path) as temp:
+        pq.write_table(table, temp)
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a DataFrame as CSV, without its index."""
+    with atomic_path(path) as temp:
+        frame.to_csv(temp, index=False)
 
 
 def _json_default(value: object) -> object:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks.io import write_parquet
 
 SPLITS = ("train", "val", "test")
 SOURCES = ("real", "synthetic")
@@ -180,9 +180,7 @@ def check_patient_splits(frame: pd.DataFrame) -> None:
 def write(frame: pd.DataFrame, path: str | Path, stage: str) -> pd.DataFrame:
     """Validate and atomically write a manifest as ``stage`` owns it; return what was written."""
     frame = validate(frame, stage)
-    table = pa.Table.from_pandas(frame, schema=schema_for(stage), preserve_index=False)
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp)
+    write_parquet(path, frame, schema_for(stage))
     return frame
 
 

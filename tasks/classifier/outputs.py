@@ -13,12 +13,11 @@ import pandas as pd  # noqa: E402
 
 from cxrsynth.tasks.classifier.inference import CHECKPOINT, save_classifier  # noqa: E402
 from cxrsynth.tasks.classifier.training import TrainResult  # noqa: E402
-from cxrsynth.tasks.io import atomic_path, write_json  # noqa: E402
+from cxrsynth.tasks.io import atomic_path, write_csv, write_json  # noqa: E402
 
 
 def write_history(history: pd.DataFrame, path: str | Path) -> None:
-    with atomic_path(path) as temp:
-        history.to_csv(temp, index=False)
+    write_csv(path, history)
 
 
 def plot_history(history: pd.DataFrame, path: str | Path, title: str) -> None:

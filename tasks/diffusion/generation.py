@@ -234,12 +234,6 @@ def pending(requests: pd.DataFrame, root: str | Path = ".") -> pd.DataFrame:
     return requests[~on_disk]
 
 
-def parts(todo: pd.DataFrame, n_parts: int) -> list[pd.DataFrame]:
-    """``todo`` in up to ``n_parts`` contiguous, non-empty parts (for parallel workers)."""
-    bounds = np.linspace(0, len(todo), min(n_parts, len(todo)) + 1).astype(int)
-    return [todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 def sample_requests(model: nn.Module, config: dict, tokenizer: Tokenizer, todo: pd.DataFrame,
                     maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
                     device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> int:

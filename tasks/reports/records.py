@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cxrsynth.tasks.findings import ABSENT, FINDINGS, LATERALITIES, LOCATIONS, PRESENT, SEVERITIES, UNCERTAIN, check_finding
-from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks.io import write_parquet
 
 FINDINGS_TABLE_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("finding", pa.string()), ("state", pa.int8()), ("laterality", pa.string()),
@@ -101,10 +100,7 @@ def findings_table(image_ids: Iterable[str], parsed: Iterable[Mapping[str, Findi
 
 def write_findings(table: pd.DataFrame, path) -> None:
     """Atomically write a findings table as Parquet with its fixed schema."""
-    columns = table[list(FINDINGS_TABLE_COLUMNS)]
-    arrow = pa.Table.from_pandas(columns, schema=FINDINGS_TABLE_SCHEMA, preserve_index=False)
-    with atomic_path(path) as temp:
-        pq.write_table(arrow, temp)
+    write_parquet(path, table[list(FINDINGS_TABLE_COLUMNS)], FINDINGS_TABLE_SCHEMA)
 
 
 def states_from_row(row: Mapping[str, object], prefix: str = "") -> dict[str, FindingState]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cxrsynth.tasks.sources.base import SourceError, SourceRecord
-from cxrsynth.tasks.sources.tables import parse_state, read_table, row_number
+from cxrsynth.tasks.sources.tables import index_rows, parse_state, read_table
 
 # CheXpert label column -> cxrsynth finding. CheXpert's "Lung Lesion" covers nodules and masses.
 CHEXPERT_FINDINGS: dict[str, str] = {
@@ -57,22 +57,11 @@ def read_chexpert_csv(csv_path: str | Path, image_root: str | Path) -> list[Sour
     csv_path, image_root = Path(csv_path), Path(image_root)
     table = read_table(csv_path, (*INDEX_COLUMNS, *CHEXPERT_FINDINGS))
     records = []
-    for index, row in enumerate(table.to_dict("records")):
-        where = f"{csv_path} row {row_number(index)}"
-        relative = row["Path"].strip()
-        if not relative:
-            raise SourceError(f"{where}: empty Path")
-        patient, study = patient_and_study(relative, where)
-        records.append(
-            SourceRecord(
-                row=row_number(index),
-                patient_key=patient,
-                study_key=f"{patient}/{study}",
-                image_path=image_root / relative,
-                view=_view(row),
-                labels=chexpert_labels(row, where),
-            )
-        )
+    for row in index_rows(table, csv_path):
+        (relative,) = row.required("Path")
+        patient, study = patient_and_study(relative, row.where)
+        records.append(row.record(patient, f"{patient}/{study}", image_root / relative, view=_view(row.cells),
+                                  labels=chexpert_labels(row.cells, row.where)))
     return records
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.sources.base import SourceError, SourceRecord
-from cxrsynth.tasks.sources.tables import parse_spacing, parse_state, read_table, row_number
+from cxrsynth.tasks.sources.tables import index_rows, parse_spacing, parse_state, read_table
 
 REQUIRED = ("path", "patient_id")
 OPTIONAL = ("study_id", "view", "report", "pixel_spacing_mm", "site")
@@ -39,23 +39,14 @@ def read_folder(root: str | Path) -> list[SourceRecord]:
         )
     findings = [c for c in table.columns if c in FINDINGS]
     records = []
-    for index, row in enumerate(table.to_dict("records")):
-        where = f"{csv_path} row {row_number(index)}"
-        relative, patient = row["path"].strip(), row["patient_id"].strip()
-        if not relative or not patient:
-            raise SourceError(f"{where}: path and patient_id must be set")
-        study = row.get("study_id", "").strip() or f"row {row_number(index)}"
-        records.append(
-            SourceRecord(
-                row=row_number(index),
-                patient_key=patient,
-                study_key=f"{patient}/{study}",
-                image_path=csv_path.parent / relative,
-                view=row.get("view", "").strip().upper() or None,
-                labels={f: parse_state(row[f], f"{where}, column {f!r}") for f in findings},
-                report=row.get("report", "").strip() or None,
-                pixel_spacing_mm=parse_spacing(row.get("pixel_spacing_mm", ""), f"{where}, column 'pixel_spacing_mm'"),
-                site=row.get("site", "").strip() or None,
-            )
-        )
+    for row in index_rows(table, csv_path):
+        relative, patient = row.required(*REQUIRED)
+        study = row.text("study_id") or f"row {row.number}"
+        records.append(row.record(
+            patient, f"{patient}/{study}", csv_path.parent / relative, view=row.text("view"),
+            labels={f: parse_state(row.cells[f], f"{row.where}, column {f!r}") for f in findings},
+            report=row.text("report") or None,
+            pixel_spacing_mm=parse_spacing(row.text("pixel_spacing_mm"), f"{row.where}, column 'pixel_spacing_mm'"),
+            site=row.text("site") or None,
+        ))
     return records

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cxrsynth.tasks.sources.base import SourceError, SourceRecord
 from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS, chexpert_labels
-from cxrsynth.tasks.sources.tables import read_table, row_number
+from cxrsynth.tasks.sources.tables import index_rows, read_table
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
 LABELS = "mimic-cxr-2.0.0-chexpert.csv"
@@ -34,11 +34,8 @@ def study_folder(root: Path, subject: str, study: str) -> Path:
 
 def _study_labels(path: Path) -> dict[tuple[str, str], dict[str, int | None]]:
     table = read_table(path, ("subject_id", "study_id", *CHEXPERT_FINDINGS))
-    labels = {}
-    for index, row in enumerate(table.to_dict("records")):
-        key = (row["subject_id"].strip(), row["study_id"].strip())
-        labels[key] = chexpert_labels(row, f"{path} row {row_number(index)}")
-    return labels
+    return {(row.text("subject_id"), row.text("study_id")): chexpert_labels(row.cells, row.where)
+            for row in index_rows(table, path)}
 
 
 def _report(folder: Path) -> str | None:
@@ -54,22 +51,13 @@ def read_mimic(root: str | Path) -> list[SourceRecord]:
     unmentioned = dict.fromkeys(CHEXPERT_FINDINGS.values())
     reports: dict[Path, str | None] = {}
     records = []
-    for index, row in enumerate(metadata.to_dict("records")):
-        subject, study, dicom_id = (row[c].strip() for c in ("subject_id", "study_id", "dicom_id"))
-        if not (subject.isdigit() and study.isdigit() and dicom_id):
-            raise SourceError(f"{metadata_path} row {row_number(index)}: subject_id, study_id and dicom_id must be set")
+    for row in index_rows(metadata, metadata_path):
+        subject, study, dicom_id = row.required("subject_id", "study_id", "dicom_id")
+        if not (subject.isdigit() and study.isdigit()):
+            raise SourceError(f"{row.where}: subject_id and study_id must be numbers")
         folder = study_folder(root, subject, study)
         if folder not in reports:
             reports[folder] = _report(folder)
-        records.append(
-            SourceRecord(
-                row=row_number(index),
-                patient_key=subject,
-                study_key=study,
-                image_path=folder / f"{dicom_id}.jpg",
-                view=row["ViewPosition"].strip().upper() or None,
-                labels=dict(labels.get((subject, study), unmentioned)),
-                report=reports[folder],
-            )
-        )
+        records.append(row.record(subject, study, folder / f"{dicom_id}.jpg", view=row.text("ViewPosition"),
+                                  labels=dict(labels.get((subject, study), unmentioned)), report=reports[folder]))
     return records

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
-from cxrsynth.tasks.sources.tables import parse_spacing, read_table, row_number
+from cxrsynth.tasks.sources.tables import index_rows, parse_spacing, read_table
 
 # Every label name NIH uses (Data_Entry and BBox_List spellings) -> cxrsynth finding, or None
 # for the findings cxrsynth does not model. A name outside this table is an error.
@@ -124,22 +124,15 @@ def read_nih(root: str | Path) -> list[SourceRecord]:
     boxes = read_boxes(root / BOXES) if (root / BOXES).is_file() else {}
     images = _image_index(root)
     records = []
-    for index, row in enumerate(table.to_dict("records")):
-        where = f"{entry_path} row {row_number(index)}"
-        name, patient = row[IMAGE].strip(), row["Patient ID"].strip()
-        if not name or not patient:
-            raise SourceError(f"{where}: 'Image Index' and 'Patient ID' must be set")
-        records.append(
-            SourceRecord(
-                row=row_number(index),
-                patient_key=patient,
-                study_key=f"{patient}/{row['Follow-up #'].strip()}",
-                image_path=images.get(name, root / name),  # a missing image is quarantined by ingest
-                view=row["View Position"].strip().upper() or None,
-                labels=nih_labels(row["Finding Labels"], where),
-                localisations=list(boxes.get(name, [])),
-                pixel_spacing_mm=_spacing(row, where),
-                pixel_spacing_shape=_original_shape(row),
-            )
-        )
+    for row in index_rows(table, entry_path):
+        name, patient = row.required(IMAGE, "Patient ID")
+        records.append(row.record(
+            patient, f"{patient}/{row.text('Follow-up #')}",
+            images.get(name, root / name),  # a missing image is quarantined by ingest
+            view=row.text("View Position"),
+            labels=nih_labels(row.cells["Finding Labels"], row.where),
+            localisations=list(boxes.get(name, [])),
+            pixel_spacing_mm=_spacing(row.cells, row.where),
+            pixel_spacing_shape=_original_shape(row.cells),
+        ))
     return records

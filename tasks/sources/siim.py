@@ -15,7 +15,7 @@ import pydicom
 from cxrsynth.tasks.findings import ABSENT, PRESENT
 from cxrsynth.tasks.masks.rle import NO_LESION
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
-from cxrsynth.tasks.sources.tables import read_table, row_number
+from cxrsynth.tasks.sources.tables import index_rows, read_table
 
 RLE_COLUMNS = ("ImageId", "EncodedPixels")
 HEADER_TAGS = ("PatientID", "StudyInstanceUID", "ViewPosition")
@@ -50,28 +50,21 @@ def read_siim(root: str | Path) -> list[SourceRecord]:
     table = read_table(rle_path, RLE_COLUMNS)
     dicoms = {path.stem: path for path in sorted(root.rglob("*.dcm"))}
     records: dict[str, SourceRecord] = {}
-    for index, row in enumerate(table.to_dict("records")):
-        image_id, rle = row["ImageId"].strip(), row["EncodedPixels"].strip()
-        where = f"{rle_path} row {row_number(index)}"
-        if not image_id or not rle:
-            raise SourceError(f"{where}: ImageId and EncodedPixels must be set (-1 for no pneumothorax)")
+    for row in index_rows(table, rle_path):
+        image_id, rle = row.required(*RLE_COLUMNS, hint=" (-1 for no pneumothorax)")
         record = records.get(image_id)
         if record is None:
             path = dicoms.get(image_id, root / f"{image_id}.dcm")  # a missing file is quarantined by ingest
             header = _header(path) if path.is_file() else {}
             # Without a readable header the image is its own patient; ingest quarantines it anyway.
             patient = header.get("PatientID") or image_id
-            record = records[image_id] = SourceRecord(
-                row=row_number(index),
-                patient_key=patient,
-                study_key=header.get("StudyInstanceUID") or f"{patient}/{image_id}",
-                image_path=path,
-                view=(header.get("ViewPosition") or "").upper() or None,
-                labels={"pneumothorax": ABSENT},
+            record = records[image_id] = row.record(
+                patient, header.get("StudyInstanceUID") or f"{patient}/{image_id}", path,
+                view=header.get("ViewPosition"), labels={"pneumothorax": ABSENT},
             )
-        later_row = record.row != row_number(index)
+        later_row = record.row != row.number
         if later_row and (rle == NO_LESION or not record.localisations):
-            raise SourceError(f"{where}: an image listed with -1 (no pneumothorax) also has other rows")
+            raise SourceError(f"{row.where}: an image listed with -1 (no pneumothorax) also has other rows")
         if rle != NO_LESION:
             record.labels["pneumothorax"] = PRESENT
             record.localisations.append(Localisation("pneumothorax", "rle", rle))
