@@ -123,7 +123,7 @@ def test_path_constants_left_in_tasks_agree_with_dvc_yaml():
     """Modules rewritten in parallel still name these paths; until they take them from the spec,
     they must say what dvc.yaml says."""
     from cxrsynth.flows import evaluate
-    from cxrsynth.tasks import ingest
+    from cxrsynth.tasks.ingest import images as ingest
     from cxrsynth.tasks.diffusion import generation, labels, train_stage
 
     dag = stages.load(ROOT)
