@@ -19,8 +19,8 @@ from tqdm import tqdm
 from cxrsynth.flows.common import setup, task_runner
 from cxrsynth.tasks import tracking
 from cxrsynth.tasks.params import Params
-from cxrsynth.tasks.sources.phantom_summary import counts, sample_grid
-from cxrsynth.tasks.sources.phantom_writer import Rows, generate_patients, publish, write_tables
+from cxrsynth.tasks.sources.phantom.summary import counts, sample_grid
+from cxrsynth.tasks.sources.phantom.writer import Rows, generate_patients, publish, write_tables
 
 OUT = Path("data/phantom")
 PATIENTS_PER_TASK = 50  # enough work per task that Prefect's overhead stays small

@@ -11,15 +11,12 @@ from scipy import ndimage
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import read_mask
 from cxrsynth.tasks.params import PhantomParams
-from cxrsynth.tasks.sources.phantom import SITES, render, sample_patient
-from cxrsynth.tasks.sources.phantom_reports import CHEXPERT_COLUMN, CHEXPERT_COLUMNS, write_report
-from cxrsynth.tasks.sources.phantom_writer import (
-    generate_patients,
-    image_path,
-    read_dicom_image,
-    write_dicom,
-    write_tables,
-)
+from cxrsynth.tasks.sources.phantom.layout import image_path
+from cxrsynth.tasks.sources.phantom.rendering import render
+from cxrsynth.tasks.sources.phantom.reports import CHEXPERT_COLUMN, CHEXPERT_COLUMNS, write_report
+from cxrsynth.tasks.sources.phantom.sampling import sample_patient
+from cxrsynth.tasks.sources.phantom.study import SITES
+from cxrsynth.tasks.sources.phantom.writer import generate_patients, read_dicom_image, write_dicom, write_tables
 from tests.conftest import TINY_PARAMS
 
 EVERY_FINDING = {finding: 0.5 for finding in FINDINGS}
