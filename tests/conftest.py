@@ -4,8 +4,8 @@ A stage test needs a project folder: ``params.yaml`` (the tiny profile, MLflow i
 the working directory, and the data of the stages before it. ``tiny_project`` makes the first
 part; ``blob_project``, ``diffusion_project`` and ``evaluate_project`` add the toy data of the
 stage they stand in for (drawn by ``tests/blob_project.py``, ``tests/diffusion_data.py`` and
-``tests/evaluate_project.py``). A test that cannot change directory (a module-scoped fixture, a
-subprocess given ``cwd``) writes the params with ``write_tiny_params`` itself.
+``tests/evaluate_project.py``). A module-scoped fixture, which cannot use these function-scoped
+ones, writes the params with ``write_tiny_params`` itself.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
