@@ -19,8 +19,8 @@ from cxrsynth.flows.common import setup
 from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import stages, tracking
 from cxrsynth.tasks.params import Params
-from cxrsynth.tasks.sources.phantom_summary import counts, sample_grid
-from cxrsynth.tasks.sources.phantom_writer import Rows, generate_patients, publish, write_tables
+from cxrsynth.tasks.sources.phantom.summary import counts, sample_grid
+from cxrsynth.tasks.sources.phantom.writer import Rows, generate_patients, publish, write_tables
 
 # A patient (several studies, each rendered and written as DICOM) is heavier than one ingest image.
 GENERATE = Fanout(task(generate_patients, name="phantom_patients", cache_policy=NO_CACHE, retries=1),

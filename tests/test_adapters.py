@@ -13,7 +13,7 @@ from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS, read_chexpert, re
 from cxrsynth.tasks.sources.folder import read_folder
 from cxrsynth.tasks.sources.mimic import read_mimic
 from cxrsynth.tasks.sources.nih import NIH_FINDINGS, read_nih
-from cxrsynth.tasks.sources.phantom_collection import read_phantom
+from cxrsynth.tasks.sources.phantom.collection import read_phantom
 from cxrsynth.tasks.sources.registry import READERS, read_source
 from cxrsynth.tasks.sources.siim import read_siim
 from tests.sourcefiles import CHEXPERT_HEADER, chexpert_row, ramp, write_csv, write_dicom, write_phantom_collection, write_picture

@@ -11,7 +11,7 @@ from cxrsynth.tasks.classifier.training import EarlyStopping
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_png16
 from cxrsynth.tasks.params import parse_params
-from tests.tiny_project import make_project, real_frame, synthetic_frame, write_images
+from tests.blob_project import real_frame, synthetic_frame, write_images
 
 torch.set_num_threads(1)
 NODULE = FINDINGS.index("nodule")
@@ -149,7 +149,7 @@ def test_saved_classifier_predicts_and_extracts_features(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_classifier_flow_on_a_tiny_project(tmp_path, monkeypatch):
+def test_train_classifier_flow_on_a_tiny_project(tmp_path, blob_project):
     import json
 
     import mlflow
@@ -157,8 +157,7 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, monkeypatch):
     from cxrsynth.flows.mix import mix_flow
     from cxrsynth.flows.train_classifier import train_classifier_flow
 
-    make_project(tmp_path, real_frame({"train": 40, "val": 12, "test": 8}), synthetic_frame({"nodule": 8, "pneumothorax": 8}))
-    monkeypatch.chdir(tmp_path)
+    blob_project(real_frame({"train": 40, "val": 12, "test": 8}), synthetic_frame({"nodule": 8, "pneumothorax": 8}))
     mix_flow("params.yaml", variant="baselines")
     mix_flow("params.yaml", variant="ratio_1")
     for variant in ("classical_aug", "class_weighted", "ratio_1"):

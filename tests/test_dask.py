@@ -3,24 +3,12 @@
 import shutil
 
 import pytest
-import yaml
 
 from cxrsynth.tasks.tracking import md5_digest
-from tests.conftest import TINY_PARAMS
-
-
-def _tiny_phantom_project(root, dask_address=None):
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["phantom"]["n_patients"] = 24
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{root / 'mlflow.db'}"
-    params["runtime"]["dask_address"] = dask_address
-    root.mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
 
 
 @pytest.mark.slow
-def test_mapped_stages_on_a_local_dask_cluster_match_threads(tmp_path, monkeypatch):
+def test_mapped_stages_on_a_local_dask_cluster_match_threads(tmp_path, tiny_project):
     distributed = pytest.importorskip("distributed")
     from cxrsynth.flows.ingest import ingest_flow
     from cxrsynth.flows.phantom import phantom_flow
@@ -29,14 +17,13 @@ def test_mapped_stages_on_a_local_dask_cluster_match_threads(tmp_path, monkeypat
         phantom_flow("params.yaml")
         ingest_flow("params.yaml")
 
-    threads = _tiny_phantom_project(tmp_path / "threads")
-    monkeypatch.chdir(threads)
+    threads = tiny_project(tmp_path / "threads", phantom={"n_patients": 24})
     run_stages()
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            dask = _tiny_phantom_project(tmp_path / "dask", cluster.scheduler_address)
-            monkeypatch.chdir(dask)
+            dask = tiny_project(tmp_path / "dask", phantom={"n_patients": 24},
+                                runtime={"dask_address": cluster.scheduler_address})
             with distributed.get_task_stream(client) as stream:
                 run_stages()
     workers_used = {record["worker"] for record in stream.data}

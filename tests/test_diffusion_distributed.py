@@ -100,22 +100,14 @@ def test_two_processes_take_the_steps_one_process_takes_on_the_whole_batch(tmp_p
 
 
 @pytest.mark.slow
-def test_stage_with_two_processes_runs_itself_under_torchrun(tmp_path):
+def test_stage_with_two_processes_runs_itself_under_torchrun(tmp_path, diffusion_project):
     import json
     import subprocess
     import sys
 
     import mlflow
-    import yaml
 
-    from tests.conftest import TINY_PARAMS
-    from tests.diffusion_data import make_project
-
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["diffusion"]["train"].update(processes=2, steps=4, checkpoint_every=2, sample_every=4)
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    make_project(tmp_path, n_images=24, size=32, lesion_rate=0.15)
+    diffusion_project(diffusion={"train": {"processes": 2, "steps": 4, "checkpoint_every": 2, "sample_every": 4}})
     done = subprocess.run([sys.executable, "-m", "cxrsynth.flows.cli", "stage", "train_diffusion"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,10 +5,9 @@ import json
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 
 from cxrsynth.tasks import manifest
-from tests.conftest import TINY_PARAMS
+from tests.conftest import write_tiny_params
 from tests.diffusion_data import make_project
 
 pytestmark = pytest.mark.slow
@@ -28,10 +27,7 @@ def trained(tmp_path_factory, prefect_server):
     from cxrsynth.flows.train_diffusion import train_diffusion_flow
 
     root = tmp_path_factory.mktemp("flows")
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    # Absolute: MLflow caches a store per URI, so a relative one would follow the first test's cwd.
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{root / 'mlflow.db'}"
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_tiny_params(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         make_project(root, n_images=40, size=32, lesion_rate=0.15)
@@ -90,11 +86,7 @@ def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_pa
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            params = yaml.safe_load((copies["dask"] / "params.yaml").read_text())
-            params["runtime"]["dask_address"] = cluster.scheduler_address
-            params["generate"]["workers"] = 2
-            params["tracking"]["mlflow_uri"] = f"sqlite:///{copies['dask'] / 'mlflow.db'}"
-            (copies["dask"] / "params.yaml").write_text(yaml.safe_dump(params))
+            write_tiny_params(copies["dask"], runtime={"dask_address": cluster.scheduler_address}, generate={"workers": 2})
             monkeypatch.chdir(copies["dask"])
             with distributed.get_task_stream(client) as stream:
                 metrics = generate_flow("params.yaml")

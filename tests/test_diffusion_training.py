@@ -152,7 +152,7 @@ def test_setup_quarantines_unreadable_training_images(tmp_path):
 
 
 @pytest.mark.slow
-def test_stage_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path):
+def test_stage_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, diffusion_project):
     """SIGKILL, not an exception: what survives is what was on disk (atomic checkpoint writes)."""
     import json
     import signal
@@ -160,16 +160,7 @@ def test_stage_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path):
     import sys
     import time
 
-    import yaml
-
-    from tests.conftest import TINY_PARAMS
-    from tests.diffusion_data import make_project
-
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["diffusion"]["train"].update(steps=60, checkpoint_every=5, sample_every=1000)
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    make_project(tmp_path, n_images=24, size=32, lesion_rate=0.15)
+    diffusion_project(diffusion={"train": {"steps": 60, "checkpoint_every": 5, "sample_every": 1000}})
     command = [sys.executable, "-m", "cxrsynth.flows.cli", "stage", "train_diffusion"]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints_dir = tmp_path / "data/train_diffusion/checkpoints"

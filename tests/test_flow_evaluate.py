@@ -1,7 +1,6 @@
 """The evaluate stage end to end on a tiny project (tiny profile, untrained densenet_small classifiers)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -9,16 +8,12 @@ import pandas as pd
 import pytest
 
 from cxrsynth.tasks.params import load_params, variant_name
-from tests.conftest import TINY_PARAMS
-from tests.evaluate_project import build_tiny_project, save_untrained_classifier
+from tests.evaluate_project import save_untrained_classifier
 
 
 @pytest.mark.slow
-def test_evaluate_flow_on_tiny_project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    shutil.copy(TINY_PARAMS, tmp_path / "params.yaml")
+def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     params = load_params("params.yaml")
-    build_tiny_project(tmp_path, size=params.ingest.image_size)
     variants = [*params.mix.baselines, *(variant_name(r) for r in params.mix.ratios)]
     for seed, variant in enumerate(variants):
         save_untrained_classifier(tmp_path / "data/classifiers" / variant, variant, seed)

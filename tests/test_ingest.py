@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 from cxrsynth.tasks import manifest
@@ -16,7 +15,7 @@ from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.ingest import images, outputs, select
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
 from tests.conftest import ROOT as REPO
-from tests.conftest import TINY_PARAMS
+from tests.conftest import write_tiny_params
 from tests.sourcefiles import ramp, write_csv, write_dicom, write_phantom_collection, write_picture
 
 # ------------------------------------------------------------------------------------- plain functions
@@ -137,10 +136,7 @@ def prefect_server():
 
 
 def _project(tmp_path: Path, monkeypatch, source: str, source_path: Path, **ingest_params) -> Path:
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["ingest"].update(source=source, path=str(source_path), **ingest_params)
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_tiny_params(tmp_path, ingest={"source": source, "path": str(source_path), **ingest_params})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

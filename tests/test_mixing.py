@@ -7,8 +7,8 @@ import pytest
 from cxrsynth.tasks import manifest, mixing, stages
 from cxrsynth.tasks.manifest import ManifestError
 from cxrsynth.tasks.params import parse_params
+from tests.blob_project import real_frame, synthetic_frame
 from tests.conftest import ROOT
-from tests.tiny_project import make_project, real_frame, synthetic_frame
 
 
 def _params(**mix):
@@ -133,12 +133,11 @@ def test_variant_roundtrip_and_hand_edited_leak_is_caught_on_read(tmp_path):
 
 
 @pytest.mark.slow
-def test_mix_flow_writes_baselines_and_a_ratio(tmp_path, monkeypatch):
+def test_mix_flow_writes_baselines_and_a_ratio(tmp_path, blob_project):
     from cxrsynth.flows.mix import mix_flow
 
     real = real_frame({"train": 20, "val": 6, "test": 6})
-    make_project(tmp_path, real, synthetic_frame({"nodule": 8, "pneumothorax": 8}))
-    monkeypatch.chdir(tmp_path)
+    blob_project(real, synthetic_frame({"nodule": 8, "pneumothorax": 8}))
     mix_flow("params.yaml", variant="baselines")
     mix_flow("params.yaml", variant="ratio_1")
     baselines = sorted(p.name for p in (tmp_path / "data/mix/baselines").iterdir())

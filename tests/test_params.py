@@ -5,12 +5,21 @@ from cxrsynth.tasks.params import Params, ParamsError, load_params, parse_params
 from tests.conftest import ROOT, TINY_PARAMS
 
 
-def _keys(mapping, prefix=""):
+def _items(mapping, prefix=""):
+    """(dotted key, value) of every knob; ``prevalence`` is one knob, a finding -> share mapping."""
     for key, value in mapping.items():
         if isinstance(value, dict) and key != "prevalence":
-            yield from _keys(value, f"{prefix}{key}.")
+            yield from _items(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{key}"
+            yield f"{prefix}{key}", value
+
+
+def _keys(mapping):
+    return (key for key, _ in _items(mapping))
+
+
+def _values(params: Params) -> dict:
+    return dict(_items(params.model_dump(mode="json")))
 
 
 @pytest.mark.parametrize("path", [ROOT / "params.yaml", TINY_PARAMS])
@@ -19,6 +28,40 @@ def test_profiles_load_and_name_every_knob(path):
     written = set(_keys(yaml.safe_load(path.read_text())))
     model = set(_keys(Params().model_dump(mode="json")))
     assert written == model, f"keys missing from {path.name}: {sorted(model - written)}"
+
+
+# The tiny profile is the default profile made small enough to run the whole DAG in minutes: fewer
+# and smaller images, a smaller and shorter-trained model, fewer samples and bootstrap rounds, and
+# rare findings common enough that 80 patients hold some. Every other value is the default's, so a
+# knob changed in one profile and forgotten in the other shows up here.
+TINY_DIFFERENCES = {
+    "phantom.n_patients", "phantom.size", "phantom.prevalence", "ingest.image_size",
+    "diffusion.timesteps", "diffusion.unet.channels", "diffusion.unet.attention_levels",
+    "diffusion.unet.num_head_channels", "diffusion.unet.norm_num_groups", "diffusion.label_dim",
+    "diffusion.text_encoder.max_tokens", "diffusion.text_encoder.dim", "diffusion.text_encoder.layers",
+    "diffusion.train.steps", "diffusion.train.batch_size", "diffusion.train.checkpoint_every",
+    "diffusion.train.sample_every", "diffusion.train.sample_steps",
+    "generate.target_share", "generate.max_per_finding", "generate.steps", "generate.batch_size",
+    "classifier.epochs", "classifier.batch_size", "classifier.patience",
+    "evaluate.bootstrap", "evaluate.prdc_k", "evaluate.segmenter_epochs", "evaluate.reader_study_images",
+    "runtime.torch_threads",  # the test machine's cores are shared
+}
+
+
+def test_default_profile_holds_the_models_defaults():
+    written, defaults = _values(load_params(ROOT / "params.yaml")), _values(Params())
+    differing = {key: (written[key], defaults[key]) for key in defaults if written[key] != defaults[key]}
+    assert not differing, f"params.yaml differs from the defaults in tasks/params.py (written, default): {differing}"
+
+
+def test_tiny_profile_differs_from_the_defaults_only_in_scale():
+    written, defaults = _values(load_params(TINY_PARAMS)), _values(Params())
+    differing = {key for key in defaults if written[key] != defaults[key]}
+    assert not differing - TINY_DIFFERENCES, (
+        f"{TINY_PARAMS.name} differs from the defaults beyond its scale: "
+        f"{ {key: (written[key], defaults[key]) for key in sorted(differing - TINY_DIFFERENCES)} }"
+    )
+    assert not TINY_DIFFERENCES - differing, f"listed as tiny-only but equal to the default: {TINY_DIFFERENCES - differing}"
 
 
 def test_unknown_key_is_named():

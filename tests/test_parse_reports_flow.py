@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from cxrsynth.tasks import manifest
-from tests.conftest import TINY_PARAMS
 
 REPORTS = [
     "FINDINGS: Small right apical pneumothorax. No pleural effusion.\nIMPRESSION: Small right pneumothorax.",
@@ -33,14 +32,11 @@ def _ingest_manifest(n=24):
 
 
 @pytest.mark.slow
-def test_parse_reports_flow_on_a_tiny_project(tmp_path, monkeypatch):
+def test_parse_reports_flow_on_a_tiny_project(tmp_path, tiny_project):
     from cxrsynth.flows.parse_reports import parse_reports_flow
 
-    monkeypatch.chdir(tmp_path)
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params["parse_reports"]["uncertain_policy"] = "positive"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    tiny_project(parse_reports={"uncertain_policy": "positive"})
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     manifest.write(_ingest_manifest(), "data/ingest/manifest.parquet", "ingest")
     (tmp_path / "data" / "parse_reports").mkdir()
     (tmp_path / "data" / "parse_reports" / "stale.txt").write_text("from an earlier run")

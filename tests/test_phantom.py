@@ -5,22 +5,17 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import yaml
 from scipy import ndimage
 
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import read_mask
 from cxrsynth.tasks.params import PhantomParams
-from cxrsynth.tasks.sources.phantom import SITES, render, sample_patient
-from cxrsynth.tasks.sources.phantom_reports import CHEXPERT_COLUMN, CHEXPERT_COLUMNS, write_report
-from cxrsynth.tasks.sources.phantom_writer import (
-    generate_patients,
-    image_path,
-    read_dicom_image,
-    write_dicom,
-    write_tables,
-)
-from tests.conftest import TINY_PARAMS
+from cxrsynth.tasks.sources.phantom.layout import image_path
+from cxrsynth.tasks.sources.phantom.rendering import render
+from cxrsynth.tasks.sources.phantom.reports import CHEXPERT_COLUMN, CHEXPERT_COLUMNS, write_report
+from cxrsynth.tasks.sources.phantom.sampling import sample_patient
+from cxrsynth.tasks.sources.phantom.study import SITES
+from cxrsynth.tasks.sources.phantom.writer import generate_patients, read_dicom_image, write_dicom, write_tables
 
 EVERY_FINDING = {finding: 0.5 for finding in FINDINGS}
 HEDGES = ("possible", "cannot be excluded", "may represent", "questionable", "may be")
@@ -232,14 +227,12 @@ def test_sites_differ_measurably_in_noise_and_contrast():
 
 
 @pytest.mark.slow
-def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeypatch):
+def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, tiny_project):
     from cxrsynth.flows.phantom import phantom_flow
     from cxrsynth.tasks import stages
+    from cxrsynth.tasks.params import load_params
 
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
+    config = load_params(tiny_project() / "params.yaml").phantom
 
     summary = phantom_flow("params.yaml")
 
@@ -247,7 +240,7 @@ def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeyp
     layout = ["files", "labels.csv", "lesions.csv", "masks", "reports", "truth.csv"]
     assert sorted(p.name for p in root.iterdir()) == layout
     labels = pd.read_csv(root / "labels.csv")
-    assert summary["images"] == len(labels) and summary["patients"] == params["phantom"]["n_patients"]
+    assert summary["images"] == len(labels) and summary["patients"] == config.n_patients
     for path in labels["Path"]:
         assert (root / path).is_file()
         patient, study = re.search(r"(patient\d{5})/study(\d)", path).groups()
@@ -256,4 +249,4 @@ def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, monkeyp
         assert (root / mask).is_file()
     assert not list(tmp_path.glob("data/.*"))  # no staging folder left behind
     ds = pydicom.dcmread(root / labels["Path"][0])
-    assert ds.Rows == params["phantom"]["size"]
+    assert ds.Rows == config.size

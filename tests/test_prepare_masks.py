@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 from cxrsynth.tasks import manifest
@@ -27,7 +26,6 @@ from cxrsynth.tasks.masks.prepare import (
     unknown_images,
 )
 from cxrsynth.tasks.masks.summary import summarise
-from tests.conftest import TINY_PARAMS
 from cxrsynth.tasks.masks.rle import encode_rle
 
 SIZE = 32
@@ -296,7 +294,7 @@ FLOW_STATES = {
 
 
 @pytest.mark.slow
-def test_flow_writes_masks_that_overlay_their_images(tmp_path, monkeypatch):
+def test_flow_writes_masks_that_overlay_their_images(tmp_path, tiny_project):
     from cxrsynth.flows.prepare_masks import prepare_masks_flow
 
     boxes = {"img0": [(8, 8, 20, 24)], "img1": [BOX], "img2": [(70, 20, 40, 30)], "img3": [(50, 40, 30, 30)]}
@@ -318,10 +316,7 @@ def test_flow_writes_masks_that_overlay_their_images(tmp_path, monkeypatch):
     build_project(tmp_path, FLOW_STATES, localisations, boxes)
     write_source_mask(tmp_path, "img3_0.png", SOURCES["img3"], boxes["img3"][0])
     write_source_mask(tmp_path, "img3_1.png", (10, 10), (1, 1, 3, 3))
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
+    tiny_project()
 
     metrics = prepare_masks_flow("params.yaml")
 

@@ -10,7 +10,7 @@ from cxrsynth.tasks.sources.chexpert import read_chexpert
 from cxrsynth.tasks.sources.folder import read_folder
 from cxrsynth.tasks.sources.mimic import read_mimic
 from cxrsynth.tasks.sources.nih import read_nih
-from cxrsynth.tasks.sources.phantom_collection import read_phantom
+from cxrsynth.tasks.sources.phantom.collection import read_phantom
 from cxrsynth.tasks.sources.siim import read_siim
 
 Reader = Callable[[Path], list[SourceRecord]]

@@ -1,5 +1,5 @@
-"""A tiny project on disk for the mix and classifier tests: real and synthetic manifests whose
-images carry each present finding as a bright blob at the finding's own place."""
+"""Toy data for the mix and classifier tests (the ``blob_project`` fixture): real and synthetic
+manifests whose images carry each present finding as a bright blob at the finding's own place."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from cxrsynth.tasks import manifest
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_png16
-from tests.conftest import TINY_PARAMS
 
 # Blob centres as (row, column) fractions of the side, one per finding.
 BLOB_CENTRES = [(0.3, 0.3), (0.7, 0.3), (0.3, 0.7), (0.7, 0.7), (0.5, 0.5), (0.5, 0.2)]
@@ -68,22 +66,10 @@ def write_images(frame: pd.DataFrame, root: Path, size: int, seed: int = 0) -> N
         write_png16(root / path, draw_image(row, size, rng))
 
 
-def make_project(root: Path, real: pd.DataFrame, synthetic: pd.DataFrame | None, size: int = 32, **overrides) -> Path:
-    """Write manifests, images and params.yaml (tiny profile, MLflow in ``root``) under ``root``."""
+def write_manifests(root: Path, real: pd.DataFrame, synthetic: pd.DataFrame | None, size: int = 32) -> None:
+    """The prepare_masks manifest of ``real`` and the generate manifest of ``synthetic``, with their images."""
     manifest.write(real, root / "data/prepare_masks/manifest.parquet", "prepare_masks")
     write_images(real, root, size)
     if synthetic is not None:
         manifest.write(synthetic, root / "data/generate/manifest.parquet", "generate")
         write_images(synthetic, root, size, seed=1)
-    params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["tracking"]["mlflow_uri"] = f"sqlite:///{root / 'mlflow.db'}"
-    params["ingest"]["image_size"] = size
-    params["runtime"]["torch_threads"] = 1
-    for dotted, value in overrides.items():
-        *parents, key = dotted.split("__")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root

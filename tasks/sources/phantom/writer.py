@@ -1,11 +1,4 @@
-"""Writing the phantom collection the way a hospital exports one.
-
-Layout under the collection root (BRIEF "data/phantom/"): ``files/patientNNNNN/studyM/
-view1_frontal.dcm`` (12-bit MONOCHROME2 DICOM), ``reports/patientNNNNN/studyM.txt``,
-``masks/patientNNNNN/studyM_K.png`` for the lesions that ship a mask, and three tables:
-``labels.csv`` (CheXpert ``train.csv`` format), ``lesions.csv`` (``Path, finding, mask``) and
-``truth.csv`` (per image and finding: what the image shows, with its attributes, what the label
-CSV says and what the report says). Patient ids are synthetic (``PHANTOM-00001``).
+"""Writing the phantom collection the way a hospital exports one (the layout: ``layout.py``).
 
 ``generate_patients`` writes one range of patients and returns their table rows, so ranges can
 run in parallel in any order; ``write_tables`` sorts and writes the tables once all are done.
@@ -28,32 +21,24 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import atomic_path, write_mask, write_text
 from cxrsynth.tasks.params import PhantomParams
-from cxrsynth.tasks.sources.phantom import EXPORT_STREAM, Study, render, rng_for, sample_patient
-from cxrsynth.tasks.sources.phantom_reports import CHEXPERT_COLUMNS, label_row, write_report
+from cxrsynth.tasks.sources.phantom.layout import (
+    LABELS,
+    LESION_COLUMNS,
+    LESIONS,
+    TRUTH,
+    TRUTH_COLUMNS,
+    image_path,
+    mask_path,
+    report_path,
+)
+from cxrsynth.tasks.sources.phantom.rendering import render
+from cxrsynth.tasks.sources.phantom.reports import CHEXPERT_COLUMNS, label_row, write_report
+from cxrsynth.tasks.sources.phantom.sampling import sample_patient
+from cxrsynth.tasks.sources.phantom.study import EXPORT_STREAM, Study, rng_for
 
-LESION_COLUMNS: tuple[str, ...] = ("Path", "finding", "mask")
-TRUTH_COLUMNS: tuple[str, ...] = ("Path", "finding", "state", "laterality", "location", "severity",
-                                  "in_labels", "in_report")
 BITS_STORED = 12
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
 FIRST_STUDY_DATE = datetime.date(2019, 1, 1)
-
-
-def patient_folder(patient_index: int) -> str:
-    return f"patient{patient_index + 1:05d}"
-
-
-def image_path(study: Study) -> str:
-    """Path of a study's DICOM, relative to the collection root (CheXpert's naming)."""
-    return f"files/{patient_folder(study.patient_index)}/study{study.study_index + 1}/view1_frontal.dcm"
-
-
-def report_path(study: Study) -> str:
-    return f"reports/{patient_folder(study.patient_index)}/study{study.study_index + 1}.txt"
-
-
-def mask_path(study: Study, lesion_number: int) -> str:
-    return f"masks/{patient_folder(study.patient_index)}/study{study.study_index + 1}_{lesion_number}.png"
 
 
 @dataclass
@@ -171,8 +156,8 @@ def tables(rows: Rows) -> dict[str, pd.DataFrame]:
     truth["state"] = truth["state"].astype("int8")
     truth["in_report"] = truth["in_report"].astype("Int8")
     labels["Age"] = labels["Age"].astype(int)
-    return {"labels.csv": labels.reset_index(drop=True), "lesions.csv": lesions.reset_index(drop=True),
-            "truth.csv": truth.reset_index(drop=True)}
+    return {LABELS: labels.reset_index(drop=True), LESIONS: lesions.reset_index(drop=True),
+            TRUTH: truth.reset_index(drop=True)}
 
 
 def write_tables(rows: Rows, root: str | Path) -> dict[str, pd.DataFrame]:

@@ -21,7 +21,7 @@ import numpy as np
 from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from cxrsynth.tasks.params import PhantomParams
 from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS
-from cxrsynth.tasks.sources.phantom import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study, rng_for
+from cxrsynth.tasks.sources.phantom.study import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study, rng_for
 
 # How often a radiologist states each finding's absence in words.
 NEGATION_RATE = {"cardiomegaly": 0.75, "pleural_effusion": 0.7, "pneumothorax": 0.65,

@@ -10,7 +10,8 @@ import pandas as pd
 
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import atomic_path, read_mask
-from cxrsynth.tasks.sources.phantom_writer import read_dicom_image
+from cxrsynth.tasks.sources.phantom.layout import LABELS, LESIONS, TRUTH
+from cxrsynth.tasks.sources.phantom.writer import read_dicom_image
 
 SHORT_NAMES = {"cardiomegaly": "cardiomegaly", "pleural_effusion": "effusion", "pneumothorax": "PTX",
                "nodule": "nodule", "atelectasis": "atelectasis", "consolidation": "consolidation"}
@@ -20,7 +21,7 @@ MASK_COLOURS = {"cardiomegaly": "tab:orange", "pleural_effusion": "tab:cyan", "p
 
 def counts(tables: dict[str, pd.DataFrame], sites: list[str]) -> dict:
     """Images, patients and sites; per finding: present, hedged, report-only, masked, prevalence."""
-    labels, truth, lesions = tables["labels.csv"], tables["truth.csv"], tables["lesions.csv"]
+    labels, truth, lesions = tables[LABELS], tables[TRUTH], tables[LESIONS]
     summary: dict = {
         "images": len(labels),
         "patients": int(labels["Path"].str.split("/").str[1].nunique()),
@@ -76,7 +77,7 @@ def sample_grid(root: str | Path, tables: dict[str, pd.DataFrame], path: str | P
     import matplotlib.pyplot as plt
 
     root = Path(root)
-    truth, lesions = tables["truth.csv"], tables["lesions.csv"]
+    truth, lesions = tables[TRUTH], tables[LESIONS]
     samples = pick_samples(truth, count)
     columns = int(np.ceil(np.sqrt(len(samples))))
     rows = int(np.ceil(len(samples) / columns))

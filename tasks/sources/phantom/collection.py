@@ -12,15 +12,12 @@ from pathlib import Path
 from cxrsynth.tasks.findings import check_finding
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
 from cxrsynth.tasks.sources.chexpert import patient_and_study, read_chexpert_csv
+from cxrsynth.tasks.sources.phantom.layout import LABELS, LESION_COLUMNS, LESIONS, REPORTS
 from cxrsynth.tasks.sources.tables import read_table, row_number
 
-LABELS = "labels.csv"
-LESIONS = "lesions.csv"
-REPORTS = "reports"
-LESION_COLUMNS = ("Path", "finding", "mask")
 
 
-def report_path(root: Path, relative: str, where: str) -> Path:
+def report_file(root: Path, relative: str, where: str) -> Path:
     patient, study = patient_and_study(relative, where)
     return root / REPORTS / patient / f"{study}.txt"
 
@@ -50,7 +47,7 @@ def read_phantom(root: str | Path) -> list[SourceRecord]:
         raise SourceError(f"{root}: {LABELS} not found (has the phantom stage run?)")
     records = read_chexpert_csv(labels, root)
     for record in records:
-        report = report_path(root, record.image_path.relative_to(root).as_posix(), f"{labels} row {record.row}")
+        report = report_file(root, record.image_path.relative_to(root).as_posix(), f"{labels} row {record.row}")
         record.report = report.read_text() if report.is_file() else None
     _attach_lesions(root, {record.image_path: record for record in records})
     return records
