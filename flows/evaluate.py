@@ -17,7 +17,7 @@ from cxrsynth.tasks import reader_study, tracking
 from cxrsynth.tasks.classifier import resolve_device
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import atomic_path, write_json
-from cxrsynth.tasks.metrics import classifiers, diversity, downstream, figures, inputs, json_ready, numeric, report
+from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures
 from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
 from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
 from cxrsynth.tasks.params import Params
@@ -28,7 +28,7 @@ METRICS = Path("metrics/evaluate.json")
 ROC_PLOT = Path("plots/evaluate/roc.csv")
 READER_PAGE = REPORTS / "reader_study" / "index.html"
 READER_KEY = REPORTS / "reader_study_key.json"  # outside the folder handed to readers
-MAX_EMBEDDED = 400  # images per source in the embedding figure
+RATIO_PLOT = Path("plots/evaluate/auroc_by_ratio.csv")
 
 
 @task(name="load image sets", cache_policy=NO_CACHE)  # arrays and models: nothing worth hashing
@@ -87,77 +87,16 @@ def _write_roc(roc: pd.DataFrame) -> None:
         roc.to_csv(temp, index=False)
 
 
-def _downstream_figures(roc: pd.DataFrame, downstream_by_variant: dict, rare: list[str]) -> dict[str, str]:
-    paths = {}
-    for finding in rare:
-        aurocs = {v: m["per_finding"][finding]["auroc"] for v, m in downstream_by_variant.items()}
-        n_positive = downstream_by_variant[classifiers.REFERENCE]["per_finding"][finding]["n_positive"]
-        path = figures.save(figures.finding_roc_figure(roc, finding, aurocs, n_positive), FIGURES / f"roc_{finding}.png")
-        paths[f"roc_{finding}"] = path.relative_to(REPORTS).as_posix()
-    for variant in downstream_by_variant:
-        figures.save(figures.variant_roc_figure(roc, variant), FIGURES / f"roc_variant_{variant}.png")
-    return paths
-
-
-def _embedding_figure(params: Params, sets: dict, features: synthetic_metrics.Features) -> Path:
-    rare, seed = params.generate.rare_findings, params.evaluate.seed
-    rng = np.random.default_rng(seed)
-    coordinates, sources, names = [], [], []
-    for source, image_set, rows in (("real", sets["train"], features.train),
-                                    ("synthetic", sets["synthetic"], features.synthetic)):
-        picked = np.sort(rng.permutation(len(image_set))[:MAX_EMBEDDED])
-        coordinates.append(rows[picked])
-        sources += [source] * len(picked)
-        finding = synthetic_metrics.finding_of(image_set.frame, rare)
-        names += [finding[i] for i in picked]
-    embedded = diversity.embed_2d(np.concatenate(coordinates), params.evaluate.embedding, seed)
-    return figures.save(figures.embedding_figure(embedded, sources, names, params.evaluate.embedding),
-                        FIGURES / "embedding.png")
-
-
-def _memorisation_figure(params: Params, sets: dict, nearest: pd.DataFrame) -> Path:
-    """The six synthetic images closest to a training image, beside it."""
-    train, synthetic = sets["train"], sets["synthetic"]
-    closest = nearest.sort_values("correlation", ascending=False).head(6)
-    synthetic_position = {image_id: i for i, image_id in enumerate(synthetic.ids)}
-    train_position = {image_id: i for i, image_id in enumerate(train.ids)}
-    threshold = params.evaluate.memorisation_threshold
-    captions = [f"r = {r:.3f}" + (" NEAR-COPY" if r >= threshold else "") for r in closest["correlation"]]
-    return figures.save(figures.pairs_figure(
-        synthetic.images[[synthetic_position[i] for i in closest["image_id"]]],
-        train.images[[train_position[i] for i in closest["nearest_by_pixels"]]],
-        captions, ("synthetic", "nearest training image")), FIGURES / "memorisation.png")
-
-
-def _samples_figure(params: Params, sets: dict) -> Path:
-    rare = params.generate.rare_findings
-    train, synthetic = sets["train"], sets["synthetic"]
-    train_names, synthetic_names = (np.asarray(synthetic_metrics.finding_of(s.frame, rare)) for s in (train, synthetic))
-    groups = {f: (train.images[train_names == f][:4], synthetic.images[synthetic_names == f][:4]) for f in rare}
-    return figures.save(figures.samples_figure(groups), FIGURES / "samples.png")
-
-
-def _synthetic_figures(params: Params, sets: dict, features: synthetic_metrics.Features, nearest: pd.DataFrame) -> dict[str, str]:
-    paths = {"embedding": _embedding_figure(params, sets, features),
-             "memorisation": _memorisation_figure(params, sets, nearest),
-             "samples": _samples_figure(params, sets)}
+def _report_paths(paths: dict[str, Path]) -> dict[str, str]:
     return {name: path.relative_to(REPORTS).as_posix() for name, path in paths.items()}
 
 
 def _reader_study(params: Params, sets: dict) -> dict:
-    rare = params.generate.rare_findings
-    test, synthetic = sets["test"], sets["synthetic"]
-
-    def candidates(image_set: inputs.ImageSet, source: str) -> list[reader_study.Candidate]:
-        names = synthetic_metrics.finding_of(image_set.frame, rare)
-        return [reader_study.Candidate(image, source, name, image_id)
-                for image, name, image_id in zip(image_set.images, names, image_set.ids)]
-
-    real = candidates(test, "real")
-    with_rare = [c for c in real if c.finding in rare]
-    per_source = params.evaluate.reader_study_images
-    items, key = reader_study.build_study(with_rare if len(with_rare) >= per_source else real,
-                                          candidates(synthetic, "synthetic"), per_source, params.evaluate.seed)
+    rare, per_source = params.generate.rare_findings, params.evaluate.reader_study_images
+    real, synthetic = (reader_study.candidates(s.images, s.frame, synthetic_metrics.finding_of(s.frame, rare), source)
+                       for s, source in ((sets["test"], "real"), (sets["synthetic"], "synthetic")))
+    items, key = reader_study.build_study(reader_study.pick_real(real, rare, per_source), synthetic, per_source,
+                                          params.evaluate.seed)
     reader_study.write_study(items, key, READER_PAGE, READER_KEY)
     return {"n_items": len(items), "study": key["study"]}
 
@@ -179,6 +118,8 @@ def _log_synthetic_run(params: Params, metrics: dict) -> None:
         for name in ("evaluation.md", "evaluation.html"):
             mlflow.log_artifact(str(REPORTS / name), "report")
         mlflow.log_artifacts(str(FIGURES), "report/figures")
+        for path in (FIGURES / "auroc_by_ratio.png", RATIO_PLOT):  # the ratio comparison, at the run's top level
+            mlflow.log_artifact(str(path))
         if READER_PAGE.exists():
             mlflow.log_artifact(str(READER_PAGE), "report/reader_study")
 
@@ -198,14 +139,18 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     downstream_by_variant = downstream_metrics(params, labels, probabilities)
     roc = pd.concat([downstream.roc_points(v, labels, probabilities[v]) for v, _ in variants], ignore_index=True)
 
-    reference_model = models[classifiers.REFERENCE]
-    synthetic_section, figure_paths, study = None, _downstream_figures(roc, downstream_by_variant, rare), None
+    ratio_table = ratios.auroc_by_ratio(downstream_by_variant, variants, rare)
+    ratios.write_table(ratio_table, RATIO_PLOT)
+    figure_paths = report_figures.downstream_figures(roc, downstream_by_variant, rare, FIGURES)
+    figure_paths["auroc_by_ratio"] = report_figures.ratio_comparison(ratio_table, FIGURES)
+
+    reference_model, synthetic_section, study = models[classifiers.REFERENCE], None, None
     if len(sets["synthetic"]):
         thresholds = {f: downstream_by_variant[classifiers.REFERENCE]["per_finding"][f]["threshold_at_specificity"]
                       for f in FINDINGS}
         synthetic_section, features, nearest = synthetic_set_metrics(
             params, sets, _feature_network(params, reference_model), reference_model, thresholds, device)
-        figure_paths |= _synthetic_figures(params, sets, features, nearest)
+        figure_paths |= report_figures.synthetic_figures(params, sets, features, nearest, FIGURES)
         study = _reader_study(params, sets)
         with atomic_path(REPORTS / "memorisation.csv") as temp:
             nearest.to_csv(temp, index=False)
@@ -225,7 +170,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     })
     write_json(METRICS, metrics)
     _write_roc(roc)
-    text = report.build_markdown(metrics, variants, rare, config.specificity, figure_paths,
+    text = report.build_markdown(metrics, variants, rare, config.specificity, _report_paths(figure_paths),
                                  READER_PAGE.relative_to(REPORTS).as_posix() if study else None)
     report.write_report(text, REPORTS / "evaluation.md", REPORTS / "evaluation.html")
 

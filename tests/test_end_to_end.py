@@ -134,6 +134,10 @@ def test_dag_end_to_end(project, tmp_path):
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert set(variants) <= set(json.dumps(metrics).replace('"', " ").split()), "a variant is missing from the metrics"
     assert (root / "reports/evaluation.md").is_file() and (root / "plots/evaluate/roc.csv").is_file()
+    shown = json.loads(subprocess.run([str(BIN / "dvc"), "plots", "show", "--json", "plots/evaluate/auroc_by_ratio.csv"],
+                                      cwd=root, env=env, capture_output=True, text=True, check=True).stdout)
+    (ratio_plot,) = shown["data"]["plots/evaluate/auroc_by_ratio.csv"]
+    assert {row["variant"] for row in ratio_plot["content"]["data"]["values"]} == set(variants)
 
     import mlflow
 
@@ -168,3 +172,4 @@ def test_dag_end_to_end(project, tmp_path):
     )
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert f"ratio_{new_ratio}" in json.dumps(metrics)
+    assert f"ratio_{new_ratio}," in (root / "plots/evaluate/auroc_by_ratio.csv").read_text()

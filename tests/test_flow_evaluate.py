@@ -47,7 +47,13 @@ def test_evaluate_flow_on_tiny_project(tmp_path, monkeypatch):
     roc = pd.read_csv("plots/evaluate/roc.csv")
     assert list(roc.columns) == ["variant", "finding", "fpr", "tpr"]
     assert set(roc["variant"]) == set(variants)
+    by_ratio = pd.read_csv("plots/evaluate/auroc_by_ratio.csv")
+    assert len(by_ratio) == 2 * len(variants) and set(by_ratio["finding"]) == {"pneumothorax", "nodule"}
+    row = by_ratio[(by_ratio["finding"] == "nodule") & (by_ratio["variant"] == "ratio_1")].iloc[0]
+    assert row["kind"] == "ratio" and row["ratio"] == 1.0 and row["auroc"] == pytest.approx(nodule["auroc"])
+    assert set(by_ratio.loc[by_ratio["kind"] == "baseline", "variant"]) == set(params.mix.baselines)
     report = Path("reports/evaluation.md").read_text()
+    assert "](figures/auroc_by_ratio.png)" in report and Path("reports/figures/auroc_by_ratio.png").is_file()
     assert "p vs real_only" in report and "## Caveats" in report
     assert "data:image/png;base64," in Path("reports/evaluation.html").read_text()
     page = Path("reports/reader_study/index.html").read_text()
@@ -62,3 +68,6 @@ def test_evaluate_flow_on_tiny_project(tmp_path, monkeypatch):
     assert ratio_run["params.ratio"] == "0.5" and ratio_run["params.variant"] == "ratio_0.5"
     assert "metrics.per_finding.nodule.auroc" in runs.columns
     assert "metrics.synthetic.lesions.condition_accuracy_by_type.label_mask.nodule.detected" in runs.columns
+    synthetic_run = runs[runs["tags.mlflow.runName"] == "evaluate:synthetic"].iloc[0]
+    top_level = {a.path for a in mlflow.MlflowClient().list_artifacts(synthetic_run["run_id"])}
+    assert {"auroc_by_ratio.png", "auroc_by_ratio.csv"} <= top_level

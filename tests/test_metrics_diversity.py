@@ -39,3 +39,17 @@ def test_embedding():
     assert np.allclose(embed_2d(features, "tsne", 0), embed_2d(features, "tsne", 0))
     with pytest.raises(ValueError, match="evaluate.embedding"):
         embed_2d(features, "umap", 0)
+
+
+@pytest.mark.parametrize("k, shift, scale", [(3, 0.0, 1.0), (5, 0.5, 1.0), (5, 0.0, 0.3), (10, 1.0, 2.0)])
+def test_prdc_matches_the_authors_package(k, shift, scale):
+    """Same features, same k: the values of Naeem et al.'s own implementation (the ``prdc`` package)."""
+    from prdc import compute_prdc
+
+    rng = np.random.default_rng(k)
+    real = rng.normal(size=(150, 6)).astype(np.float32)
+    fake = (rng.normal(size=(120, 6)) * scale + shift).astype(np.float32)
+    ours = prdc(real, fake, k=k)
+    theirs = compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert ours[name] == pytest.approx(float(theirs[name]), abs=1e-9), name

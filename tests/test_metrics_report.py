@@ -47,3 +47,13 @@ def test_html_embeds_figures(tmp_path):
     html = (tmp_path / "evaluation.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html and 'src="figures/' not in html
     assert (tmp_path / "evaluation.md").read_text() == text
+
+
+def test_ratio_comparison_and_reader_study_scoring_in_the_report():
+    figures = {"auroc_by_ratio": "figures/auroc_by_ratio.png"}
+    text = build_markdown(metrics_without_synthetic(), VARIANTS, ["nodule"], 0.9, figures,
+                          reader_study="reader_study/index.html")
+    downstream = text[text.index("## Downstream classification"):text.index("### nodule")]
+    assert "](figures/auroc_by_ratio.png)" in downstream  # with the averages, before the per-finding detail
+    assert "python -m cxrsynth.tasks.reader_study KEY ANSWERS... --html" in text
+    assert "auroc_by_ratio" not in build_markdown(metrics_without_synthetic(), VARIANTS, ["nodule"], 0.9, {}, None)

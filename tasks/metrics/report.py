@@ -200,13 +200,15 @@ def build_markdown(metrics: dict, variants: Sequence[tuple[str, float]], rare_fi
         "## Downstream classification",
         _averages(metrics, variants),
     ]
+    if "auroc_by_ratio" in figures:
+        parts.append(f"![Rare-finding AUROC against the synthetic ratio, baselines dashed]({figures['auroc_by_ratio']})")
     ordered = list(rare_findings) + [f for f in FINDINGS if f not in rare_findings]
     parts += [_finding_section(f, metrics, variants, specificity, figures.get(f"roc_{f}")) for f in ordered]
     parts.append(_synthetic_section(metrics, rare_findings, figures))
     if reader_study:
         parts.append(f"## Reader study\n\nA blinded page of real and synthetic images for readers: "
                      f"[{reader_study}]({reader_study}) (the key is kept separately; score answers with "
-                     "`python -m tasks.reader_study KEY ANSWERS...`).")
+                     "`python -m cxrsynth.tasks.reader_study KEY ANSWERS... --html SUMMARY.html --mlflow`).")
     parts.append("## What the metrics mean\n\n" + "\n".join(f"- **{name}**: {text}" for name, text in EXPLANATIONS.items()))
     parts.append(_caveats(metrics))
     return "\n\n".join(parts) + "\n"
