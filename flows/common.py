@@ -10,9 +10,6 @@ import numpy as np
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-# `cxrsynth serve`'s runner webserver (off unless PREFECT_RUNNER_SERVER_ENABLE) stays on loopback
-# unless the environment names another host; Prefect's own default is the name "localhost".
-os.environ.setdefault("PREFECT_RUNNER_SERVER_HOST", "127.0.0.1")
 
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
