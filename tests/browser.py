@@ -104,28 +104,46 @@ def _answers(url: str) -> bool:
         return False
 
 
+class Server:
+    """A server process being started; ``ready()`` waits until its URL answers."""
+
+    def __init__(self, process: subprocess.Popen, ready_url: str, log: Path) -> None:
+        self.process, self.ready_url, self.log = process, ready_url, log
+
+    def ready(self, timeout: float = 120) -> subprocess.Popen:
+        deadline = time.monotonic() + timeout
+        while not _answers(self.ready_url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{self.process.args[0]} did not answer {self.ready_url} within {timeout:.0f} s "
+                            f"(exit code {self.process.poll()}); end of {self.log}:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        return self.process
+
+
 @contextlib.contextmanager
-def running_server(command: Sequence[str], ready_url: str, log_name: str, env: dict[str, str] | None = None,
-                   cwd: Path | None = None, timeout: float = 90) -> Iterator[subprocess.Popen]:
-    """Start a server in its own process group, wait until ``ready_url`` answers 200, stop it after.
+def started_server(command: Sequence[str], ready_url: str, log_name: str, env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> Iterator[Server]:
+    """Start a server in its own process group and stop it after; the caller may work while it starts.
 
     Its output goes to ``<artefacts>/<log_name>.log``, whose tail a failure to start shows.
     """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / f"{log_name}.log"
     with log.open("w") as handle:
-        server = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, cwd=cwd, stdout=handle,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, cwd=cwd, stdout=handle,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while not _answers(ready_url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{command[0]} did not answer {ready_url} within {timeout:.0f} s "
-                            f"(exit code {server.poll()}); end of {log}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield server
+        yield Server(process, ready_url, log)
     finally:
-        _stop(server)
+        _stop(process)
+
+
+@contextlib.contextmanager
+def running_server(command: Sequence[str], ready_url: str, log_name: str, env: dict[str, str] | None = None,
+                   cwd: Path | None = None, timeout: float = 90) -> Iterator[subprocess.Popen]:
+    """Start a server (as ``started_server``) and wait until ``ready_url`` answers 200."""
+    with started_server(command, ready_url, log_name, env, cwd) as server:
+        yield server.ready(timeout)
 
 
 def _stop(server: subprocess.Popen) -> None:

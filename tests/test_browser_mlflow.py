@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser import assert_loopback_only, free_port, running_server, screenshot
+from tests.browser import assert_loopback_only, free_port, screenshot, started_server
 from tests.conftest import TINY_PARAMS
 
 pytestmark = pytest.mark.browser
@@ -38,8 +38,8 @@ def _downstream(params, variants: list[tuple[str, float]]) -> dict:
             for variant, s in scores.items()}
 
 
-def _log_evaluate_runs(root: Path, tracking_uri: str):
-    """Log the runs through flows/evaluate.py's own per-variant logging, as the stage does."""
+def _prepare_runs(root: Path, tracking_uri: str):
+    """Params tracking to the server, what each variant's run points at, and its metrics."""
     from PIL import Image
 
     from cxrsynth.flows import evaluate
@@ -56,9 +56,7 @@ def _log_evaluate_runs(root: Path, tracking_uri: str):
         (folder / "config.json").write_text("{}")
         (root / evaluate.FIGURES).mkdir(parents=True, exist_ok=True)
         Image.new("L", (8, 8)).save(root / evaluate.FIGURES / f"roc_variant_{variant}.png")
-    metrics = _downstream(params, variants)
-    evaluate._log_variant_runs(params, variants, metrics)
-    return params, variants, metrics
+    return params, variants, _downstream(params, variants)
 
 
 def _show_ratio_column(page) -> dict[str, str]:
@@ -107,10 +105,15 @@ def test_mlflow_ui_lists_variant_runs_and_compares_ratio_aurocs(tmp_path, monkey
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                "--artifacts-destination", str(tmp_path / "mlartifacts"), "--port", str(port), "--workers", "1"]
-    with running_server(command, f"{url}/health", "mlflow_server", env=SERVER_ENV, cwd=tmp_path) as server:
+    with started_server(command, f"{url}/health", "mlflow_server", env=SERVER_ENV, cwd=tmp_path) as starting:
+        params, variants, metrics = _prepare_runs(tmp_path, url)  # while the server starts
+        server = starting.ready()
         assert_loopback_only(server, "mlflow server")  # no --host given: the default must stay local
-        params, variants, metrics = _log_evaluate_runs(tmp_path, url)
         import mlflow
+
+        from cxrsynth.flows.evaluate import _log_variant_runs
+
+        _log_variant_runs(params, variants, metrics)  # the evaluate stage's own logging, as it runs
 
         experiment = mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id
         page.goto(f"{url}/#/experiments/{experiment}/runs?workflowType=machine_learning")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.browser import ROOT, assert_loopback_only, free_port, running_server, screenshot
+from tests.browser import ROOT, assert_loopback_only, free_port, screenshot, started_server
 from tests.conftest import TINY_PARAMS
 
 pytestmark = pytest.mark.browser
@@ -69,8 +69,6 @@ def _run_pipeline(monkeypatch) -> str:
 
 
 def test_prefect_ui_shows_the_nightly_schedule_and_a_pipeline_runs_stage_tasks(tmp_path, monkeypatch, page):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     declared = _project(tmp_path)
@@ -80,8 +78,12 @@ def test_prefect_ui_shows_the_nightly_schedule_and_a_pipeline_runs_stage_tasks(t
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            **{f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED": "false" for name in IDLE_SERVICES}}
     monkeypatch.delenv("PREFECT_SERVER_API_HOST", raising=False)  # the default host is what is checked
-    with running_server([str(PREFECT), "server", "start"], f"{api}/health", "prefect_server",
-                        env=env, cwd=tmp_path, timeout=180) as server:
+    with started_server([str(PREFECT), "server", "start"], f"{api}/health", "prefect_server", env=env,
+                        cwd=tmp_path) as starting:
+        import cxrsynth.flows.pipeline  # noqa: F401  (Prefect and the flow imported while the server starts)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        server = starting.ready(timeout=180)
         assert_loopback_only(server, "prefect server start")
         with temporary_settings(updates={PREFECT_API_URL: api}):
             _deploy(tmp_path, api, declared["work_pool"]["name"])
