@@ -58,7 +58,8 @@ def pipeline_flow(params_path: str = "params.yaml", stages: list[str] | None = N
         env = {
             tracking.PIPELINE_RUN_ENV: pipeline_id,
             tracking.PARENT_RUN_ENV: parent.info.run_id,
-            "PREFECT_API_URL": os.environ.get("PREFECT_API_URL") or get_client().api_url.rstrip("/"),
+            # api_url is an httpx.URL (used when a profile, not the environment, names the API)
+            "PREFECT_API_URL": os.environ.get("PREFECT_API_URL") or str(get_client().api_url).rstrip("/"),
             "TQDM_MININTERVAL": "15",  # progress lines in logs every 15 s, not every frame
         }
         for stage in order:

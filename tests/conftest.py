@@ -28,6 +28,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # captured streams; at WARNING that line (and the noise it causes) is not emitted.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+# Browser-test fixtures (Chromium, servers on 127.0.0.1, screenshots) and their summary line.
+pytest_plugins = ["tests.browser"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CXRSYNTH_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TINY_PARAMS = ROOT / "tests" / "params.tiny.yaml"

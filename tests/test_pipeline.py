@@ -1,4 +1,6 @@
+import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -73,3 +75,16 @@ def test_serve_deployment_has_the_schedule():
     assert built.schedules[0].schedule.cron == "30 1 * * 1-5"
     assert built.parameters == {"params_path": "tests/params.tiny.yaml"}
     assert built.concurrency_limit == 1
+
+
+def test_serve_runner_webserver_binds_loopback_unless_told():
+    """`cxrsynth serve` reads Prefect's runner host after importing cxrsynth.flows: 127.0.0.1 by
+    default (Prefect's own default is "localhost"), the environment's host when it names one."""
+    probe = ("from cxrsynth.flows.cli import deployment; deployment('nightly', '0 2 * * *'); "
+             "from prefect.settings import PREFECT_RUNNER_SERVER_HOST; print(PREFECT_RUNNER_SERVER_HOST.value())")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_RUNNER_SERVER_HOST"}
+    for told, expected in ((None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")):
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env=env | ({"PREFECT_RUNNER_SERVER_HOST": told} if told else {}))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == expected
