@@ -64,7 +64,8 @@ def _show_ratio_column(page) -> dict[str, str]:
     """Add the ratio param as a column of the runs table; run name -> ratio as displayed."""
     page.get_by_role("button", name="Columns").click()
     page.get_by_placeholder("Search columns").fill("ratio")
-    page.get_by_text("ratio", exact=True).click()
+    # the search highlights "ratio" inside other names too (mix.ratios): pick the entry named exactly ratio
+    page.locator("xpath=//*[normalize-space(.)='ratio'][strong]").first.click()
     page.keyboard.press("Escape")
     page.locator('.ag-cell[col-id="params.`ratio`"]').first.wait_for()
     rows = page.evaluate("""() => { const rows = {};

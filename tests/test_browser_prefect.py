@@ -55,7 +55,7 @@ def _deploy(root: Path, api: str, pool: str) -> None:
 def _run_pipeline(monkeypatch) -> str:
     """One run of the pipeline flow over STAGES; its flow-run id."""
     import cxrsynth.flows.pipeline as pipeline
-    from cxrsynth.tasks.pipeline import StageResult
+    from cxrsynth.tasks.dvc_repro import StageResult
 
     def stand_in(stage: str, env: dict, on_line) -> StageResult:
         on_line(f"Running stage '{stage}' (stand-in for dvc repro)")
