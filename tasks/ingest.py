@@ -21,6 +21,7 @@ import pandas as pd
 from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from cxrsynth.tasks.io import atomic_path, read_mask, read_png16, write_mask, write_png16, write_text
 from cxrsynth.tasks.masks.rle import decode_rle
+from cxrsynth.tasks.mosaic import mosaic
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
 from cxrsynth.tasks.sources.decode import DecodeError, decode_bytes, read_file
 from cxrsynth.tasks.sources.geometry import fit_square
@@ -332,14 +333,7 @@ def sample_grid(manifest: pd.DataFrame, root: str | Path, count: int, seed: int)
     chosen = np.random.default_rng(seed).choice(len(manifest), size=min(count, len(manifest)), replace=False)
     paths = manifest["path"].iloc[np.sort(chosen)].tolist()
     tiles = [read_png16(Path(root) / path) for path in paths]
-    columns = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / columns)
-    size = tiles[0].shape[0]
-    grid = np.zeros((rows * size, columns * size), dtype=np.float32)
-    for position, tile in enumerate(tiles):
-        top, left = divmod(position, columns)
-        grid[top * size : (top + 1) * size, left * size : (left + 1) * size] = tile
-    return grid
+    return mosaic(tiles, columns=math.ceil(math.sqrt(len(tiles))))
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
