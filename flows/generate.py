@@ -13,8 +13,10 @@ from cxrsynth.flows.common import setup, task_runner
 from cxrsynth.tasks import manifest, tracking
 from cxrsynth.tasks.diffusion import generation
 from cxrsynth.tasks.diffusion.data import MANIFEST
-from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE, read_config
-from cxrsynth.tasks.diffusion.train_stage import MODEL_DIR, resolve_device
+from cxrsynth.tasks.device import resolve_device
+from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
+from cxrsynth.tasks.diffusion.train_stage import MODEL_DIR
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params
 
@@ -47,14 +49,14 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     weights = MODEL_DIR / WEIGHTS_FILE
     with tracking.stage_run("generate", params, sections=("generate",), inputs=(MANIFEST, weights)):
         device = resolve_device(params.runtime.device)
-        config = read_config(MODEL_DIR)  # the model itself is loaded where its part is sampled
+        config = GenerationPipeline.load_config(MODEL_DIR)  # the model itself is loaded where its part is sampled
         checkpoint_digest = tracking.md5_digest(weights)
         counts, requests, maps = generation.plan_for(manifest.read(MANIFEST), ".", settings, config)
         generation.prepare_output(".", generation.plan_digest(requests, {
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,
             "guidance_scale": settings.guidance_scale}))
         stats = sample_all(requests, maps, params, device)
-        synthetic = generation.synthetic_manifest(requests, config["image_size"], checkpoint_digest, settings)
+        synthetic = generation.synthetic_manifest(requests, config.image_size, checkpoint_digest, settings)
         manifest.write(synthetic, SYNTHETIC_MANIFEST, "generate")
         grids = generation.write_grids(requests, maps) if len(requests) else []
         metrics = generation.generation_metrics(counts, requests, stats)

@@ -6,9 +6,8 @@ from torch.utils.data import default_collate
 
 from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch, checkpoints, latest_checkpoint
 from cxrsynth.tasks.diffusion.data import batch_conditions
-from cxrsynth.tasks.diffusion.model_io import config_digest, load_model, process_of, save_model
-from cxrsynth.tasks.diffusion.sampling import sample
-from cxrsynth.tasks.diffusion.train_stage import loss_table, resolve_device, training_metrics, write_training_outputs
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
+from cxrsynth.tasks.diffusion.train_stage import loss_table, training_metrics, write_training_outputs
 from cxrsynth.tasks.diffusion.training import TrainHooks, autocast_dtype, make_ema, train_diffusion
 from tests.diffusion_data import save_tiny_bert, tiny_diffusion, tiny_setup
 
@@ -29,7 +28,7 @@ def test_every_condition_combination_trains_a_step_and_samples(tmp_path, conditi
     assert not torch.equal(_weights(prepared.model), before)
     batch = default_collate([prepared.dataset[i] for i in range(3)])
     cond = batch_conditions(batch).keeping(conditions)
-    images = sample(outcome.ema_model, process_of(prepared.config), cond, [1, 2, 3], "dpm_solver", 2, 2.0, 16)
+    images = prepared.pipeline(outcome.ema_model)(cond, [1, 2, 3], 2, 2.0)
     assert images.shape == (3, 1, 16, 16) and torch.isfinite(images).all()
     assert 0 <= images.min() and images.max() <= 1
 
@@ -96,13 +95,9 @@ def test_ema_warms_up_then_averages_slowly():
     assert ema.module.weight.item() == pytest.approx(1 - 2 / 11)  # decay (1 + n) / (10 + n) at n = 1
 
 
-def test_precision_and_device_choices():
+def test_mixed_precision_choices():
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is None  # mixed precision is for CUDA
-    assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
-            resolve_device("cuda")
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -111,13 +106,15 @@ def test_model_folder_round_trip_and_outputs(tmp_path, prediction):
     _, prepared = tiny_setup(tmp_path, diffusion)
     outcome = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, tmp_path / "ck", seed=0)
     write_training_outputs(outcome, prepared, tmp_path)
-    model, config, tokenizer = load_model(tmp_path / "data/train_diffusion/model")
-    assert config == prepared.config and tokenizer.vocabulary == prepared.tokenizer.vocabulary
-    assert torch.equal(_weights(model), _weights(outcome.ema_model))
+    pipeline = GenerationPipeline.from_pretrained(tmp_path / "data/train_diffusion/model")
+    config = pipeline.config
+    assert config == prepared.config and pipeline.tokenizer.vocabulary == prepared.tokenizer.vocabulary
+    assert config.process.prediction == prediction
+    assert torch.equal(_weights(pipeline.denoiser), _weights(outcome.ema_model))
     assert (tmp_path / "plots/train_diffusion/loss.csv").read_text() == loss_table(outcome.history)
     metrics = training_metrics(outcome, prepared)
     assert metrics["steps"] == 2 and metrics["n_train_images"] == len(prepared.dataset)
-    assert config_digest(config) in (tmp_path / "data/train_diffusion/model/config.json").read_text()
+    assert config.digest in (tmp_path / "data/train_diffusion/model/config.json").read_text()
 
 
 def test_pretrained_text_encoder_trains_and_reloads_from_the_model_folder(tmp_path):
@@ -128,9 +125,10 @@ def test_pretrained_text_encoder_trains_and_reloads_from_the_model_folder(tmp_pa
     frozen = {n: p.clone() for n, p in prepared.model.text_encoder.backbone.named_parameters()}
     outcome = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, tmp_path / "ck", seed=0)
     assert all(torch.equal(p, frozen[n]) for n, p in prepared.model.text_encoder.backbone.named_parameters())
-    save_model(tmp_path / "model", outcome.ema_model, prepared.config, prepared.tokenizer)
+    prepared.pipeline(outcome.ema_model).save_pretrained(tmp_path / "model")
     (bert / "model.safetensors").unlink()  # generation needs only the model folder
-    model, _, tokenizer = load_model(tmp_path / "model")
+    pipeline = GenerationPipeline.from_pretrained(tmp_path / "model")
+    model, tokenizer = pipeline.denoiser, pipeline.tokenizer
     batch = default_collate([prepared.dataset[i] for i in range(2)])
     noisy, timesteps = torch.randn(2, 1, 16, 16), torch.tensor([3, 30])
     with torch.no_grad():

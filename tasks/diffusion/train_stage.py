@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.tasks.device import resolve_device
 from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
     readable_rows,
@@ -18,12 +20,8 @@ from cxrsynth.tasks.diffusion.data import (
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, process_group
 from cxrsynth.tasks.diffusion.labels import read_lesions
-from cxrsynth.tasks.diffusion.model_io import (
-    build_model,
-    load_text_backbone,
-    model_config,
-    save_model,
-)
+from cxrsynth.tasks.diffusion.model_io import ModelConfig, build_model, load_text_backbone, model_config
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
 from cxrsynth.tasks.diffusion.training import TrainHooks, TrainOutcome, train_diffusion
 from cxrsynth.tasks.io import write_text
@@ -39,17 +37,13 @@ LOSS_WINDOW = 50  # steps averaged for the first / final loss figures
 class TrainingSetup:
     dataset: DiffusionDataset
     tokenizer: Tokenizer
-    config: dict
+    config: ModelConfig
     model: ConditionalDenoiser
     quarantined: list[dict[str, str]] = field(default_factory=list)
 
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    def pipeline(self, denoiser: nn.Module | None = None) -> GenerationPipeline:
+        """The model (or ``denoiser``, e.g. its EMA copy in training) as a generation pipeline."""
+        return GenerationPipeline(self.model if denoiser is None else denoiser, self.tokenizer, self.config)
 
 
 def training_device(params: Params, replica: Replica) -> torch.device:
@@ -105,5 +99,5 @@ def training_metrics(outcome: TrainOutcome, setup: TrainingSetup) -> dict:
 def write_training_outputs(outcome: TrainOutcome, setup: TrainingSetup, root: str | Path = ".") -> None:
     """The EMA model folder and the loss curve."""
     root = Path(root)
-    save_model(root / MODEL_DIR, outcome.ema_model, setup.config, setup.tokenizer)
+    setup.pipeline(outcome.ema_model).save_pretrained(root / MODEL_DIR)
     write_text(root / LOSS_CSV, loss_table(outcome.history))

@@ -34,7 +34,7 @@ from cxrsynth.tasks.diffusion.data import (
     condition_keep,
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
-from cxrsynth.tasks.diffusion.model_io import config_digest, process_of
+from cxrsynth.tasks.diffusion.model_io import ModelConfig
 from cxrsynth.tasks.diffusion.schedulers import (
     min_snr_weight,
     predicted_clean,
@@ -190,7 +190,7 @@ def train_diffusion(
     model: nn.Module,
     dataset: DiffusionDataset,
     diffusion: DiffusionParams,
-    config: dict,
+    config: ModelConfig,
     checkpoint_dir: str | Path,
     seed: int,
     device: torch.device | str = "cpu",
@@ -204,8 +204,8 @@ def train_diffusion(
     writes checkpoints and runs hooks."""
     device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
     check_batch(settings.batch_size, replica)
-    digest = config_digest(config)
-    scheduler = training_scheduler(process_of(config))
+    digest, saved_config = config.digest, config.as_dict()
+    scheduler = training_scheduler(config.process)
     precision = autocast_dtype(settings.mixed_precision, device)
     trainable = [p for p in model.to(device).parameters() if p.requires_grad]
     run = _Run(model, make_ema(model, settings.ema_decay), torch.optim.AdamW(trainable, lr=settings.learning_rate),
@@ -213,7 +213,7 @@ def train_diffusion(
                torch.Generator().manual_seed(seed))
     latest = latest_checkpoint(checkpoint_dir)
     if latest is not None:
-        run.restore(load_checkpoint(latest, digest, config))
+        run.restore(load_checkpoint(latest, digest, saved_config))
     resumed_from = run.step
     forward = wrap(model, replica, device)
 
@@ -244,7 +244,7 @@ def train_diffusion(
             hooks.on_step(run.step, recent_parts[-1])
         if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
             if replica.is_main:
-                path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
+                path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, saved_config))
                 if hooks.on_checkpoint:
                     hooks.on_checkpoint(run.step, path, run.history)
             barrier(replica)  # no process runs ahead of a checkpoint it could be resumed from
