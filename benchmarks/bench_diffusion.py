@@ -87,7 +87,7 @@ def project_loop(params, root: Path, steps: int, round_index: int) -> float:
         update={"steps": steps, "checkpoint_every": 10**6})})
     prepared = training_setup(params, _manifest(root), root)
     ends: list[float] = []
-    train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, root / f"bench_checkpoints_{round_index}",
+    train_diffusion(prepared, diffusion, root / f"bench_checkpoints_{round_index}",
                     seed=round_index, hooks=TrainHooks(on_step=lambda step, parts: ends.append(time.perf_counter())))
     return diffusion.train.batch_size * (steps - 1) / (ends[-1] - ends[0])
 

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import Conditions
+from cxrsynth.tasks.device import autocast_dtype
 from cxrsynth.tasks.diffusion.model_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -33,7 +34,6 @@ from cxrsynth.tasks.diffusion.model_io import (
 from cxrsynth.tasks.diffusion.sampling import guided_output
 from cxrsynth.tasks.diffusion.schedulers import sampling_scheduler
 from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, PretrainedTokenizer, Tokenizer, load_tokenizer
-from cxrsynth.tasks.diffusion.training import autocast_dtype
 from cxrsynth.tasks.io import write_json
 
 DEFAULT_SAMPLER = "dpm_solver"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from cxrsynth.models.denoiser import ConditionalDenoiser
 from cxrsynth.tasks.device import resolve_device
 from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
@@ -20,10 +17,9 @@ from cxrsynth.tasks.diffusion.data import (
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, process_group
 from cxrsynth.tasks.diffusion.labels import read_lesions
-from cxrsynth.tasks.diffusion.model_io import ModelConfig, build_model, load_text_backbone, model_config
-from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
-from cxrsynth.tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
-from cxrsynth.tasks.diffusion.training import TrainHooks, TrainOutcome, train_diffusion
+from cxrsynth.tasks.diffusion.model_io import build_model, load_text_backbone, model_config
+from cxrsynth.tasks.diffusion.tokenizer import build_tokenizer
+from cxrsynth.tasks.diffusion.training import TrainHooks, TrainingSetup, TrainOutcome, train_diffusion
 from cxrsynth.tasks.io import write_text
 from cxrsynth.tasks.params import Params
 
@@ -31,19 +27,6 @@ MODEL_DIR = Path("data/train_diffusion/model")
 CHECKPOINT_DIR = Path("data/train_diffusion/checkpoints")
 LOSS_CSV = Path("plots/train_diffusion/loss.csv")
 LOSS_WINDOW = 50  # steps averaged for the first / final loss figures
-
-
-@dataclass
-class TrainingSetup:
-    dataset: DiffusionDataset
-    tokenizer: Tokenizer
-    config: ModelConfig
-    model: ConditionalDenoiser
-    quarantined: list[dict[str, str]] = field(default_factory=list)
-
-    def pipeline(self, denoiser: nn.Module | None = None) -> GenerationPipeline:
-        """The model (or ``denoiser``, e.g. its EMA copy in training) as a generation pipeline."""
-        return GenerationPipeline(self.model if denoiser is None else denoiser, self.tokenizer, self.config)
 
 
 def training_device(params: Params, replica: Replica) -> torch.device:
@@ -55,8 +38,8 @@ def run_training(params: Params, prepared: TrainingSetup, replica: Replica = Rep
     """Train (or resume) the prepared model; in the process group when one of several replicas."""
     device = training_device(params, replica)
     with process_group(replica, device):
-        return train_diffusion(prepared.model, prepared.dataset, params.diffusion, prepared.config,
-                               Path(root) / CHECKPOINT_DIR, params.seed, device, hooks, replica)
+        return train_diffusion(prepared, params.diffusion, Path(root) / CHECKPOINT_DIR, params.seed, device, hooks,
+                               replica)
 
 
 def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
