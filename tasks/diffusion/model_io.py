@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from cxrsynth.models.condition_encoders import LearnedTextEncoder, PretrainedTextEncoder
-from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.models.denoiser import ConditionalDenoiser, UNetShape
 from cxrsynth.tasks.diffusion.schedulers import Process
 from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
 from cxrsynth.tasks.findings import FINDINGS
@@ -132,12 +132,9 @@ def build_model(config: ModelConfig, text_backbone: nn.Module | None = None) -> 
             encoder = PretrainedTextEncoder(text_backbone, text_backbone.config.hidden_size, text.max_tokens,
                                             config.label_dim)
     unet = config.unet
-    return ConditionalDenoiser(
-        n_findings=len(config.findings), context_dim=config.label_dim, channels=tuple(unet.channels),
-        attention_levels=tuple(unet.attention_levels), num_res_blocks=unet.num_res_blocks,
-        num_head_channels=unet.num_head_channels, norm_num_groups=unet.norm_num_groups,
-        conditions=tuple(config.conditions), text_encoder=encoder,
-    )
+    shape = UNetShape(tuple(unet.channels), tuple(unet.attention_levels), unet.num_res_blocks, unet.num_head_channels,
+                      unet.norm_num_groups)
+    return ConditionalDenoiser(len(config.findings), config.label_dim, shape, tuple(config.conditions), encoder)
 
 
 def save_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> None:
