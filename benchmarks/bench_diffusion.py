@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT))
 from monai.networks.nets import DiffusionModelUNet  # noqa: E402
 
 from cxrsynth.tasks.diffusion.data import batch_conditions  # noqa: E402
-from cxrsynth.tasks.diffusion.model_io import process_of  # noqa: E402
-from cxrsynth.tasks.diffusion.sampling import sample  # noqa: E402
+from cxrsynth.tasks.diffusion.model_io import ModelConfig  # noqa: E402
 from cxrsynth.tasks.diffusion.train_stage import training_setup  # noqa: E402
 from cxrsynth.tasks.diffusion.training import TrainHooks, train_diffusion  # noqa: E402
 from cxrsynth.tasks.findings import FINDINGS  # noqa: E402
@@ -55,20 +54,20 @@ def toy_project(root: Path, n_images: int, size: int, lesion_rate: float) -> Non
     make_project(root, n_images=n_images, size=size, lesion_rate=lesion_rate)
 
 
-def bare_loop(config: dict, batch_size: int, steps: int, context_tokens: int) -> float:
+def bare_loop(config: ModelConfig, batch_size: int, steps: int, context_tokens: int) -> float:
     """Images/s of the plain MONAI U-Net training loop the project's loop is measured against
     (steady state: the first step is not timed)."""
-    unet = config["unet"]
+    unet = config.unet
     model = DiffusionModelUNet(
-        spatial_dims=2, in_channels=1 + len(FINDINGS) + 1, out_channels=1, channels=unet["channels"],
-        attention_levels=unet["attention_levels"], num_res_blocks=unet["num_res_blocks"],
-        num_head_channels=unet["num_head_channels"], norm_num_groups=unet["norm_num_groups"],
-        with_conditioning=True, cross_attention_dim=config["label_dim"], use_flash_attention=True)
+        spatial_dims=2, in_channels=1 + len(FINDINGS) + 1, out_channels=1, channels=unet.channels,
+        attention_levels=unet.attention_levels, num_res_blocks=unet.num_res_blocks,
+        num_head_channels=unet.num_head_channels, norm_num_groups=unet.norm_num_groups,
+        with_conditioning=True, cross_attention_dim=config.label_dim, use_flash_attention=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
-    size = config["image_size"]
+    size = config.image_size
     inputs = torch.randn(batch_size, 1 + len(FINDINGS) + 1, size, size)
     target = torch.randn(batch_size, 1, size, size)
-    context = torch.randn(batch_size, context_tokens, config["label_dim"])
+    context = torch.randn(batch_size, context_tokens, config.label_dim)
     ends = []
     for _ in range(steps):
         timesteps = torch.randint(0, 1000, (batch_size,))
@@ -88,7 +87,7 @@ def project_loop(params, root: Path, steps: int, round_index: int) -> float:
         update={"steps": steps, "checkpoint_every": 10**6})})
     prepared = training_setup(params, _manifest(root), root)
     ends: list[float] = []
-    train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, root / f"bench_checkpoints_{round_index}",
+    train_diffusion(prepared, diffusion, root / f"bench_checkpoints_{round_index}",
                     seed=round_index, hooks=TrainHooks(on_step=lambda step, parts: ends.append(time.perf_counter())))
     return diffusion.train.batch_size * (steps - 1) / (ends[-1] - ends[0])
 
@@ -135,14 +134,14 @@ def bench_sample(args) -> dict:
         toy_project(root, n_images=max(args.batch, 24), size=params.ingest.image_size, lesion_rate=0.2)
         prepared = training_setup(params, _manifest(root), root)
         batch = default_collate([prepared.dataset[i] for i in range(args.batch)])
-        cond, process = batch_conditions(batch), process_of(prepared.config)
-        model, seeds = prepared.model.eval(), list(range(args.batch))
+        cond, seeds = batch_conditions(batch), list(range(args.batch))
+        pipeline = prepared.pipeline(prepared.model.eval())
         runs = {"ddim_50": ("ddim", 50), "dpm_solver_20": ("dpm_solver", 20)}
         timings: dict[str, list[float]] = {name: [] for name in runs}
         for round_index in range(args.rounds):
             for name, (sampler, steps) in runs.items():
                 started = time.perf_counter()
-                sample(model, process, cond, seeds, sampler, steps, 2.0, prepared.config["image_size"])
+                pipeline.with_sampler(sampler)(cond, seeds, steps, 2.0)
                 timings[name].append(args.batch / (time.perf_counter() - started))
                 print(f"  round {round_index}: {name} {timings[name][-1]:.3f} img/s", file=sys.stderr)
     result = {f"{name}_images_per_s": statistics.median(values) for name, values in timings.items()}

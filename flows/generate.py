@@ -13,8 +13,9 @@ from cxrsynth.flows.common import setup
 from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.diffusion import generation
-from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE, read_config
-from cxrsynth.tasks.diffusion.train_stage import resolve_device
+from cxrsynth.tasks.device import resolve_device
+from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params
 
@@ -48,7 +49,7 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     weights = model_dir / WEIGHTS_FILE
     with tracking.stage_run(spec, params):
         device = resolve_device(params.runtime.device)
-        config = read_config(model_dir)  # the model itself is loaded where its part is sampled
+        config = GenerationPipeline.load_config(model_dir)  # the model itself is loaded where its part is sampled
         checkpoint_digest = tracking.md5_digest(weights)
         real = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         counts, requests, maps = generation.plan_for(real, ".", settings, config)
@@ -56,7 +57,7 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,
             "guidance_scale": settings.guidance_scale}))
         stats = sample_all(requests, maps, params, device, model_dir)
-        synthetic = generation.synthetic_manifest(requests, config["image_size"], checkpoint_digest, settings)
+        synthetic = generation.synthetic_manifest(requests, config.image_size, checkpoint_digest, settings)
         manifest.write(synthetic, dag.output(spec.name, "manifest.parquet"), "generate")
         grids = generation.write_grids(requests, maps) if len(requests) else []
         metrics = generation.generation_metrics(counts, requests, stats)

@@ -40,14 +40,14 @@ class LossLogger:
         self.up_to = max([self.up_to, *(step for step, _ in history)])
 
 
-def mlflow_hooks(params: Params, prepared: train_stage.TrainingSetup, device, losses: LossLogger) -> TrainHooks:
+def mlflow_hooks(params: Params, prepared: train_stage.TrainingSetup, losses: LossLogger) -> TrainHooks:
     """Loss curve to MLflow at each checkpoint; a grid per condition type at each sample interval."""
     preview = preview_indices(prepared.dataset, PREVIEW_IMAGES)
 
     def on_sample(step, ema_model):
         train = params.diffusion.train
-        grid = preview_grid(ema_model, prepared.config, prepared.dataset, preview, train.sample_steps,
-                            train.sample_guidance, device, seed=params.seed)
+        grid = preview_grid(prepared.pipeline(ema_model), prepared.dataset, preview, train.sample_steps,
+                            train.sample_guidance, seed=params.seed)
         mlflow.log_image(grid, f"samples/step_{step:07d}.png")
 
     return TrainHooks(on_checkpoint=lambda step, path, history: losses(history), on_sample=on_sample)
@@ -82,10 +82,9 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
     with tracking.stage_run(spec, params):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         prepared = train_stage.training_setup(params, frame)
-        device = train_stage.training_device(params, replica)
         losses = LossLogger()
         outcome = task(train_stage.run_training, cache_policy=NO_CACHE)(
-            params, prepared, replica, mlflow_hooks(params, prepared, device, losses),
+            params, prepared, replica, mlflow_hooks(params, prepared, losses),
         )
         losses(outcome.history)
         train_stage.write_training_outputs(outcome, prepared)

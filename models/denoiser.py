@@ -9,6 +9,8 @@ or v) is the diffusion process's business, not the model's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
@@ -17,16 +19,23 @@ from cxrsynth.models.condition_encoders import LabelEncoder
 from cxrsynth.models.conditioning import Conditions
 
 
+@dataclass(frozen=True)
+class UNetShape:
+    """The U-Net's widths and depth, as MONAI's DiffusionModelUNet takes them."""
+
+    channels: tuple[int, ...]
+    attention_levels: tuple[bool, ...]
+    num_res_blocks: int
+    num_head_channels: int
+    norm_num_groups: int
+
+
 class ConditionalDenoiser(nn.Module):
     def __init__(
         self,
         n_findings: int,
         context_dim: int,
-        channels: tuple[int, ...],
-        attention_levels: tuple[bool, ...],
-        num_res_blocks: int,
-        num_head_channels: int,
-        norm_num_groups: int,
+        unet: UNetShape,
         conditions: tuple[str, ...] = ("label", "mask", "text"),
         text_encoder: nn.Module | None = None,
     ) -> None:
@@ -39,11 +48,11 @@ class ConditionalDenoiser(nn.Module):
             spatial_dims=2,
             in_channels=1 + n_findings + 1,
             out_channels=1,
-            channels=tuple(channels),
-            attention_levels=tuple(attention_levels),
-            num_res_blocks=num_res_blocks,
-            num_head_channels=num_head_channels,
-            norm_num_groups=norm_num_groups,
+            channels=tuple(unet.channels),
+            attention_levels=tuple(unet.attention_levels),
+            num_res_blocks=unet.num_res_blocks,
+            num_head_channels=unet.num_head_channels,
+            norm_num_groups=unet.norm_num_groups,
             with_conditioning=True,
             cross_attention_dim=context_dim,
             use_flash_attention=True,

@@ -3,7 +3,7 @@ import torch
 
 from cxrsynth.models.condition_encoders import LabelEncoder, LearnedTextEncoder, PretrainedTextEncoder
 from cxrsynth.models.conditioning import N_STATES, Conditions, concatenate
-from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.models.denoiser import ConditionalDenoiser, UNetShape
 from tests.diffusion_data import save_tiny_bert
 
 F, SIZE, TOKENS, DIM = 6, 16, 8, 16
@@ -26,7 +26,7 @@ def _conditions(batch=3, keep=True):
 def _denoiser(conditions=("label", "mask", "text")):
     torch.manual_seed(0)
     text = LearnedTextEncoder(vocab_size=12, max_tokens=TOKENS, width=16, layers=1, out_dim=DIM)
-    model = ConditionalDenoiser(F, DIM, (8, 16), (False, True), 1, 8, 4, conditions, text)
+    model = ConditionalDenoiser(F, DIM, UNetShape((8, 16), (False, True), 1, 8, 4), conditions, text)
     with torch.no_grad():  # MONAI zero-initialises output and attention projections: make every path live
         for parameter in model.parameters():
             if parameter.abs().sum() == 0:
@@ -107,4 +107,4 @@ def test_a_model_without_a_condition_ignores_it():
     assert model.label_encoder is None and model.text_encoder is None
     assert torch.allclose(model(noisy, timesteps, cond), model(noisy, timesteps, cond.keeping(("mask",))))
     with pytest.raises(ValueError, match="needs a text encoder"):
-        ConditionalDenoiser(F, DIM, (8, 16), (False, True), 1, 8, 4, ("text",), None)
+        ConditionalDenoiser(F, DIM, UNetShape((8, 16), (False, True), 1, 8, 4), ("text",), None)

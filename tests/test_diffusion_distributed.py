@@ -78,16 +78,14 @@ def _replica_trains(rank: int, world_size: int, port: int, root: str) -> None:
     _, prepared = tiny_setup(f"{root}/data_{rank}", _diffusion())
     with process_group(replica, torch.device("cpu")):
         assert dist.get_world_size() == world_size
-        outcome = train_diffusion(prepared.model, prepared.dataset, _diffusion(), prepared.config,
-                                  f"{root}/checkpoints", seed=0, replica=replica)
+        outcome = train_diffusion(prepared, _diffusion(), f"{root}/checkpoints", seed=0, replica=replica)
     torch.save({"weights": _weights(prepared.model), "history": outcome.history}, f"{root}/rank_{rank}.pt")
 
 
 @pytest.mark.slow
 def test_two_processes_take_the_steps_one_process_takes_on_the_whole_batch(tmp_path):
     _, single = tiny_setup(tmp_path / "single", _diffusion())
-    reference = train_diffusion(single.model, single.dataset, _diffusion(), single.config,
-                                tmp_path / "single/checkpoints", seed=0)
+    reference = train_diffusion(single, _diffusion(), tmp_path / "single/checkpoints", seed=0)
 
     mp.spawn(_replica_trains, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank_{r}.pt") for r in (0, 1)]

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +8,6 @@ from cxrsynth.tasks import manifest
 from cxrsynth.tasks.diffusion import generation
 from cxrsynth.tasks.diffusion.labels import label_attributes, read_lesions
 from cxrsynth.tasks.diffusion.lesion_masks import inside_share, lung_field_prior, swap_laterality
-from cxrsynth.tasks.diffusion.model_io import save_model
 from cxrsynth.tasks.diffusion.train_stage import MODEL_DIR
 from cxrsynth.tasks.findings import FINDINGS, finding_index, patient_side
 from cxrsynth.tasks.io import read_mask, read_png16
@@ -24,15 +25,18 @@ def project(tmp_path):
 
     frame = make_project(tmp_path, n_images=40, size=24, seed=1, lesion_rate=0.15)
     prepared = training_setup(Params(diffusion=tiny_diffusion()), frame, tmp_path)
-    save_model(tmp_path / MODEL_DIR, prepared.model, prepared.config, prepared.tokenizer)
+    prepared.pipeline().save_pretrained(tmp_path / MODEL_DIR)
     return tmp_path, frame, prepared
 
 
 def _run(root, frame, prepared, settings=SETTINGS):
     counts, requests, maps = generation.plan_for(frame, root, settings, prepared.config)
     generation.prepare_output(root, generation.plan_digest(requests, {"sampler": settings.sampler}))
-    stats = generation.generate_images(prepared.model, prepared.config, prepared.tokenizer, requests, maps, settings, root)
-    return counts, requests, maps, stats
+    # What the generate stage runs, in one part: masks, then the images not on disk yet.
+    generation.write_condition_masks(maps, root)
+    todo = generation.pending(requests, root)
+    generated = generation.sample_part(root / MODEL_DIR, todo, maps, settings, root)
+    return counts, requests, maps, generation.run_stats(len(requests), generated, 1.0)
 
 
 def test_requests_follow_their_templates(project):
@@ -90,6 +94,7 @@ def test_images_do_not_depend_on_batch_size(project, tmp_path_factory):
     for path in frame["path"].tolist() + frame["mask_path"].dropna().tolist():
         (other_root / path).parent.mkdir(parents=True, exist_ok=True)
         (other_root / path).write_bytes((root / path).read_bytes())
+    shutil.copytree(root / MODEL_DIR, other_root / MODEL_DIR)
     _run(other_root, frame, prepared, SETTINGS.model_copy(update={"batch_size": 5}))
     for image_id in requests["image_id"]:
         a = read_png16(root / generation.image_path(image_id))

@@ -35,6 +35,6 @@ def test_preview_grid_has_a_row_per_condition_type(tmp_path):
     assert len(indices) == 3 and len(set(indices)) == 3
     first = prepared.dataset[indices[0]]
     assert first["mask_known"] and first["masks"].any()
-    grid = preview_grid(prepared.model, prepared.config, prepared.dataset, indices, steps=2, guidance_scale=2.0)
+    grid = preview_grid(prepared.pipeline(), prepared.dataset, indices, steps=2, guidance_scale=2.0)
     rows = 1 + len(condition_types(["label", "mask"])) + len([UNCONDITIONAL])
     assert grid.shape[0] == rows * (MIN_TILE + 2) + 2 and grid.shape[1] == LABEL_WIDTH + 3 * (MIN_TILE + 2) + 2

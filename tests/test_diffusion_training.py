@@ -6,10 +6,9 @@ from torch.utils.data import default_collate
 
 from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch, checkpoints, latest_checkpoint
 from cxrsynth.tasks.diffusion.data import batch_conditions
-from cxrsynth.tasks.diffusion.model_io import config_digest, load_model, process_of, save_model
-from cxrsynth.tasks.diffusion.sampling import sample
-from cxrsynth.tasks.diffusion.train_stage import loss_table, resolve_device, training_metrics, write_training_outputs
-from cxrsynth.tasks.diffusion.training import TrainHooks, autocast_dtype, make_ema, train_diffusion
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
+from cxrsynth.tasks.diffusion.train_stage import loss_table, training_metrics, write_training_outputs
+from cxrsynth.tasks.diffusion.training import TrainHooks, make_ema, train_diffusion
 from tests.diffusion_data import save_tiny_bert, tiny_diffusion, tiny_setup
 
 COMBINATIONS = [c for n in (1, 2, 3) for c in itertools.combinations(("label", "mask", "text"), n)]
@@ -23,13 +22,12 @@ def _weights(model):
 def test_every_condition_combination_trains_a_step_and_samples(tmp_path, conditions):
     _, prepared = tiny_setup(tmp_path, tiny_diffusion(conditions, steps=1))
     before = _weights(prepared.model).clone()
-    outcome = train_diffusion(prepared.model, prepared.dataset, tiny_diffusion(conditions, steps=1), prepared.config,
-                              tmp_path / "checkpoints", seed=0)
+    outcome = train_diffusion(prepared, tiny_diffusion(conditions, steps=1), tmp_path / "checkpoints", seed=0)
     assert outcome.steps == 1 and torch.isfinite(torch.tensor(outcome.history[0][1]))
     assert not torch.equal(_weights(prepared.model), before)
     batch = default_collate([prepared.dataset[i] for i in range(3)])
     cond = batch_conditions(batch).keeping(conditions)
-    images = sample(outcome.ema_model, process_of(prepared.config), cond, [1, 2, 3], "dpm_solver", 2, 2.0, 16)
+    images = prepared.pipeline(outcome.ema_model)(cond, [1, 2, 3], 2, 2.0)
     assert images.shape == (3, 1, 16, 16) and torch.isfinite(images).all()
     assert 0 <= images.min() and images.max() <= 1
 
@@ -48,18 +46,17 @@ def _stop_at(step):
 def test_resume_after_interruption_continues_exactly(tmp_path):
     diffusion = tiny_diffusion(steps=6, checkpoint_every=2)
     _, straight = tiny_setup(tmp_path / "a", diffusion)
-    reference = train_diffusion(straight.model, straight.dataset, diffusion, straight.config, tmp_path / "a/ck", seed=0)
+    reference = train_diffusion(straight, diffusion, tmp_path / "a/ck", seed=0)
 
     _, first = tiny_setup(tmp_path / "b", diffusion)
     with pytest.raises(Interrupted):
-        train_diffusion(first.model, first.dataset, diffusion, first.config, tmp_path / "b/ck", seed=0,
-                        hooks=_stop_at(5))
+        train_diffusion(first, diffusion, tmp_path / "b/ck", seed=0, hooks=_stop_at(5))
     assert latest_checkpoint(tmp_path / "b/ck").name == "step_00000004.pt"  # lost one step, not the run
     assert len(checkpoints(tmp_path / "b/ck")) == 1
 
     _, second = tiny_setup(tmp_path / "b", diffusion)  # a fresh process: new, differently seeded weights
     torch.manual_seed(123)
-    resumed = train_diffusion(second.model, second.dataset, diffusion, second.config, tmp_path / "b/ck", seed=0)
+    resumed = train_diffusion(second, diffusion, tmp_path / "b/ck", seed=0)
     assert resumed.resumed_from == 4 and resumed.steps_this_run == 2 and resumed.steps == 6
     assert [s for s, _ in resumed.history] == list(range(1, 7))
     assert [loss for _, loss in resumed.history] == pytest.approx([loss for _, loss in reference.history])
@@ -70,19 +67,19 @@ def test_resume_after_interruption_continues_exactly(tmp_path):
 def test_finished_run_resumes_to_a_no_op(tmp_path):
     diffusion = tiny_diffusion(steps=2)
     _, prepared = tiny_setup(tmp_path, diffusion)
-    done = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, tmp_path / "ck", seed=0)
-    again = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, tmp_path / "ck", seed=0)
+    done = train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
+    again = train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
     assert again.steps_this_run == 0 and again.history == done.history
     assert torch.equal(_weights(again.ema_model), _weights(done.ema_model))
 
 
 def test_checkpoint_of_a_different_model_is_refused_with_the_difference(tmp_path):
     _, prepared = tiny_setup(tmp_path, tiny_diffusion(steps=1))
-    train_diffusion(prepared.model, prepared.dataset, tiny_diffusion(steps=1), prepared.config, tmp_path / "ck", seed=0)
+    train_diffusion(prepared, tiny_diffusion(steps=1), tmp_path / "ck", seed=0)
     wider = tiny_diffusion(steps=2).model_copy(update={"label_dim": 32})
     _, other = tiny_setup(tmp_path, wider)
     with pytest.raises(CheckpointMismatch, match=r"label_dim: checkpoint 16, now 32.*delete"):
-        train_diffusion(other.model, other.dataset, wider, other.config, tmp_path / "ck", seed=0)
+        train_diffusion(other, wider, tmp_path / "ck", seed=0)
 
 
 def test_ema_warms_up_then_averages_slowly():
@@ -96,28 +93,21 @@ def test_ema_warms_up_then_averages_slowly():
     assert ema.module.weight.item() == pytest.approx(1 - 2 / 11)  # decay (1 + n) / (10 + n) at n = 1
 
 
-def test_precision_and_device_choices():
-    assert autocast_dtype("auto", torch.device("cpu")) is None
-    assert autocast_dtype("bf16", torch.device("cpu")) is None  # mixed precision is for CUDA
-    assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
-            resolve_device("cuda")
-
-
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_model_folder_round_trip_and_outputs(tmp_path, prediction):
     diffusion = tiny_diffusion(steps=2).model_copy(update={"prediction": prediction})
     _, prepared = tiny_setup(tmp_path, diffusion)
-    outcome = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, tmp_path / "ck", seed=0)
+    outcome = train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
     write_training_outputs(outcome, prepared, tmp_path)
-    model, config, tokenizer = load_model(tmp_path / "data/train_diffusion/model")
-    assert config == prepared.config and tokenizer.vocabulary == prepared.tokenizer.vocabulary
-    assert torch.equal(_weights(model), _weights(outcome.ema_model))
+    pipeline = GenerationPipeline.from_pretrained(tmp_path / "data/train_diffusion/model")
+    config = pipeline.config
+    assert config == prepared.config and pipeline.tokenizer.vocabulary == prepared.tokenizer.vocabulary
+    assert config.process.prediction == prediction
+    assert torch.equal(_weights(pipeline.denoiser), _weights(outcome.ema_model))
     assert (tmp_path / "plots/train_diffusion/loss.csv").read_text() == loss_table(outcome.history)
     metrics = training_metrics(outcome, prepared)
     assert metrics["steps"] == 2 and metrics["n_train_images"] == len(prepared.dataset)
-    assert config_digest(config) in (tmp_path / "data/train_diffusion/model/config.json").read_text()
+    assert config.digest in (tmp_path / "data/train_diffusion/model/config.json").read_text()
 
 
 def test_pretrained_text_encoder_trains_and_reloads_from_the_model_folder(tmp_path):
@@ -126,11 +116,12 @@ def test_pretrained_text_encoder_trains_and_reloads_from_the_model_folder(tmp_pa
         "text_encoder": tiny_diffusion().text_encoder.model_copy(update={"kind": "pretrained", "path": str(bert)})})
     _, prepared = tiny_setup(tmp_path, diffusion)
     frozen = {n: p.clone() for n, p in prepared.model.text_encoder.backbone.named_parameters()}
-    outcome = train_diffusion(prepared.model, prepared.dataset, diffusion, prepared.config, tmp_path / "ck", seed=0)
+    outcome = train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
     assert all(torch.equal(p, frozen[n]) for n, p in prepared.model.text_encoder.backbone.named_parameters())
-    save_model(tmp_path / "model", outcome.ema_model, prepared.config, prepared.tokenizer)
+    prepared.pipeline(outcome.ema_model).save_pretrained(tmp_path / "model")
     (bert / "model.safetensors").unlink()  # generation needs only the model folder
-    model, _, tokenizer = load_model(tmp_path / "model")
+    pipeline = GenerationPipeline.from_pretrained(tmp_path / "model")
+    model, tokenizer = pipeline.denoiser, pipeline.tokenizer
     batch = default_collate([prepared.dataset[i] for i in range(2)])
     noisy, timesteps = torch.randn(2, 1, 16, 16), torch.tensor([3, 30])
     with torch.no_grad():

@@ -22,15 +22,6 @@ from cxrsynth.tasks.params import ClassifierParams
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
 
 
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent CPU run."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
-
-
 def scorable_findings(labels: np.ndarray) -> list[int]:
     """Indices of findings whose known labels hold both classes (where an AUROC exists)."""
     return [index for index in range(labels.shape[1])

@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import CONDITION_NAMES, Conditions
@@ -30,11 +28,10 @@ from cxrsynth.tasks.diffusion.lesion_masks import (
     replace_channel,
     swap_laterality,
 )
-from cxrsynth.tasks.diffusion.model_io import load_model, process_of
+from cxrsynth.tasks.diffusion.model_io import ModelConfig
 from cxrsynth.tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
-from cxrsynth.tasks.diffusion.sampling import sample
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
-from cxrsynth.tasks.diffusion.training import autocast_dtype
 from cxrsynth.tasks.findings import FINDINGS, PRESENT, finding_index
 from cxrsynth.tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
 from cxrsynth.tasks.masks import labelmap
@@ -234,16 +231,15 @@ def pending(requests: pd.DataFrame, root: str | Path = ".") -> pd.DataFrame:
     return requests[~on_disk]
 
 
-def sample_requests(model: nn.Module, config: dict, tokenizer: Tokenizer, todo: pd.DataFrame,
-                    maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
-                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> int:
-    """Sample and write the images of ``todo`` in batches; returns how many were written."""
-    with tqdm(total=len(todo), desc=f"generate ({generate.sampler}, {generate.steps} steps)", unit="img") as bar:
+def sample_requests(pipeline: GenerationPipeline, todo: pd.DataFrame, maps: dict[str, np.ndarray],
+                    generate: GenerateParams, root: str | Path = ".") -> int:
+    """Sample and write the images of ``todo`` in batches under the pipeline's sampler; returns how
+    many were written."""
+    with tqdm(total=len(todo), desc=f"generate ({pipeline.sampler}, {generate.steps} steps)", unit="img") as bar:
         for start in range(0, len(todo), generate.batch_size):
             batch = todo.iloc[start:start + generate.batch_size]
-            cond = request_conditions(batch, maps, tokenizer, config["image_size"])
-            images = sample(model, process_of(config), cond, batch["seed"].tolist(), generate.sampler,
-                            generate.steps, generate.guidance_scale, config["image_size"], device, autocast_dtype)
+            cond = request_conditions(batch, maps, pipeline.tokenizer, pipeline.config.image_size)
+            images = pipeline(cond, batch["seed"].tolist(), generate.steps, generate.guidance_scale)
             for image_id, image in zip(batch["image_id"], images[:, 0].numpy(), strict=True):
                 write_png16(Path(root) / image_path(image_id), image)
             bar.update(len(batch))
@@ -256,25 +252,13 @@ def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.nd
     loads the model where it runs, then samples and writes the part's images."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    model, config, tokenizer = load_model(model_dir, device)
-    precision = autocast_dtype("auto", torch.device(device))
-    return sample_requests(model, config, tokenizer, todo, maps, generate, root, device, precision)
+    pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler, mixed_precision="auto")
+    return sample_requests(pipeline, todo, maps, generate, root)
 
 
 def run_stats(n_requests: int, generated: int, wall: float) -> dict:
     return {"generated": generated, "kept": n_requests - generated, "wall_s": wall,
             "images_per_s": generated / wall if generated and wall > 0 else 0.0}
-
-
-def generate_images(model: nn.Module, config: dict, tokenizer: Tokenizer, requests: pd.DataFrame,
-                    maps: dict[str, np.ndarray], generate: GenerateParams, root: str | Path = ".",
-                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> dict:
-    """Write every requested image not on disk yet, in this process; returns counts and throughput."""
-    write_condition_masks(maps, root)
-    todo = pending(requests, root)
-    started = time.perf_counter()
-    generated = sample_requests(model, config, tokenizer, todo, maps, generate, root, device, autocast_dtype)
-    return run_stats(len(requests), generated, time.perf_counter() - started)
 
 
 def synthetic_manifest(requests: pd.DataFrame, image_size: int, checkpoint_digest: str,
@@ -298,16 +282,16 @@ def synthetic_manifest(requests: pd.DataFrame, image_size: int, checkpoint_diges
 
 
 def plan_for(frame: pd.DataFrame, root: str | Path, generate: GenerateParams,
-             config: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+             config: ModelConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Counts per finding, the requests and their label maps, from the prepare_masks manifest and
     the trained model's config."""
-    check_condition_types(list(generate.condition_types), config["conditions"])
+    check_condition_types(list(generate.condition_types), config.conditions)
     train, _ = readable_rows(training_rows(frame), root)  # train_diffusion reports the unreadable ones
     label_maps = read_label_maps(train, root)
-    pools = templates(train, label_maps, generate.rare_findings, config["maskable"])
+    pools = templates(train, label_maps, generate.rare_findings, config.maskable)
     counts = finding_counts(train, generate)
     types = usable_condition_types(generate, pools)
-    check_condition_types(sorted({t for used in types.values() for t in used}), config["conditions"])
+    check_condition_types(sorted({t for used in types.values() for t in used}), config.conditions)
     counts["condition_types"] = [", ".join(types[f]) for f in counts["finding"]]
     plan = generation_plan(counts, types, generate.seed)
     counts["generated"] = [int((plan["finding"] == f).sum()) for f in counts["finding"]]

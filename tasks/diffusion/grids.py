@@ -10,10 +10,12 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks.mosaic import mosaic
 
 RED = np.array([255, 40, 40], dtype=np.uint8)
 MIN_TILE = 128  # small images are enlarged (nearest neighbour) so a grid is readable
 LABEL_WIDTH = 64
+BACKGROUND = 30  # dark grey, so black image borders stay visible
 
 
 def outlined(image: np.ndarray, label_map: np.ndarray | None = None) -> np.ndarray:
@@ -33,17 +35,11 @@ def enlarge(rgb: np.ndarray) -> np.ndarray:
 def tile(tiles: Sequence[np.ndarray], columns: int, pad: int = 2, row_labels: Sequence[str] = ()) -> np.ndarray:
     """Lay RGB tiles of one size out in rows of ``columns``, on a dark background, each row
     optionally named in a margin on the left."""
-    if not tiles:
-        raise ValueError("no images to tile")
     tiles = [enlarge(t) for t in tiles]
-    height, width = tiles[0].shape[:2]
-    rows = -(-len(tiles) // columns)
-    margin = LABEL_WIDTH if row_labels else 0
-    canvas = np.full((rows * (height + pad) + pad, margin + columns * (width + pad) + pad, 3), 30, np.uint8)
-    for i, t in enumerate(tiles):
-        top, left = pad + (i // columns) * (height + pad), margin + pad + (i % columns) * (width + pad)
-        canvas[top:top + height, left:left + width] = t
+    canvas = mosaic(tiles, columns, pad, fill=BACKGROUND)
     if row_labels:
+        height = tiles[0].shape[0]
+        canvas = np.pad(canvas, ((0, 0), (LABEL_WIDTH, 0), (0, 0)), constant_values=BACKGROUND)
         image = Image.fromarray(canvas)
         draw = ImageDraw.Draw(image)
         for row, label in enumerate(row_labels):

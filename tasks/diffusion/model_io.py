@@ -1,10 +1,10 @@
-"""Building the denoiser from its config, the digest that identifies that config, and the model folder.
+"""The model's typed config, the digest that identifies it, building the denoiser from it, and its weights file.
 
 The config holds everything that shapes the weights or gives them meaning (network widths, the
 conditions, the text encoder and its vocabulary size, the image size, the diffusion process); its
 digest is stored in every checkpoint so a run never resumes from weights of a different model.
-The model folder (``data/train_diffusion/model``) holds the EMA weights, the config and the
-tokenizer: everything ``generate`` needs.
+The model folder that holds config, weights and tokenizer together is written and read by
+``tasks.diffusion.pipeline.GenerationPipeline``.
 """
 
 from __future__ import annotations
@@ -12,52 +12,94 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from cxrsynth.models.condition_encoders import LearnedTextEncoder, PretrainedTextEncoder
-from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.models.denoiser import ConditionalDenoiser, UNetShape
 from cxrsynth.tasks.diffusion.schedulers import Process
-from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, Tokenizer, load_tokenizer
+from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path, write_json
-from cxrsynth.tasks.params import DiffusionParams
+from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks.params import DiffusionParams, UNetParams
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 
 
-def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokenizer, maskable: list[str]) -> dict:
+class TextEncoderConfig(BaseModel):
+    """The text condition's encoder as trained: its kind and sizes, and the tokenizer's vocabulary size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["learned", "pretrained"]
+    path: str | None
+    source: Literal["prompt", "report"]
+    max_tokens: int
+    dim: int
+    layers: int
+    vocab_size: int
+
+
+class ModelConfig(BaseModel):
+    """What shapes the denoiser's weights or gives them meaning; ``config.json`` of a model folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int
+    findings: list[str]
+    maskable: list[str]  # findings with masks: what a "complete" conditioning mask means
+    conditions: list[Literal["label", "mask", "text"]]
+    label_dim: int
+    unet: UNetParams
+    text_encoder: TextEncoderConfig
+    process: Process
+
+    def as_dict(self) -> dict:
+        """Plain JSON types: what config.json and checkpoints hold, and what the digest hashes."""
+        return self.model_dump(mode="json")
+
+    @property
+    def digest(self) -> str:
+        return config_digest(self)
+
+    @property
+    def pretrained_text(self) -> bool:
+        """Whether the text condition runs through a pretrained transformers encoder."""
+        return "text" in self.conditions and self.text_encoder.kind == "pretrained"
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ModelConfig":
+        """A config.json (its stored digest aside), with the bad key named on error."""
+        data = json.loads(Path(path).read_text())
+        data.pop("digest", None)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ValueError(f"{path}: not a model config ({problems})") from None
+
+
+def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokenizer, maskable: list[str]) -> ModelConfig:
     """The params that shape the model, plus what the data fixed: image size, vocabulary size, and the
     findings that have masks (the meaning of a "complete" conditioning mask)."""
     text = diffusion.text_encoder
-    return {
-        "image_size": image_size,
-        "findings": list(FINDINGS),
-        "maskable": list(maskable),
-        "conditions": list(diffusion.conditions),
-        "label_dim": diffusion.label_dim,
-        "unet": diffusion.unet.model_dump(mode="json"),
-        "text_encoder": {
-            "kind": text.kind,
-            "path": text.path if text.kind == "pretrained" else None,
-            "source": text.source,
-            "max_tokens": text.max_tokens,
-            "dim": text.dim,
-            "layers": text.layers,
-            "vocab_size": tokenizer.vocab_size,
-        },
-        "process": Process(diffusion.timesteps, diffusion.schedule, diffusion.prediction).as_dict(),
-    }
+    return ModelConfig(
+        image_size=image_size, findings=list(FINDINGS), maskable=list(maskable), conditions=list(diffusion.conditions),
+        label_dim=diffusion.label_dim, unet=diffusion.unet,
+        text_encoder=TextEncoderConfig(
+            kind=text.kind, path=text.path if text.kind == "pretrained" else None, source=text.source,
+            max_tokens=text.max_tokens, dim=text.dim, layers=text.layers, vocab_size=tokenizer.vocab_size,
+        ),
+        process=Process(diffusion.timesteps, diffusion.schedule, diffusion.prediction),
+    )
 
 
-def config_digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def process_of(config: dict) -> Process:
-    return Process(**config["process"])
+def config_digest(config: ModelConfig) -> str:
+    return hashlib.sha256(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_text_backbone(path: str | Path) -> nn.Module:
@@ -77,62 +119,38 @@ def text_backbone_skeleton(folder: str | Path) -> nn.Module:
     return AutoModel.from_config(AutoConfig.from_pretrained(str(folder), local_files_only=True))
 
 
-def build_model(config: dict, text_backbone: nn.Module | None = None) -> ConditionalDenoiser:
+def build_model(config: ModelConfig, text_backbone: nn.Module | None = None) -> ConditionalDenoiser:
     """A fresh denoiser for ``config``; a pretrained text encoder needs its ``text_backbone``."""
-    text = config["text_encoder"]
+    text = config.text_encoder
     encoder = None
-    if "text" in config["conditions"]:
-        if text["kind"] == "learned":
-            encoder = LearnedTextEncoder(text["vocab_size"], text["max_tokens"], text["dim"], text["layers"],
-                                         config["label_dim"])
+    if "text" in config.conditions:
+        if text.kind == "learned":
+            encoder = LearnedTextEncoder(text.vocab_size, text.max_tokens, text.dim, text.layers, config.label_dim)
         elif text_backbone is None:
             raise ValueError("a pretrained text encoder needs its backbone")
         else:
-            encoder = PretrainedTextEncoder(text_backbone, text_backbone.config.hidden_size, text["max_tokens"],
-                                            config["label_dim"])
-    unet = config["unet"]
-    return ConditionalDenoiser(
-        n_findings=len(config["findings"]), context_dim=config["label_dim"], channels=tuple(unet["channels"]),
-        attention_levels=tuple(unet["attention_levels"]), num_res_blocks=unet["num_res_blocks"],
-        num_head_channels=unet["num_head_channels"], norm_num_groups=unet["norm_num_groups"],
-        conditions=tuple(config["conditions"]), text_encoder=encoder,
-    )
+            encoder = PretrainedTextEncoder(text_backbone, text_backbone.config.hidden_size, text.max_tokens,
+                                            config.label_dim)
+    unet = config.unet
+    shape = UNetShape(tuple(unet.channels), tuple(unet.attention_levels), unet.num_res_blocks, unet.num_head_channels,
+                      unet.norm_num_groups)
+    return ConditionalDenoiser(len(config.findings), config.label_dim, shape, tuple(config.conditions), encoder)
 
 
-def save_model(folder: str | Path, model: ConditionalDenoiser, config: dict, tokenizer: Tokenizer) -> None:
-    """Write the weights, config and tokenizer that ``load_model`` reads back."""
+def save_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> None:
+    """The weights file of a model folder, stamped with the config's digest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS_FILE) as temp:
         torch.save({"state_dict": model.state_dict(), "digest": config_digest(config)}, temp)
-    write_json(folder / CONFIG_FILE, {**config, "digest": config_digest(config)})
-    tokenizer.save(folder)
-    encoder = model.text_encoder
-    if isinstance(encoder, PretrainedTextEncoder):
-        encoder.backbone.config.save_pretrained(str(folder / PRETRAINED_FOLDER))
 
 
-def read_config(folder: str | Path) -> dict:
-    """A model folder's config (without its digest), checking the weights are there too."""
-    folder = Path(folder)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        if not (folder / name).exists():
-            raise ValueError(f"{folder / name}: not found (has train_diffusion run?)")
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    config.pop("digest", None)
-    return config
-
-
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ConditionalDenoiser, dict, Tokenizer]:
-    """The trained denoiser (eval mode), its config and tokenizer from a model folder."""
-    folder = Path(folder)
-    config = read_config(folder)
-    backbone = None
-    if "text" in config["conditions"] and config["text_encoder"]["kind"] == "pretrained":
-        backbone = text_backbone_skeleton(folder / PRETRAINED_FOLDER)
-    model = build_model(config, backbone)
-    saved = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+def load_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> None:
+    """Load a model folder's weights into ``model``, refusing weights written for another config."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.exists():
+        raise ValueError(f"{path}: not found (has train_diffusion run?)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved["digest"] != config_digest(config):
-        raise ValueError(f"{folder / WEIGHTS_FILE}: weights do not match {CONFIG_FILE} (digest differs)")
+        raise ValueError(f"{path}: weights do not match {CONFIG_FILE} (digest differs)")
     model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), config, load_tokenizer(folder)

@@ -8,14 +8,12 @@ from typing import get_args
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import default_collate
 
 from cxrsynth.models.conditioning import Conditions, concatenate
 from cxrsynth.tasks.diffusion.data import DiffusionDataset, batch_conditions
 from cxrsynth.tasks.diffusion.grids import outlined, tile
-from cxrsynth.tasks.diffusion.model_io import process_of
-from cxrsynth.tasks.diffusion.sampling import sample
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.params import ConditionType
 
 UNCONDITIONAL = "none"
@@ -41,16 +39,16 @@ def preview_indices(dataset: DiffusionDataset, count: int) -> list[int]:
     return chosen + [i for i in range(len(dataset)) if i not in chosen][: count - len(chosen)]
 
 
-def preview_grid(model: nn.Module, config: dict, dataset: DiffusionDataset, indices: list[int], steps: int,
-                 guidance_scale: float, device: torch.device | str = "cpu", seed: int = 0) -> np.ndarray:
-    """RGB grid: real images, then one row per condition type, then unconditional samples."""
+def preview_grid(pipeline: GenerationPipeline, dataset: DiffusionDataset, indices: list[int], steps: int,
+                 guidance_scale: float, seed: int = 0) -> np.ndarray:
+    """RGB grid: real images, then one row per condition type, then unconditional samples, sampled
+    with the DPM-Solver sampler on the pipeline's device."""
     batch = default_collate([dataset[i] for i in indices])
     full = batch_conditions(batch)
-    rows = [*condition_types(config["conditions"]), UNCONDITIONAL]
+    rows = [*condition_types(pipeline.config.conditions), UNCONDITIONAL]
     cond: Conditions = concatenate([full.keeping(() if r == UNCONDITIONAL else tuple(r.split("+"))) for r in rows])
     seeds = [seed + i for i in range(len(indices))] * len(rows)
-    images = sample(model, process_of(config), cond, seeds, "dpm_solver", steps, guidance_scale,
-                    config["image_size"], device)[:, 0].numpy()
+    images = pipeline.with_sampler("dpm_solver")(cond, seeds, steps, guidance_scale)[:, 0].numpy()
     lesions = batch["masks"].amax(dim=1).numpy()
     tiles = [outlined((batch["image"][i, 0].numpy() + 1) / 2, lesions[i]) for i in range(len(indices))]
     for r, row in enumerate(rows):

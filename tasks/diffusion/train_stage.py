@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.tasks.device import resolve_device
 from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
     readable_rows,
@@ -18,14 +17,9 @@ from cxrsynth.tasks.diffusion.data import (
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, process_group
 from cxrsynth.tasks.diffusion.labels import read_lesions
-from cxrsynth.tasks.diffusion.model_io import (
-    build_model,
-    load_text_backbone,
-    model_config,
-    save_model,
-)
-from cxrsynth.tasks.diffusion.tokenizer import Tokenizer, build_tokenizer
-from cxrsynth.tasks.diffusion.training import TrainHooks, TrainOutcome, train_diffusion
+from cxrsynth.tasks.diffusion.model_io import build_model, load_text_backbone, model_config
+from cxrsynth.tasks.diffusion.tokenizer import build_tokenizer
+from cxrsynth.tasks.diffusion.training import TrainHooks, TrainingSetup, TrainOutcome, train_diffusion
 from cxrsynth.tasks.io import write_text
 from cxrsynth.tasks.params import Params
 
@@ -33,23 +27,6 @@ MODEL_DIR = Path("data/train_diffusion/model")
 CHECKPOINT_DIR = Path("data/train_diffusion/checkpoints")
 LOSS_CSV = Path("plots/train_diffusion/loss.csv")
 LOSS_WINDOW = 50  # steps averaged for the first / final loss figures
-
-
-@dataclass
-class TrainingSetup:
-    dataset: DiffusionDataset
-    tokenizer: Tokenizer
-    config: dict
-    model: ConditionalDenoiser
-    quarantined: list[dict[str, str]] = field(default_factory=list)
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 def training_device(params: Params, replica: Replica) -> torch.device:
@@ -61,8 +38,8 @@ def run_training(params: Params, prepared: TrainingSetup, replica: Replica = Rep
     """Train (or resume) the prepared model; in the process group when one of several replicas."""
     device = training_device(params, replica)
     with process_group(replica, device):
-        return train_diffusion(prepared.model, prepared.dataset, params.diffusion, prepared.config,
-                               Path(root) / CHECKPOINT_DIR, params.seed, device, hooks, replica)
+        return train_diffusion(prepared, params.diffusion, Path(root) / CHECKPOINT_DIR, params.seed, device, hooks,
+                               replica)
 
 
 def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
@@ -105,5 +82,5 @@ def training_metrics(outcome: TrainOutcome, setup: TrainingSetup) -> dict:
 def write_training_outputs(outcome: TrainOutcome, setup: TrainingSetup, root: str | Path = ".") -> None:
     """The EMA model folder and the loss curve."""
     root = Path(root)
-    save_model(root / MODEL_DIR, outcome.ema_model, setup.config, setup.tokenizer)
+    setup.pipeline(outcome.ema_model).save_pretrained(root / MODEL_DIR)
     write_text(root / LOSS_CSV, loss_table(outcome.history))

@@ -21,7 +21,9 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cxrsynth.models.denoiser import ConditionalDenoiser
 from cxrsynth.models.losses import lesion_preserving_loss
+from cxrsynth.tasks.device import autocast_dtype
 from cxrsynth.tasks.diffusion.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
@@ -34,19 +36,37 @@ from cxrsynth.tasks.diffusion.data import (
     condition_keep,
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
-from cxrsynth.tasks.diffusion.model_io import config_digest, process_of
+from cxrsynth.tasks.diffusion.model_io import ModelConfig
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.diffusion.schedulers import (
     min_snr_weight,
     predicted_clean,
     training_scheduler,
     training_target,
 )
-from cxrsynth.tasks.params import DiffusionParams
+from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
+from cxrsynth.tasks.params import DiffusionParams, DiffusionTrainParams
 
 # EMA warm-up: the decay grows as (1 + n) / (10 + n) towards ema_decay, so early random weights
 # leave the average quickly (a fixed 0.999 would still hold 22 % of the initial weights after 1500 steps).
 EMA_WARMUP = 10
 PARTS_WINDOW = 50  # steps over which the final loss parts are averaged
+
+
+@dataclass
+class TrainingSetup:
+    """What training starts from: the training split, the tokenizer built from its texts, the typed
+    model config, a fresh model, and the images set aside as unreadable."""
+
+    dataset: DiffusionDataset
+    tokenizer: Tokenizer
+    config: ModelConfig
+    model: ConditionalDenoiser
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+
+    def pipeline(self, denoiser: nn.Module | None = None) -> GenerationPipeline:
+        """The model (or ``denoiser``, e.g. its EMA copy in training) as a generation pipeline."""
+        return GenerationPipeline(self.model if denoiser is None else denoiser, self.tokenizer, self.config)
 
 
 @dataclass
@@ -68,15 +88,6 @@ class TrainOutcome:
     images_per_s: float
     wall_s: float
     parts: dict[str, float] = field(default_factory=dict)  # loss parts, mean of this run's last PARTS_WINDOW steps
-
-
-def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision applies on CUDA only: bf16 where the card has it under "auto", else fp16."""
-    if device.type != "cuda" or setting == "no":
-        return None
-    if setting == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}[setting]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -186,46 +197,66 @@ def _mean_parts(recent: deque[dict[str, float]]) -> dict[str, float]:
     return {name: sum(p[name] for p in recent) / len(recent) for name in recent[0]} if recent else {}
 
 
-def train_diffusion(
-    model: nn.Module,
-    dataset: DiffusionDataset,
-    diffusion: DiffusionParams,
-    config: dict,
-    checkpoint_dir: str | Path,
-    seed: int,
-    device: torch.device | str = "cpu",
-    hooks: TrainHooks | None = None,
-    replica: Replica = Replica(),
-) -> TrainOutcome:
-    """Train ``model`` for ``diffusion.train.steps`` steps, resuming from the newest checkpoint in
-    ``checkpoint_dir`` (refused if it belongs to a different model config). ``images_per_s``
-    counts training only, over all processes; checkpoint writes and hooks (sample grids) are in
-    ``wall_s``. Under data parallelism (``replica``, see ``tasks.diffusion.distributed``) only rank 0
-    writes checkpoints and runs hooks."""
-    device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
-    check_batch(settings.batch_size, replica)
-    digest = config_digest(config)
-    scheduler = training_scheduler(process_of(config))
-    precision = autocast_dtype(settings.mixed_precision, device)
+def _start_run(setup: TrainingSetup, settings: DiffusionTrainParams, checkpoint_dir: str | Path, seed: int,
+               device: torch.device, precision: torch.dtype | None) -> _Run:
+    """Model on ``device``, EMA, optimizer, grad scaler and generator, restored from the newest
+    checkpoint in ``checkpoint_dir`` when there is one (refused if it belongs to another config)."""
+    model = setup.model
     trainable = [p for p in model.to(device).parameters() if p.requires_grad]
     run = _Run(model, make_ema(model, settings.ema_decay), torch.optim.AdamW(trainable, lr=settings.learning_rate),
                torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
                torch.Generator().manual_seed(seed))
     latest = latest_checkpoint(checkpoint_dir)
     if latest is not None:
-        run.restore(load_checkpoint(latest, digest, config))
-    resumed_from = run.step
-    forward = wrap(model, replica, device)
+        run.restore(load_checkpoint(latest, setup.config.digest, setup.config.as_dict()))
+    return run
 
-    loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), settings.batch_size, seed, run.step,
-                                                           settings.steps, replica.rank, replica.world_size),
+
+def _checkpoint_and_sample(run: _Run, settings: DiffusionTrainParams, hooks: TrainHooks, checkpoint_dir: str | Path,
+                           config: ModelConfig, replica: Replica) -> None:
+    """At the intervals (and the last step): the checkpoint on rank 0, then the sample hook."""
+    last = run.step == settings.steps
+    if run.step % settings.checkpoint_every == 0 or last:
+        if replica.is_main:
+            path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(config.digest, config.as_dict()))
+            if hooks.on_checkpoint:
+                hooks.on_checkpoint(run.step, path, run.history)
+        barrier(replica)  # no process runs ahead of a checkpoint it could be resumed from
+    if replica.is_main and hooks.on_sample and (run.step % settings.sample_every == 0 or last):
+        hooks.on_sample(run.step, run.ema.module)
+
+
+def train_diffusion(
+    setup: TrainingSetup,
+    diffusion: DiffusionParams,
+    checkpoint_dir: str | Path,
+    seed: int,
+    device: torch.device | str = "cpu",
+    hooks: TrainHooks | None = None,
+    replica: Replica = Replica(),
+) -> TrainOutcome:
+    """Train ``setup.model`` for ``diffusion.train.steps`` steps, resuming from the newest checkpoint in
+    ``checkpoint_dir`` (refused if it belongs to a different model config). ``images_per_s``
+    counts training only, over all processes; checkpoint writes and hooks (sample grids) are in
+    ``wall_s``. Under data parallelism (``replica``, see ``tasks.diffusion.distributed``) only rank 0
+    writes checkpoints and runs hooks."""
+    device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
+    check_batch(settings.batch_size, replica)
+    scheduler = training_scheduler(setup.config.process)
+    precision = autocast_dtype(settings.mixed_precision, device)
+    run = _start_run(setup, settings, checkpoint_dir, seed, device, precision)
+    resumed_from, trainable = run.step, [p for p in run.model.parameters() if p.requires_grad]
+    forward = wrap(run.model, replica, device)
+    loader = DataLoader(setup.dataset, batch_sampler=StepBatches(len(setup.dataset), settings.batch_size, seed,
+                                                                 run.step, settings.steps, replica.rank,
+                                                                 replica.world_size),
                         num_workers=settings.num_workers, pin_memory=device.type == "cuda")
     bar = tqdm(total=settings.steps, initial=run.step, desc="train_diffusion", unit="step", dynamic_ncols=True,
                disable=not replica.is_main)
     started, images, side_s = time.perf_counter(), 0, 0.0
     recent_parts: deque[dict[str, float]] = deque(maxlen=PARTS_WINDOW)
     for batch in loader:
-        model.train()
+        run.model.train()
         draws = draw_step(settings.batch_size, batch["image"].shape[1:], diffusion,
                           scheduler.config.num_train_timesteps, run.generator).rows(replica)
         with autocast(device, precision):
@@ -242,14 +273,7 @@ def train_diffusion(
         side_started = time.perf_counter()
         if hooks.on_step:
             hooks.on_step(run.step, recent_parts[-1])
-        if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
-            if replica.is_main:
-                path = save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
-                if hooks.on_checkpoint:
-                    hooks.on_checkpoint(run.step, path, run.history)
-            barrier(replica)  # no process runs ahead of a checkpoint it could be resumed from
-        if replica.is_main and hooks.on_sample and (run.step % settings.sample_every == 0 or run.step == settings.steps):
-            hooks.on_sample(run.step, run.ema.module)
+        _checkpoint_and_sample(run, settings, hooks, checkpoint_dir, setup.config, replica)
         side_s += time.perf_counter() - side_started
     bar.close()
     wall = time.perf_counter() - started

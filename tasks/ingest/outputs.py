@@ -18,6 +18,7 @@ from cxrsynth.tasks.ingest.images import IMAGES, OUT_DIR, SOURCE_MASKS, ImageRes
 from cxrsynth.tasks.ingest.select import Pseudonym, Selection
 from cxrsynth.tasks.ingest.splits import assign_splits
 from cxrsynth.tasks.io import read_png16
+from cxrsynth.tasks.mosaic import mosaic
 from cxrsynth.tasks.sources.base import SourceError, SourceRecord
 
 LOCALISATION_COLUMNS = ("image_id", "lesion", "finding", "kind", "value")
@@ -151,11 +152,4 @@ def sample_grid(manifest: pd.DataFrame, root: str | Path, count: int, seed: int)
     chosen = np.random.default_rng(seed).choice(len(manifest), size=min(count, len(manifest)), replace=False)
     paths = manifest["path"].iloc[np.sort(chosen)].tolist()
     tiles = [read_png16(Path(root) / path) for path in paths]
-    columns = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / columns)
-    size = tiles[0].shape[0]
-    grid = np.zeros((rows * size, columns * size), dtype=np.float32)
-    for position, tile in enumerate(tiles):
-        top, left = divmod(position, columns)
-        grid[top * size : (top + 1) * size, left * size : (left + 1) * size] = tile
-    return grid
+    return mosaic(tiles, columns=math.ceil(math.sqrt(len(tiles))))

@@ -1,0 +1,141 @@
+"""The generation pipeline: a trained denoiser with its condition encoders, tokenizer, scheduler and
+typed config, in the shape of diffusers' ``DiffusionPipeline``.
+
+``save_pretrained`` writes a model folder (``config.json``, the weights ``model.pt``, the tokenizer's
+``vocab.json`` and, for a pretrained text encoder, its config and tokenizer under ``text_encoder/``);
+``from_pretrained`` reads one back; calling the pipeline samples images for a batch of conditions.
+
+Each image has its own seed: its starting noise (and the DDPM sampler's per-step noise) come from
+its own generator, so an image does not depend on which batch it was generated in. The denoiser
+knows no scheduler and the scheduler no model; this object is where they meet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+from tqdm.auto import tqdm
+
+from cxrsynth.models.conditioning import Conditions
+from cxrsynth.tasks.device import autocast_dtype
+from cxrsynth.tasks.diffusion.model_io import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelConfig,
+    build_model,
+    load_weights,
+    save_weights,
+    text_backbone_skeleton,
+)
+from cxrsynth.tasks.diffusion.sampling import guided_output
+from cxrsynth.tasks.diffusion.schedulers import sampling_scheduler
+from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, PretrainedTokenizer, Tokenizer, load_tokenizer
+from cxrsynth.tasks.io import write_json
+
+DEFAULT_SAMPLER = "dpm_solver"
+
+
+class GenerationPipeline:
+    """``pipeline(conditions, seeds, steps, guidance_scale)`` -> images (B, 1, H, W) in [0, 1].
+
+    ``scheduler`` is a diffusers scheduler of the model's diffusion process (``sampler`` names it:
+    ddpm, ddim or dpm_solver; ``with_sampler`` swaps it). ``autocast`` is the mixed-precision dtype
+    of the denoiser's forward passes (None: full precision).
+    """
+
+    def __init__(self, denoiser: nn.Module, tokenizer: Tokenizer, config: ModelConfig,
+                 sampler: str = DEFAULT_SAMPLER, autocast: torch.dtype | None = None) -> None:
+        self.denoiser, self.tokenizer, self.config = denoiser, tokenizer, config
+        self.sampler, self.autocast = sampler, autocast
+        self.scheduler = sampling_scheduler(config.process, sampler)
+
+    @property
+    def label_encoder(self) -> nn.Module | None:
+        """The finding-label encoder; trained with the denoiser, so it lives inside it."""
+        return getattr(self.denoiser, "label_encoder", None)
+
+    @property
+    def text_encoder(self) -> nn.Module | None:
+        return getattr(self.denoiser, "text_encoder", None)
+
+    @property
+    def components(self) -> dict[str, object]:
+        return {"denoiser": self.denoiser, "label_encoder": self.label_encoder, "text_encoder": self.text_encoder,
+                "tokenizer": self.tokenizer, "scheduler": self.scheduler}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def to(self, device: torch.device | str, mixed_precision: str = "no") -> "GenerationPipeline":
+        """Move the denoiser; ``mixed_precision`` (auto, no, fp16, bf16) applies on CUDA only."""
+        device = torch.device(device)
+        self.denoiser.to(device)
+        self.autocast = autocast_dtype(mixed_precision, device)
+        return self
+
+    def with_sampler(self, sampler: str) -> "GenerationPipeline":
+        """The same model, tokenizer and config under another sampler (nothing copied)."""
+        return GenerationPipeline(self.denoiser, self.tokenizer, self.config, sampler, self.autocast)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write config, weights and tokenizer to ``folder`` (what ``from_pretrained`` reads)."""
+        folder = Path(folder)
+        save_weights(folder, self.denoiser, self.config)
+        write_json(folder / CONFIG_FILE, {**self.config.as_dict(), "digest": self.config.digest})
+        self.tokenizer.save(folder)
+        if self.config.pretrained_text:
+            self.text_encoder.backbone.config.save_pretrained(str(folder / PRETRAINED_FOLDER))
+
+    @staticmethod
+    def load_config(folder: str | Path) -> ModelConfig:
+        """A model folder's config alone (the weights must be there too), without building the model."""
+        folder = Path(folder)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (folder / name).exists():
+                raise ValueError(f"{folder / name}: not found (has train_diffusion run?)")
+        return ModelConfig.read(folder / CONFIG_FILE)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu", sampler: str = DEFAULT_SAMPLER,
+                        mixed_precision: str = "no") -> "GenerationPipeline":
+        """The pipeline saved in ``folder``, its denoiser in eval mode on ``device``."""
+        folder = Path(folder)
+        config = cls.load_config(folder)
+        backbone = text_backbone_skeleton(folder / PRETRAINED_FOLDER) if config.pretrained_text else None
+        denoiser = build_model(config, backbone)
+        load_weights(folder, denoiser, config)
+        tokenizer = load_tokenizer(folder)
+        if config.pretrained_text != isinstance(tokenizer, PretrainedTokenizer):
+            raise ValueError(f"{folder}: the saved tokenizer does not fit the {config.text_encoder.kind} text encoder")
+        return cls(denoiser.eval(), tokenizer, config, sampler).to(device, mixed_precision)
+
+    @torch.no_grad()
+    def __call__(self, conditions: Conditions, seeds: Sequence[int], steps: int, guidance_scale: float,
+                 progress: bool = False) -> torch.Tensor:
+        """Images (B, 1, H, W) in [0, 1] on the CPU for ``conditions`` (kept flags say which conditions
+        apply), one seed per image, ``steps`` sampler steps, classifier-free guidance ``guidance_scale``."""
+        if len(seeds) != len(conditions):
+            raise ValueError(f"{len(seeds)} seeds for {len(conditions)} images")
+        device, scheduler = self.device, self.scheduler
+        scheduler.set_timesteps(steps, device=device)
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        shape = (len(seeds), 1, self.config.image_size, self.config.image_size)
+        noisy = randn_tensor(shape, generator=generators, device=device) * scheduler.init_noise_sigma
+        cond = conditions.to(device)
+        uncond = cond.dropped()
+        was_training = self.denoiser.training
+        self.denoiser.eval()
+        for timestep in tqdm(scheduler.timesteps, desc=f"{self.sampler} x{len(seeds)}", disable=not progress,
+                             leave=False):
+            model_input = scheduler.scale_model_input(noisy, timestep)
+            with torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                output = guided_output(self.denoiser, model_input, timestep, cond, uncond, guidance_scale)
+            noisy = scheduler.step(output.float(), timestep, noisy, generator=generators).prev_sample
+        self.denoiser.train(was_training)
+        return ((noisy.clamp(-1, 1) + 1) / 2).cpu()
+
