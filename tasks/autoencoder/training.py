@@ -28,7 +28,7 @@ from cxrsynth.models.autoencoder import (
 )
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from cxrsynth.tasks.diffusion.data import StepBatches
-from cxrsynth.tasks.diffusion.model_io import config_digest
+from cxrsynth.tasks.diffusion.model_io import mapping_digest
 from cxrsynth.tasks.diffusion.training import make_ema
 from cxrsynth.tasks.params import AutoencoderLossParams, AutoencoderParams
 
@@ -146,7 +146,7 @@ def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int
     checkpoint in ``checkpoint_dir`` (refused when it belongs to another autoencoder config)."""
     device = torch.device(device)
     config = asdict(config_of(params)) | {"adversarial": params.loss.adversarial_weight > 0}
-    digest = config_digest(config)
+    digest = mapping_digest(config)
     run = _new_run(params, seed, device)
     latest = latest_checkpoint(checkpoint_dir)
     if latest is not None:

@@ -98,8 +98,13 @@ def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokeniz
     )
 
 
+def mapping_digest(mapping: dict) -> str:
+    """A short digest of a JSON-able config: equal configs, equal digests (checkpoints are matched by it)."""
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_digest(config: ModelConfig) -> str:
-    return hashlib.sha256(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return mapping_digest(config.as_dict())
 
 
 def load_text_backbone(path: str | Path) -> nn.Module:
