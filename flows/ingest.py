@@ -18,7 +18,7 @@ from prefect.futures import as_completed
 from tqdm import tqdm
 
 from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import ingest, manifest, tracking
+from cxrsynth.tasks import deid, ingest, manifest, tracking
 from cxrsynth.tasks.io import write_json, write_png16
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.registry import read_source
@@ -68,9 +68,9 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
 
         quarantine = ingest.quarantine_frame(selection.records, pseudonyms, results)
         ingest.write_csv(quarantine, OUT / "quarantine.csv")
-        frame = ingest.manifest_frame(
-            selection.records, pseudonyms, results, config.source, config.split.model_dump(), params.seed
-        )
+        # Reports scrubbed and sites pseudonymised here, before the manifest (the first file to hold them) is written.
+        records = deid.deidentify(selection.records, [results[p.image_id].site for p in pseudonyms])
+        frame = ingest.manifest_frame(records, pseudonyms, results, config.source, config.split.model_dump(), params.seed)
         frame = manifest.write(frame, OUT / "manifest.parquet", "ingest")
         localisations = ingest.localisation_frame(results)
         ingest.write_parquet(localisations, OUT / "localisations.parquet")

@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from cxrsynth.tasks import ingest, manifest
+from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
 from tests.conftest import ROOT as REPO
@@ -185,7 +186,7 @@ def test_ingest_flow_on_a_phantom_style_collection(tmp_path, monkeypatch, prefec
     assert metrics["images"] == len(frame) == 14 and metrics["quarantined"] == 2
     assert (frame.groupby("patient_id")["split"].nunique() == 1).all() and set(frame.split) == {"train", "val", "test"}
     assert frame.image_id.is_monotonic_increasing and frame.dataset.eq("phantom").all() and frame.report.notna().all()
-    assert set(frame.site) == {"SITE-A", "SITE-B"} and frame.pixel_spacing_mm.iloc[0] == pytest.approx(1.4 / 0.8)
+    assert set(frame.site) == {"site-1", "site-2"} and frame.pixel_spacing_mm.iloc[0] == pytest.approx(1.4 / 0.8)
     for path in frame.path:
         assert np.asarray(Image.open(root / path)).shape == (32, 32)
 
@@ -212,20 +213,21 @@ def test_ingest_flow_on_a_phantom_style_collection(tmp_path, monkeypatch, prefec
     assert rerun.data.tags["cxrsynth.input_md5.ingest_source"] == run.data.tags["cxrsynth.input_md5.ingest_source"]
 
 
-SECRETS = ("DOE^JOHN", "DOE", "PID-998877", "998877", "HOSPITAL-SECRET-ACC")
+SECRETS = ("DOE^JOHN", "DOE", "PID-998877", "998877", "HOSPITAL-SECRET-ACC", "Lakeview", "Houlihan", "55120931", "03/14/2019")
+REPORT = "Small left pneumothorax. Called to Dr. Margaret Houlihan at 9:15 AM on 03/14/2019. MRN 55120931."
 
 
 @pytest.mark.slow
 def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypatch):
     source = tmp_path / "export"
     write_dicom(source / "PID-998877_chest.dcm", ramp(48, 40), patient_name="DOE^JOHN", patient_id="PID-998877",
-                institution="SITE-A")
+                institution="Lakeview Memorial Hospital")
     write_picture(source / "PID-998877_followup.png", ramp(48, 40, high=255, dtype=np.uint8))
     (source / "PID-998877_broken.png").write_text("HOSPITAL-SECRET-ACC")  # quarantined: its name must not leak either
-    write_csv(source / "index.csv", ["path", "patient_id", "study_id", "pneumothorax"], [
-        ["PID-998877_chest.dcm", "PID-998877", "998877-1", "1"],
-        ["PID-998877_followup.png", "PID-998877", "998877-2", "0"],
-        ["PID-998877_broken.png", "PID-998877", "998877-3", ""],
+    write_csv(source / "index.csv", ["path", "patient_id", "study_id", "pneumothorax", "report"], [
+        ["PID-998877_chest.dcm", "PID-998877", "998877-1", "1", REPORT],
+        ["PID-998877_followup.png", "PID-998877", "998877-2", "0", REPORT + " Films from Lakeview Memorial Hospital."],
+        ["PID-998877_broken.png", "PID-998877", "998877-3", "", ""],
     ])
     root = _project(tmp_path, monkeypatch, "folder", source)
     # The stage as DVC runs it, in its own process with debug logging and its own Prefect home,
@@ -240,6 +242,11 @@ def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypa
     metrics = json.loads((root / "metrics/ingest.json").read_text())
     assert metrics["images"] == 2 and metrics["quarantined"] == 1
 
+    frame = pd.read_parquet(root / "data/ingest/manifest.parquet")
+    assert frame.site.fillna("none").tolist() == ["site-1", "none"] and frame.report.str.contains("pneumothorax").all()
+    # What a model trained on the reports (diffusion.text_encoder.source: report) would keep of them.
+    vocabulary = WordTokenizer.build(frame.report, min_count=1, max_tokens=64).vocabulary
+    assert "pneumothorax" in vocabulary and not {"margaret", "houlihan", "lakeview", "55120931"} & set(vocabulary)
     texts = {"stage logs": logs}
     outputs = [p for folder in ("data", "metrics", "mlruns", "prefect_home") for p in (root / folder).rglob("*") if p.is_file()]
     outputs.append(root / "mlflow.db")
