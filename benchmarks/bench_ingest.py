@@ -9,7 +9,7 @@ Four timings on the same files, side by side in one run:
   nothing written (the least a decoder can do);
 - ingest decode + resize: ``decode_image`` + ``fit_square``, one thread, nothing written: the
   like-for-like comparison with bare;
-- ingest, one thread: ``tasks.ingest.process_chunk``, i.e. what every ingest task runs: read,
+- ingest, one thread: ``tasks.ingest.images.process_chunk``, i.e. what every ingest task runs: read,
   md5, pydicom's modality/VOI pipeline, anti-aliased resize into the padded square, 16-bit PNG write;
 - ingest, flow: the same through the Prefect task runner with ``--workers`` threads, as the
   ``ingest`` flow fans it out (server start-up excluded: only the fan-out is timed).
@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
-from cxrsynth.tasks import ingest  # noqa: E402
+from cxrsynth.tasks.ingest import images  # noqa: E402
 from cxrsynth.tasks.params import parse_params  # noqa: E402
 from cxrsynth.tasks.sources.decode import decode_image  # noqa: E402
 from cxrsynth.tasks.sources.geometry import fit_square  # noqa: E402
@@ -79,12 +79,12 @@ def ingest_decode_resize(paths: list[Path], size: int) -> None:
         fit_square(decode_image(path).pixels, size)
 
 
-def ingest_one_thread(items: list[ingest.WorkItem], size: int, out: Path) -> None:
-    results = ingest.process_chunk(items, size, out)
+def ingest_one_thread(items: list[images.WorkItem], size: int, out: Path) -> None:
+    results = images.process_chunk(items, size, out)
     _check(results)
 
 
-def ingest_flow(items: list[ingest.WorkItem], size: int, workers: int) -> float:
+def ingest_flow(items: list[images.WorkItem], size: int, workers: int) -> float:
     """Seconds the ingest fan-out takes inside a Prefect flow (the flow's own start-up not counted)."""
     from prefect import flow
 
@@ -101,7 +101,7 @@ def ingest_flow(items: list[ingest.WorkItem], size: int, workers: int) -> float:
     return timed()
 
 
-def _check(results: list[ingest.ImageResult]) -> None:
+def _check(results: list[images.ImageResult]) -> None:
     failed = [r.reason for r in results if r.reason]
     if failed:
         raise SystemExit(f"{len(failed)} files failed to decode, e.g. {failed[0]}")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             (scratch / "source").mkdir()
             paths = write_dicoms(scratch / "source", args.count, args.size)
         dicoms = [p for p in paths if p.suffix.lower() == ".dcm"]
-        items = [ingest.WorkItem(f"img-{n:06d}", path) for n, path in enumerate(paths, start=1)]
+        items = [images.WorkItem(f"img-{n:06d}", path) for n, path in enumerate(paths, start=1)]
         os.chdir(scratch)  # the flow writes data/ingest under the working directory
         bare_loop(dicoms[:5], args.image_size)  # warm imports and caches for both sides
         ingest_one_thread(items[:5], args.image_size, scratch / "warm")

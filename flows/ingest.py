@@ -1,6 +1,6 @@
 """Stage ``ingest``: the configured data source -> working-resolution images, manifest, split.
 
-Thin: the work is in ``tasks/ingest.py``; here it is read from params, fanned out over Prefect
+Thin: the work is in ``tasks/ingest/``; here it is read from params, fanned out over Prefect
 tasks (threads, or Dask when configured), written and logged to MLflow. Nothing logged or
 written names a source file or a source patient: images are referred to by their pseudonyms.
 """
@@ -18,12 +18,13 @@ from prefect.futures import as_completed
 from tqdm import tqdm
 
 from cxrsynth.flows.common import setup, task_runner
-from cxrsynth.tasks import deid, ingest, manifest, tracking
+from cxrsynth.tasks import deid, manifest, tracking
+from cxrsynth.tasks.ingest import images, outputs, select
 from cxrsynth.tasks.io import write_json, write_png16
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sources.registry import read_source
 
-OUT = Path(ingest.OUT_DIR)
+OUT = Path(images.OUT_DIR)
 METRICS = Path("metrics/ingest.json")
 QUARANTINE_SHOWN = 20  # quarantined images named in the log; all of them are in quarantine.csv
 # Images per Prefect task: each task run costs tens of milliseconds of API round trips, so chunks
@@ -36,17 +37,17 @@ def chunk_size(count: int, workers: int) -> int:
     return min(high, max(low, math.ceil(count / (workers * 4))))
 
 
-decode_chunk = task(ingest.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
+decode_chunk = task(images.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
 
 
-def decode_all(items: list[ingest.WorkItem], params: Params) -> dict[str, ingest.ImageResult]:
+def decode_all(items: list[images.WorkItem], params: Params) -> dict[str, images.ImageResult]:
     """Decode, resize and write every image over the task runner; results keyed by image_id, in item order."""
-    results: dict[str, ingest.ImageResult] = {}
+    results: dict[str, images.ImageResult] = {}
     out_root = str(OUT.resolve())  # absolute: Dask workers need not share our working directory
     with task_runner(params, max_workers=params.ingest.workers) as runner:
         futures = [
             runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
-            for chunk in ingest.chunked(items, chunk_size(len(items), params.ingest.workers))
+            for chunk in images.chunked(items, chunk_size(len(items), params.ingest.workers))
         ]
         with tqdm(total=len(items), desc="ingest", unit="img") as progress:
             for future in as_completed(futures):
@@ -61,24 +62,24 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
     config = params.ingest
     with tracking.stage_run("ingest", params, sections=("ingest",)):
-        selection = ingest.select_records(read_source(config.source, Path(config.path).resolve()), config.views, config.max_images)
-        pseudonyms = ingest.pseudonymise(selection.records)
+        selection = select.select_records(read_source(config.source, Path(config.path).resolve()), config.views, config.max_images)
+        pseudonyms = select.pseudonymise(selection.records)
         shutil.rmtree(OUT, ignore_errors=True)  # the stage owns data/ingest; no stale images survive a rerun
-        results = decode_all(ingest.work_items(selection.records, pseudonyms), params)
+        results = decode_all(images.work_items(selection.records, pseudonyms), params)
 
-        quarantine = ingest.quarantine_frame(selection.records, pseudonyms, results)
-        ingest.write_csv(quarantine, OUT / "quarantine.csv")
+        quarantine = outputs.quarantine_frame(selection.records, pseudonyms, results)
+        outputs.write_csv(quarantine, OUT / "quarantine.csv")
         # Reports scrubbed and sites pseudonymised here, before the manifest (the first file to hold them) is written.
         records = deid.deidentify(selection.records, [results[p.image_id].site for p in pseudonyms])
-        frame = ingest.manifest_frame(records, pseudonyms, results, config.source, config.split.model_dump(), params.seed)
+        frame = outputs.manifest_frame(records, pseudonyms, results, config.source, config.split.model_dump(), params.seed)
         frame = manifest.write(frame, OUT / "manifest.parquet", "ingest")
-        localisations = ingest.localisation_frame(results)
-        ingest.write_parquet(localisations, OUT / "localisations.parquet")
-        write_png16(OUT / "sample_grid.png", ingest.sample_grid(frame, ".", config.sample_grid, params.seed))
+        localisations = outputs.localisation_frame(results)
+        outputs.write_parquet(localisations, OUT / "localisations.parquet")
+        write_png16(OUT / "sample_grid.png", outputs.sample_grid(frame, ".", config.sample_grid, params.seed))
 
-        metrics = ingest.metrics(frame, quarantine, localisations, selection)
+        metrics = outputs.metrics(frame, quarantine, localisations, selection)
         write_json(METRICS, metrics)
-        mlflow.set_tag("cxrsynth.input_md5.ingest_source", ingest.input_digest(selection.records, pseudonyms, results))
+        mlflow.set_tag("cxrsynth.input_md5.ingest_source", outputs.input_digest(selection.records, pseudonyms, results))
         tracking.log_metrics(tracking.flatten(metrics))
         for artifact in (OUT / "quarantine.csv", OUT / "sample_grid.png", METRICS):
             mlflow.log_artifact(str(artifact))

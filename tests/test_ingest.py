@@ -11,9 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from cxrsynth.tasks import ingest, manifest
+from cxrsynth.tasks import manifest
 from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
 from cxrsynth.tasks.findings import FINDINGS
+from cxrsynth.tasks.ingest import images, outputs, select
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
 from tests.conftest import ROOT as REPO
 from tests.conftest import TINY_PARAMS
@@ -29,27 +30,27 @@ def _record(row, patient, study="s", view="PA", path="x.dcm", **extra):
 def test_select_keeps_wanted_and_unknown_views_then_caps():
     records = [_record(1, "a", view="PA"), _record(2, "a", view="LATERAL"), _record(3, "b", view=None),
                _record(4, "c", view="ap"), _record(5, "d", view="PA")]
-    selection = ingest.select_records(records, ["PA", "AP"], max_images=3)
+    selection = select.select_records(records, ["PA", "AP"], max_images=3)
     assert [r.row for r in selection.records] == [1, 3, 4]
     assert (selection.listed, selection.other_view, selection.unknown_view, selection.capped) == (5, 1, 1, 1)
 
 
 def test_pseudonyms_are_sequential_in_listing_order():
     records = [_record(1, "MRN-77", "s1"), _record(2, "MRN-12", "s9"), _record(3, "MRN-77", "s1"), _record(4, "MRN-77", "s2")]
-    pseudonyms = ingest.pseudonymise(records)
+    pseudonyms = select.pseudonymise(records)
     assert [(p.image_id, p.patient_id, p.study_id) for p in pseudonyms] == [
         ("img-000001", "pat-00001", "std-000001"), ("img-000002", "pat-00002", "std-000002"),
         ("img-000003", "pat-00001", "std-000001"), ("img-000004", "pat-00001", "std-000003")]
 
 
 def test_same_study_name_under_two_patients_is_two_studies():
-    pseudonyms = ingest.pseudonymise([_record(1, "a", "study1"), _record(2, "b", "study1")])
+    pseudonyms = select.pseudonymise([_record(1, "a", "study1"), _record(2, "b", "study1")])
     assert pseudonyms[0].study_id != pseudonyms[1].study_id
 
 
 def test_process_item_writes_the_working_image(tmp_path):
     path = write_dicom(tmp_path / "src" / "a.dcm", ramp(40, 20), pixel_spacing=0.5, institution="SITE-B")
-    result = ingest.process_item(ingest.WorkItem("img-000007", path), 16, tmp_path / "out")
+    result = images.process_item(images.WorkItem("img-000007", path), 16, tmp_path / "out")
     assert result.reason is None and result.file_md5 == hashlib.md5(path.read_bytes()).hexdigest()
     assert (result.orig_height, result.orig_width, result.scale, result.pad_top, result.pad_left) == (40, 20, 0.4, 0, 4)
     assert result.pixel_spacing_mm == pytest.approx(0.5 / 0.4) and result.site == "SITE-B"
@@ -59,8 +60,8 @@ def test_process_item_writes_the_working_image(tmp_path):
 
 def test_missing_and_non_image_files_are_quarantined_with_reasons(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
-    missing = ingest.process_item(ingest.WorkItem("img-000001", tmp_path / "gone.dcm"), 16, tmp_path / "out")
-    text = ingest.process_item(ingest.WorkItem("img-000002", tmp_path / "notes.jpg"), 16, tmp_path / "out")
+    missing = images.process_item(images.WorkItem("img-000001", tmp_path / "gone.dcm"), 16, tmp_path / "out")
+    text = images.process_item(images.WorkItem("img-000002", tmp_path / "notes.jpg"), 16, tmp_path / "out")
     assert (missing.reason, missing.file_md5) == ("file not found", "missing")
     assert text.reason.startswith("not an image") and text.file_md5 != "missing"
 
@@ -69,13 +70,13 @@ def test_chunks_grow_with_the_collection():
     from cxrsynth.flows.ingest import chunk_size
 
     assert chunk_size(10, 2) == 16 and chunk_size(1800, 2) == 225 and chunk_size(10**6, 2) == 256
-    assert [len(c) for c in ingest.chunked(list(range(40)), 16)] == [16, 16, 8]
+    assert [len(c) for c in images.chunked(list(range(40)), 16)] == [16, 16, 8]
 
 
 def test_nih_style_spacing_is_rescaled_to_the_file():
-    item = ingest.WorkItem("img-000001", Path("x.png"), pixel_spacing_mm=0.2, pixel_spacing_shape=(2048, 2500))
-    assert ingest.source_spacing(item, (1024, 1024), header_spacing=None) == pytest.approx(0.2 * (2 + 2500 / 1024) / 2)
-    assert ingest.source_spacing(ingest.WorkItem("i", Path("x")), (8, 8), header_spacing=0.3) == 0.3
+    item = images.WorkItem("img-000001", Path("x.png"), pixel_spacing_mm=0.2, pixel_spacing_shape=(2048, 2500))
+    assert images.source_spacing(item, (1024, 1024), header_spacing=None) == pytest.approx(0.2 * (2 + 2500 / 1024) / 2)
+    assert images.source_spacing(images.WorkItem("i", Path("x")), (8, 8), header_spacing=0.3) == 0.3
 
 
 @pytest.mark.parametrize(
@@ -90,8 +91,8 @@ def test_bad_localisations_quarantine_the_image(tmp_path, localisation, reason):
     path = write_dicom(tmp_path / "a.dcm", ramp(40, 20))
     write_picture(tmp_path / "small.png", np.ones((8, 8), np.uint8))
     value = {"MASK_SMALL": str(tmp_path / "small.png"), "MASK_ABSENT": str(tmp_path / "nope.png")}.get(localisation.value, localisation.value)
-    item = ingest.WorkItem("img-000001", path, (Localisation(localisation.finding, localisation.kind, value),))
-    result = ingest.process_item(item, 16, tmp_path / "out")
+    item = images.WorkItem("img-000001", path, (Localisation(localisation.finding, localisation.kind, value),))
+    result = images.process_item(item, 16, tmp_path / "out")
     assert result.reason.startswith(reason)
     assert not (tmp_path / "out").exists()  # nothing written for a quarantined image
 
@@ -101,35 +102,35 @@ def test_mask_copies_are_binary_and_named_by_pseudonym(tmp_path):
     mask = np.zeros((40, 20), np.uint8)
     mask[5:9, 3:6] = 7
     write_picture(tmp_path / "m.png", mask)
-    item = ingest.WorkItem("img-000003", path, (Localisation("nodule", "box", "1,2,3,4"), Localisation("nodule", "mask", str(tmp_path / "m.png"))))
-    result = ingest.process_item(item, 16, tmp_path / "out")
+    item = images.WorkItem("img-000003", path, (Localisation("nodule", "box", "1,2,3,4"), Localisation("nodule", "mask", str(tmp_path / "m.png"))))
+    result = images.process_item(item, 16, tmp_path / "out")
     assert result.localisations == ((0, "nodule", "box", "1,2,3,4"), (1, "nodule", "mask", "img-000003_1.png"))
     copy = np.asarray(Image.open(tmp_path / "out" / "source_masks" / "img-000003_1.png"))
     np.testing.assert_array_equal(copy, (mask > 0) * 255)
 
 
 def _results(*reasons):
-    return {f"img-{n:06d}": ingest.ImageResult(f"img-{n:06d}", reason=reason, orig_height=10, orig_width=10, scale=1.0,
+    return {f"img-{n:06d}": images.ImageResult(f"img-{n:06d}", reason=reason, orig_height=10, orig_width=10, scale=1.0,
                                                pad_top=0, pad_left=0)
             for n, reason in enumerate(reasons, start=1)}
 
 
 def test_manifest_excludes_quarantined_and_splits_by_patient():
     records = [_record(n, f"p{n % 7}", labels={"nodule": n % 2}) for n in range(1, 41)]
-    pseudonyms = ingest.pseudonymise(records)
+    pseudonyms = select.pseudonymise(records)
     results = _results(*([None] * 39 + ["file not found"]))
-    frame = manifest.validate(ingest.manifest_frame(records, pseudonyms, results, "folder", {"train": 0.7, "val": 0.1, "test": 0.2}, 0), "ingest")
+    frame = manifest.validate(outputs.manifest_frame(records, pseudonyms, results, "folder", {"train": 0.7, "val": 0.1, "test": 0.2}, 0), "ingest")
     assert len(frame) == 39 and "img-000040" not in set(frame.image_id)
     assert (frame.groupby("patient_id")["split"].nunique() == 1).all()
     assert frame.structured_nodule.tolist()[:3] == [1, 0, 1] and frame.structured_pneumothorax.isna().all()
-    quarantine = ingest.quarantine_frame(records, pseudonyms, results)
+    quarantine = outputs.quarantine_frame(records, pseudonyms, results)
     assert quarantine.to_dict("records") == [{"row": 40, "image_id": "img-000040", "reason": "file not found"}]
 
 
 def test_all_quarantined_is_an_error():
     records = [_record(1, "a")]
     with pytest.raises(SourceError, match="all 1 were quarantined"):
-        ingest.manifest_frame(records, ingest.pseudonymise(records), _results("empty file"), "folder", {"train": 1.0}, 0)
+        outputs.manifest_frame(records, select.pseudonymise(records), _results("empty file"), "folder", {"train": 1.0}, 0)
 
 
 # ------------------------------------------------------------------------------------- the flow

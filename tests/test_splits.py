@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from cxrsynth.tasks.splits import assign_splits
+from cxrsynth.tasks.ingest.splits import assign_splits
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
