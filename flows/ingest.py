@@ -19,9 +19,11 @@ from tqdm import tqdm
 
 from cxrsynth.flows.common import setup, task_runner
 from cxrsynth.tasks import deid, manifest, tracking
-from cxrsynth.tasks.ingest import images, outputs, select
+from cxrsynth.tasks.ingest import duplicates, images, outputs, select
 from cxrsynth.tasks.io import write_json, write_png16
 from cxrsynth.tasks.params import Params
+from cxrsynth.tasks.sources.base import SourceError
+from cxrsynth.tasks.sources.decode import ReadLimits
 from cxrsynth.tasks.sources.registry import read_source
 
 OUT = Path(images.OUT_DIR)
@@ -37,6 +39,13 @@ def chunk_size(count: int, workers: int) -> int:
     return min(high, max(low, math.ceil(count / (workers * 4))))
 
 
+def read_limits(params: Params) -> ReadLimits:
+    """What every image and mask file must satisfy before it is decoded."""
+    config = params.ingest
+    root = None if config.allow_outside_path else Path(config.path).resolve()
+    return ReadLimits(max_pixels=config.max_pixels, min_size=config.min_size, root=root)
+
+
 decode_chunk = task(images.process_chunk, name="decode_resize", cache_policy=NO_CACHE, retries=1)
 
 
@@ -46,7 +55,8 @@ def decode_all(items: list[images.WorkItem], params: Params) -> dict[str, images
     out_root = str(OUT.resolve())  # absolute: Dask workers need not share our working directory
     with task_runner(params, max_workers=params.ingest.workers) as runner:
         futures = [
-            runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root})
+            runner.submit(decode_chunk, {"items": chunk, "image_size": params.ingest.image_size, "out_root": out_root,
+                                         "limits": read_limits(params)})
             for chunk in images.chunked(items, chunk_size(len(items), params.ingest.workers))
         ]
         with tqdm(total=len(items), desc="ingest", unit="img") as progress:
@@ -62,10 +72,18 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
     params = setup(params_path)
     config = params.ingest
     with tracking.stage_run("ingest", params, sections=("ingest",)):
-        selection = select.select_records(read_source(config.source, Path(config.path).resolve()), config.views, config.max_images)
+        listed = read_source(config.source, Path(config.path).resolve())
+        if not listed:
+            raise SourceError(f"{config.path}: the {config.source} source lists no images")
+        selection = select.select_records(listed, config.views, config.max_images)
         pseudonyms = select.pseudonymise(selection.records)
         shutil.rmtree(OUT, ignore_errors=True)  # the stage owns data/ingest; no stale images survive a rerun
         results = decode_all(images.work_items(selection.records, pseudonyms), params)
+        # Before the split: one image is one row, and one patient's.
+        resolved = duplicates.resolve(selection.records, pseudonyms, results, config.patient_conflict)
+        for image_id in resolved.duplicates:
+            duplicates.remove_outputs(OUT, results[image_id])
+        pseudonyms, results = resolved.pseudonyms, resolved.results
 
         quarantine = outputs.quarantine_frame(selection.records, pseudonyms, results)
         outputs.write_csv(quarantine, OUT / "quarantine.csv")
@@ -78,6 +96,7 @@ def ingest_flow(params_path: str = "params.yaml") -> dict:
         write_png16(OUT / "sample_grid.png", outputs.sample_grid(frame, ".", config.sample_grid, params.seed))
 
         metrics = outputs.metrics(frame, quarantine, localisations, selection)
+        metrics.update(duplicates=len(resolved.duplicates), merged_patients=resolved.merged_patients)
         write_json(METRICS, metrics)
         mlflow.set_tag("cxrsynth.input_md5.ingest_source", outputs.input_digest(selection.records, pseudonyms, results))
         tracking.log_metrics(tracking.flatten(metrics))

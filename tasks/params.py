@@ -104,6 +104,20 @@ class IngestParams(Section):
         2, ge=1, description="images decoded and resized in parallel (threads, or Dask when configured)"
     )
     sample_grid: int = Field(16, ge=1, description="images in the MLflow sample grid")
+    max_pixels: int = Field(
+        20_000_000, ge=1,
+        description="largest image a file may declare (rows x columns), checked from its header before any decoder runs; "
+        "the default holds the largest radiographs (43 cm plates at 0.1 mm, about 4300 x 4300)",
+    )
+    min_size: int = Field(16, ge=2, description="images whose shorter side is below this many pixels are quarantined")
+    allow_outside_path: bool = Field(
+        False, description="read image and mask files that resolve (through symlinks too) outside path"
+    )
+    patient_conflict: Literal["stop", "merge"] = Field(
+        "stop",
+        description="the same decoded image under two patients: stop before the split, naming the rows, or merge "
+        "those patients into one",
+    )
 
 
 class RadGraphParams(Section):
