@@ -140,7 +140,7 @@ def test_all_quarantined_is_an_error():
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded machine needs more than the default 30 s
         yield
 
 
@@ -274,3 +274,59 @@ def test_ingest_of_the_real_nih_dev_set(shared_data, tmp_path, monkeypatch, pref
     assert (frame.orig_height == 1024).all() and (frame.scale == 32 / 1024).all()
     localisations = pd.read_parquet(root / "data/ingest/localisations.parquet")
     assert len(localisations) == 4 and (localisations.kind == "box").all()
+
+
+def test_header_only_csv_says_it_has_no_rows(tmp_path):
+    from cxrsynth.tasks.sources.registry import read_source
+
+    write_csv(tmp_path / "index.csv", ["path", "patient_id", "pneumothorax"], [])
+    with pytest.raises(SourceError, match=r"index\.csv: the CSV has a header but no rows$"):
+        read_source("folder", tmp_path)
+
+
+def _hostile_collection(source: Path) -> None:
+    """Duplicates, one image under two patients, files outside the collection, a FIFO, a tiny image."""
+    write_dicom(source / "a.dcm", ramp(48, 40), institution="SITE-A")
+    (source / "a-copy.dcm").write_bytes((source / "a.dcm").read_bytes())
+    write_picture(source / "b.png", ramp(48, 40, high=255, dtype=np.uint8))
+    write_picture(source.parent / "outside.png", ramp(40, 40, high=200, dtype=np.uint8))
+    (source / "link.png").symlink_to(source.parent / "outside.png")
+    os.mkfifo(source / "pipe.png")
+    write_picture(source / "tiny.png", np.full((3, 3), 9, dtype=np.uint8))
+    write_csv(source / "index.csv", ["path", "patient_id", "pneumothorax"], [
+        ["a.dcm", "P1", "1"], ["a-copy.dcm", "P1", "1"], ["b.png", "P2", "0"], ["b.png", "P3", "0"],
+        ["../outside.png", "P4", ""], [str(source.parent / "outside.png"), "P4", ""], ["link.png", "P5", ""],
+        ["pipe.png", "P6", ""], ["/dev/zero", "P6", ""], ["tiny.png", "P7", ""],
+    ])
+
+
+@pytest.mark.slow
+def test_hostile_collection_is_quarantined_row_by_row(tmp_path, monkeypatch, prefect_server):
+    _hostile_collection(tmp_path / "export")
+    root = _project(tmp_path, monkeypatch, "folder", tmp_path / "export")
+    with pytest.raises(SourceError, match=r"source row 3 \(pat-00002\) and source row 4 \(pat-00003\)\. Correct the index"):
+        _run()
+
+    _project(tmp_path, monkeypatch, "folder", tmp_path / "export", patient_conflict="merge")
+    metrics = _run()
+    frame = manifest.read(root / "data/ingest/manifest.parquet")
+    assert frame.image_id.tolist() == ["img-000001", "img-000003"] and frame.patient_id.tolist() == ["pat-00001", "pat-00002"]
+    assert (metrics["duplicates"], metrics["merged_patients"], metrics["quarantined"]) == (2, 1, 8)
+    quarantine = pd.read_csv(root / "data/ingest/quarantine.csv")
+    assert quarantine.set_index("row").reason.to_dict() == {
+        2: "exact duplicate of img-000001 (source row 1): identical decoded pixels",
+        4: "exact duplicate of img-000003 (source row 3): identical decoded pixels",
+        5: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        6: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        7: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        8: "is a FIFO, not a regular image file",
+        9: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        10: "PNG is 3x3, smaller than ingest.min_size (16)",
+    }
+    assert sorted(p.name for p in (root / "data/ingest/images").iterdir()) == ["img-000001.png", "img-000003.png"]
+
+    _project(tmp_path, monkeypatch, "folder", tmp_path / "export", patient_conflict="merge", allow_outside_path=True)
+    metrics = _run()
+    reasons = pd.read_csv(root / "data/ingest/quarantine.csv").set_index("row").reason.to_dict()
+    assert metrics["images"] == 3 and reasons[9] == "is a character device, not a regular image file"
+    assert reasons[6] == reasons[7] == "exact duplicate of img-000005 (source row 5): identical decoded pixels"

@@ -21,7 +21,8 @@ from cxrsynth.models.denoiser import ConditionalDenoiser
 from cxrsynth.tasks.diffusion.schedulers import Process
 from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, Tokenizer, load_tokenizer
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path, write_json
+from cxrsynth.tasks import torch_files
+from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import DiffusionParams
 
 WEIGHTS_FILE = "model.pt"
@@ -103,8 +104,7 @@ def save_model(folder: str | Path, model: ConditionalDenoiser, config: dict, tok
     """Write the weights, config and tokenizer that ``load_model`` reads back."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / WEIGHTS_FILE) as temp:
-        torch.save({"state_dict": model.state_dict(), "digest": config_digest(config)}, temp)
+    torch_files.save({"state_dict": model.state_dict(), "digest": config_digest(config)}, folder / WEIGHTS_FILE)
     write_json(folder / CONFIG_FILE, {**config, "digest": config_digest(config)})
     tokenizer.save(folder)
     encoder = model.text_encoder
