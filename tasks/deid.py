@@ -45,7 +45,7 @@ _STREET = (
 )
 _INSTITUTION_WORDS = (
     r"(?:Hospital|Medical\s+Cent(?:er|re)|Health(?:\s+(?:System|Centre|Center|Care))?|Clinic|Infirmary|Institute|"
-    r"Imaging(?:\s+Cent(?:er|re))?|Radiology(?:\s+(?:Associates|Group|Department))|University|College|Hospice|Sanatorium)"
+    r"Imaging(?:\s+Cent(?:er|re))?|Radiology(?:\s+(?:Associates|Group|Department))|University|College|Hospice|Sanatorium)\b"
 )
 
 # (placeholder, pattern), applied in order: the most specific shapes first, so a phone number is not

@@ -29,6 +29,7 @@ def test_clinical_words_survive_and_placeholders_are_typed(report, identifiers, 
     ("Callback (617) 555-0142.", "Callback [PHONE]."),
     ("Electronically signed by: Sarah Whitfield, MD", "Electronically signed by: [NAME]"),
     ("A 10.25 mm nodule, tip 12.5 cm above the carina at T4.", "A 10.25 mm nodule, tip 12.5 cm above the carina at T4."),
+    ("Clinical correlation recommended. Dr. XXXX XXXX notified.", "Clinical correlation recommended. Dr. [NAME] notified."),
 ])
 def test_scrub_examples(text, expected):
     assert deid.scrub(text) == expected
