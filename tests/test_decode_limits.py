@@ -28,8 +28,9 @@ def _reason(path, limits=ReadLimits()) -> str:
 def no_decoder(monkeypatch):
     """Once called, any pixel decoding fails the test: what is refused must be refused from the header alone."""
 
-    def forbid():
-        monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: pytest.fail("a DICOM decoder ran")))
+    def forbid(dicom: bool = True):
+        if dicom:
+            monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: pytest.fail("a DICOM decoder ran")))
         monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("a PIL decoder ran"))
 
     return forbid
@@ -183,3 +184,20 @@ def test_paths_are_confined_to_the_root(tmp_path):
             read_file(path, limits)
         assert caught.value.reason == "resolves outside ingest.path (set ingest.allow_outside_path to read it)"
     assert read_file(root / "link.png") == read_file(secret)  # no root: anywhere
+
+
+def test_mask_files_are_confined_and_size_checked_before_decoding(tmp_path, no_decoder):
+    from cxrsynth.tasks.ingest.images import WorkItem, process_item
+    from cxrsynth.tasks.sources.base import Localisation
+
+    root = tmp_path / "collection"
+    image = write_dicom(root / "a.dcm", ramp(40, 20), bits_stored=12)
+    bomb = _png_declaring(root, 12000, 12000)
+    outside = write_picture(tmp_path / "outside.png", np.zeros((40, 20), dtype=np.uint8))
+    limits = ReadLimits(root=root)
+    no_decoder(dicom=False)  # the image decodes; no mask may
+    for value, reason in ((str(bomb), "mask of lesion 0 is 12000x12000, image is 40x20"),
+                          (str(outside), "mask file of lesion 0 resolves outside ingest.path (set ingest.allow_outside_path to read it)")):
+        item = WorkItem("img-000001", image, (Localisation("nodule", "mask", value),))
+        result = process_item(item, 16, tmp_path / "out", limits)
+        assert result.reason == reason

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cxrsynth.tasks.ingest.select import Pseudonym
 from cxrsynth.tasks.io import read_mask, write_mask, write_png16
@@ -72,6 +73,27 @@ def source_spacing(item: WorkItem, shape: tuple[int, int], header_spacing: float
     return item.pixel_spacing_mm * (rows / shape[0] + columns / shape[1]) / 2
 
 
+def _read_mask(path: str, lesion: int, shape: tuple[int, int], limits: ReadLimits) -> np.ndarray:
+    """A mask file read as the image is (confined, a regular file, bounded), its size checked before decoding."""
+    try:
+        data = read_file(path, limits)
+        with Image.open(io.BytesIO(data)) as header:
+            declared = (header.height, header.width)
+        if declared != shape:
+            raise DecodeError(path, f"mask of lesion {lesion} is {declared[0]}x{declared[1]}, image is {shape[0]}x{shape[1]}")
+        mask = read_mask(io.BytesIO(data))
+    except DecodeError as exc:
+        if exc.reason.startswith("mask of lesion"):
+            raise
+        reason = "not found" if exc.reason == "file not found" else exc.reason
+        raise DecodeError(path, f"mask file of lesion {lesion} {reason}") from None
+    except Exception:  # PIL's many errors for a broken file all mean the same here
+        raise DecodeError(path, f"mask file of lesion {lesion} is not a readable image") from None
+    if mask.ndim != 2:
+        raise DecodeError(path, f"mask of lesion {lesion} is {'x'.join(map(str, mask.shape))}, image is {shape[0]}x{shape[1]}")
+    return mask
+
+
 def _load_masks(
     item: WorkItem, shape: tuple[int, int], limits: ReadLimits = DEFAULT_LIMITS
 ) -> list[tuple[int, Localisation, np.ndarray | None]]:
@@ -80,18 +102,7 @@ def _load_masks(
     for lesion, localisation in enumerate(item.localisations):
         mask = None
         if localisation.kind == "mask":
-            try:
-                # Read as the image is: confined to the collection, a regular file, within the size limit.
-                mask = read_mask(io.BytesIO(read_file(localisation.value, limits)))
-            except DecodeError as exc:
-                reason = "not found" if exc.reason == "file not found" else exc.reason
-                raise DecodeError(localisation.value, f"mask file of lesion {lesion} {reason}") from None
-            except Exception:  # PIL's many errors for a broken file all mean the same here
-                raise DecodeError(localisation.value, f"mask file of lesion {lesion} is not a readable image") from None
-            if mask.ndim != 2 or mask.shape != shape:
-                raise DecodeError(
-                    localisation.value, f"mask of lesion {lesion} is {'x'.join(map(str, mask.shape))}, image is {shape[0]}x{shape[1]}"
-                )
+            mask = _read_mask(localisation.value, lesion, shape, limits)
         elif localisation.kind == "rle":
             try:
                 decode_rle(localisation.value, *shape)
