@@ -3,7 +3,7 @@
 Without ``PREFECT_API_URL`` Prefect starts a temporary API server per process; when the process is
 killed (SIGKILL, OOM) its atexit hook never runs and the server (about 220 MB) keeps listening.
 Here the temporary server is started as a child that the kernel terminates when its parent dies
-(Linux ``PR_SET_PDEATHSIG``), its start-up is retried with a longer wait (a loaded machine once
+(Linux ``PR_SET_PDEATHSIG``, requested from the thread that stays for the process's life: the main one), its start-up is retried with a longer wait (a loaded machine once
 timed out Prefect's own 20 s), and child processes (``dvc repro`` running stages under the
 ``pipeline`` flow) reuse it through ``PREFECT_API_URL`` instead of starting one each.
 
@@ -15,9 +15,7 @@ the reason.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -38,12 +36,15 @@ class ServerStartError(RuntimeError):
     """The temporary Prefect API server did not answer after every attempt."""
 
 
-def _die_with(parent: int) -> None:
-    """In the child, before exec: ask the kernel for SIGTERM when the parent dies (and check it is still there)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
+# Runs first in the server's process: asks the kernel for SIGTERM when the parent dies (the request
+# survives exec), checks the parent is still there, then becomes the server. A launcher rather than
+# Popen's preexec_fn, which is unsafe in a process that already runs threads.
+_LAUNCHER = (
+    "import ctypes, os, signal, sys; "
+    f"ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, signal.SIGTERM); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
 
 
 def _free_port() -> int:
@@ -57,14 +58,12 @@ def _spawn(port: int) -> subprocess.Popen:
     import prefect
 
     command = [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+        sys.executable, "-c", _LAUNCHER, str(os.getpid()), "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
         "--lifespan", "on",
     ]
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    parent = os.getpid()
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: _die_with(parent))  # noqa: PLW1509 (no threads hold locks here)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _healthy(url: str, process: subprocess.Popen, seconds: float) -> bool:

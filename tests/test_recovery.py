@@ -81,8 +81,9 @@ def test_the_temporary_server_process_dies_with_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import subprocess, sys, time
         from cxrsynth.flows import prefect_api
-        real = subprocess.Popen
-        prefect_api.subprocess.Popen = lambda command, **kw: real(["sleep", "600"], **kw)
+        real = subprocess.Popen  # the launcher as _spawn runs it, with sleep in place of the server
+        prefect_api.subprocess.Popen = lambda command, **kw: real([*command[:command.index("-m")], "-c",
+                                                                   "import time; time.sleep(600)"], **kw)
         child = prefect_api._spawn(0)
         print(child.pid, flush=True)
         time.sleep(600)
