@@ -159,3 +159,59 @@ def test_checkpoints_and_classifiers_are_byte_identical_across_writes(tmp_path):
     one = save_checkpoint(tmp_path / "c1", 5, {"model": model.state_dict()})
     two = save_checkpoint(tmp_path / "c2", 5, {"model": model.state_dict()})
     assert one.read_bytes() == two.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------- a real kill
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listing:
+            found |= {int(child) for child in listing.read().split()}
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_stage_leaves_no_server_and_its_runs_are_closed_on_the_next_start(tmp_path):
+    import numpy as np
+    import yaml
+
+    from tests.sourcefiles import write_csv, write_picture
+
+    rng = np.random.default_rng(0)
+    rows = [[write_picture(tmp_path / "export" / f"{n}.png", rng.integers(0, 255, (24, 24), dtype=np.uint8)).name, f"P{n}", ""]
+            for n in range(600)]
+    write_csv(tmp_path / "export" / "index.csv", ["path", "patient_id", "pneumothorax"], rows)
+    params = yaml.safe_load((ROOT / "tests" / "params.tiny.yaml").read_text())
+    params["ingest"].update(source="folder", path=str(tmp_path / "export"), workers=1)
+    params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    command = [sys.executable, "-m", "cxrsynth.flows.cli", "stage", "ingest"]
+
+    stage = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = mlflow.tracking.MlflowClient(params["tracking"]["mlflow_uri"])
+    deadline = time.monotonic() + 400
+    running = []
+    while not running and time.monotonic() < deadline and stage.poll() is None:
+        time.sleep(1)
+        experiment = client.get_experiment_by_name("cxrsynth") if (tmp_path / "mlflow.db").exists() else None
+        running = experiment and client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert running, "the stage never opened its MLflow run"
+    servers = _children(stage.pid)
+    assert servers, "no temporary server child"
+    stage.kill()
+    stage.wait()
+    deadline = time.monotonic() + 30
+    while not all(map(_gone, servers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(map(_gone, servers)), "the temporary Prefect server outlived the killed stage"
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    killed = client.get_run(running[0].info.run_id)
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags[tracking.KILLED_REASON_TAG].startswith(f"process {socket.gethostname()}:{stage.pid} ended")
+    assert "was left running by a process that is gone: marked Crashed" in second.stdout
