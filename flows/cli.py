@@ -78,16 +78,16 @@ def deployment(name: str, cron: str, timezone: str = "UTC", params_path: str = "
     )
 
 
-def run_flow(target: str, **kwargs) -> None:
-    """Run one flow under a Prefect API that dies with this process, after closing runs a killed one left."""
+def run_flow(target: str, flow_name: str, **kwargs) -> None:
+    """Run one flow (``flow_name``, also what a stage's wrapper runs) under a Prefect API that dies with this
+    process, after closing the runs a killed one left."""
     from cxrsynth.flows.prefect_api import close_stale_flow_runs, owner_tags, prefect_api
 
-    flow = load_flow(target)
     with prefect_api():
-        for run_id in close_stale_flow_runs(flow.name):
-            print(f"flow run {run_id} of {flow.name} was left running by a process that is gone: marked Crashed")
+        for run_id in close_stale_flow_runs(flow_name):
+            print(f"flow run {run_id} of {flow_name} was left running by a process that is gone: marked Crashed")
         with _pipeline_tags(), owner_tags():
-            flow(**kwargs)
+            load_flow(target)(**kwargs)
 
 
 def exit_on_sigterm(grace_seconds: float = SIGTERM_GRACE_S) -> None:
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"params_path": args.params}
         if args.variant is not None:
             kwargs["variant"] = args.variant
-        run_flow(STAGES[args.name], **kwargs)
+        run_flow(STAGES[args.name], args.name, **kwargs)  # every stage's flow is named after it
     elif args.command == "pipeline":
-        run_flow(PIPELINE, params_path=args.params, stages=args.stages)
+        run_flow(PIPELINE, "pipeline", params_path=args.params, stages=args.stages)
     elif args.command == "serve":
         from prefect import serve
 

@@ -215,3 +215,12 @@ def test_a_killed_stage_leaves_no_server_and_its_runs_are_closed_on_the_next_sta
     assert killed.info.status == "KILLED"
     assert killed.data.tags[tracking.KILLED_REASON_TAG].startswith(f"process {socket.gethostname()}:{stage.pid} ended")
     assert "was left running by a process that is gone: marked Crashed" in second.stdout
+
+
+def test_every_stage_flow_is_named_after_its_stage():
+    """run_flow closes stale runs by stage name, including for train_diffusion's plain-function wrapper."""
+    for stage, target in cli.STAGES.items():
+        module, _, function = target.partition(":")
+        flow = cli.load_flow(f"{module}:{function.replace('_stage', '_flow')}")
+        assert flow.name == stage
+    assert cli.load_flow(cli.PIPELINE).name == "pipeline"
