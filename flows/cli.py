@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # stage name -> "module:flow function"; imported only when used, so --help is instant.
 STAGES: dict[str, str] = {
@@ -21,6 +23,7 @@ STAGES: dict[str, str] = {
     "evaluate": "cxrsynth.flows.evaluate:evaluate_flow",
 }
 PIPELINE = "cxrsynth.flows.pipeline:pipeline_flow"
+SIGTERM_GRACE_S = 15.0  # how long `serve` waits for its runner's graceful stop after SIGTERM
 
 
 def load_flow(target: str):
@@ -75,19 +78,51 @@ def deployment(name: str, cron: str, timezone: str = "UTC", params_path: str = "
     )
 
 
+def run_flow(target: str, flow_name: str, **kwargs) -> None:
+    """Run one flow (``flow_name``, also what a stage's wrapper runs) under a Prefect API that dies with this
+    process, after closing the runs a killed one left."""
+    from cxrsynth.flows.prefect_api import close_stale_flow_runs, owner_tags, prefect_api
+
+    with prefect_api():
+        for run_id in close_stale_flow_runs(flow_name):
+            print(f"flow run {run_id} of {flow_name} was left running by a process that is gone: marked Crashed")
+        with _pipeline_tags(), owner_tags():
+            load_flow(target)(**kwargs)
+
+
+def exit_on_sigterm(grace_seconds: float = SIGTERM_GRACE_S) -> None:
+    """Make a served runner leave on SIGTERM within ``grace_seconds``, even when its graceful stop hangs.
+
+    Prefect's runner installs its own SIGTERM handler, which pauses the schedules through the API
+    and waits for that; with the API gone it waits for ever. Its handler is wrapped, not replaced:
+    the graceful stop still runs, with a deadline.
+    """
+    from prefect.runner import Runner
+
+    graceful = Runner.handle_sigterm
+
+    def handle_sigterm(self, *args, **kwargs) -> None:
+        deadline = threading.Timer(grace_seconds, os._exit, args=(128 + signal.SIGTERM,))
+        deadline.daemon = True
+        deadline.start()
+        graceful(self, *args, **kwargs)
+
+    Runner.handle_sigterm = handle_sigterm
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stage":
         kwargs = {"params_path": args.params}
         if args.variant is not None:
             kwargs["variant"] = args.variant
-        with _pipeline_tags():
-            load_flow(STAGES[args.name])(**kwargs)
+        run_flow(STAGES[args.name], args.name, **kwargs)  # every stage's flow is named after it
     elif args.command == "pipeline":
-        load_flow(PIPELINE)(params_path=args.params, stages=args.stages)
+        run_flow(PIPELINE, "pipeline", params_path=args.params, stages=args.stages)
     elif args.command == "serve":
         from prefect import serve
 
+        exit_on_sigterm()
         serve(deployment(args.name, args.cron, args.timezone, args.params))
     return 0
 

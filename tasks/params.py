@@ -7,6 +7,7 @@ fails with a message naming the key's dotted path and what was expected.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -103,6 +104,20 @@ class IngestParams(Section):
         2, ge=1, description="images decoded and resized in parallel (threads, or Dask when configured)"
     )
     sample_grid: int = Field(16, ge=1, description="images in the MLflow sample grid")
+    max_pixels: int = Field(
+        20_000_000, ge=1,
+        description="largest image a file may declare (rows x columns), checked from its header before any decoder runs; "
+        "the default holds the largest radiographs (43 cm plates at 0.1 mm, about 4300 x 4300)",
+    )
+    min_size: int = Field(16, ge=2, description="images whose shorter side is below this many pixels are quarantined")
+    allow_outside_path: bool = Field(
+        False, description="read image and mask files that resolve (through symlinks too) outside path"
+    )
+    patient_conflict: Literal["stop", "merge"] = Field(
+        "stop",
+        description="the same decoded image under two patients: stop before the split, naming the rows, or merge "
+        "those patients into one",
+    )
 
 
 class RadGraphParams(Section):
@@ -466,10 +481,33 @@ def _describe(error: dict) -> str:
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 
+def _empty_sections(raw: dict, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted names of the sections (nested models) written with nothing in them."""
+    empty = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if not (isinstance(kind, type) and issubclass(kind, Section)) or name not in raw:
+            continue
+        value = raw[name]
+        if value is None or value == {}:
+            empty.append(f"{prefix}{name}")
+        elif isinstance(value, dict):
+            empty += _empty_sections(value, kind, f"{prefix}{name}.")
+    return empty
+
+
 def parse_params(raw: dict, source: str = "params") -> Params:
-    """Validate a params mapping; raise ParamsError naming every bad key."""
+    """Validate a params mapping strictly (a "32" is not an int); raise ParamsError naming every bad key.
+
+    Strict validation goes through JSON, where a YAML list is a valid tuple, so only what YAML
+    itself typed is accepted: no string is turned into a number, no number into a string.
+    """
     try:
-        return Params.model_validate(raw or {})
+        text = json.dumps(raw or {}, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # a YAML date or timestamp, NaN or infinity
+        raise ParamsError(f"{source} is invalid: a value is not a plain number, string, list or mapping ({exc})") from None
+    try:
+        return Params.model_validate_json(text, strict=True)
     except ValidationError as exc:
         lines = "\n  ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
@@ -485,8 +523,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             raw = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    if raw is not None and not isinstance(raw, dict):
+    if raw is None or raw == {}:
+        raise ParamsError(f"{path}: the params file is empty (every section of the profile is expected)")
+    if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    # A forgotten or emptied section would otherwise run on its defaults without a word.
+    missing = [name for name in Params.model_fields if name not in raw]
+    if missing:
+        raise ParamsError(f"{path}: missing section{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    empty = _empty_sections(raw, Params)
+    if empty:
+        raise ParamsError(f"{path}: empty section{'s' * (len(empty) > 1)} {', '.join(empty)}")
     return parse_params(raw, str(path))
 
 

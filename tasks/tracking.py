@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +23,8 @@ from cxrsynth.tasks.params import Params
 
 PIPELINE_RUN_ENV = "CXRSYNTH_PIPELINE_RUN"
 PARENT_RUN_ENV = "CXRSYNTH_PARENT_RUN_ID"
+OWNER_TAG = "owner"  # <host>:<pid> of the process that opened a run (MLflow tag cxrsynth.owner, Prefect tag owner:...)
+KILLED_REASON_TAG = "cxrsynth.killed_reason"
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -110,6 +113,8 @@ def stage_run(
     read = spec.deps if inputs is None else inputs
     tags.update({f"cxrsynth.input_md5.{out}": digest
                  for out, digest in stages.input_hashes(read, stages.lock_hashes()).items()})
+    tags[f"cxrsynth.{OWNER_TAG}"] = owner()
+    close_stale_runs(command, params.tracking.experiment)
     parent = os.environ.get(PARENT_RUN_ENV) or None
     with mlflow.start_run(run_name=run_name or command, tags=tags, parent_run_id=parent,
                           nested=parent is not None) as run:
@@ -128,3 +133,49 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+# ------------------------------------------------------------------------------ runs left by a killed stage
+
+
+def owner() -> str:
+    """This process as a run's owner: ``<host>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(process: str) -> bool:
+    """Whether the owner process still runs; one on another host cannot be checked and counts as alive."""
+    host, _, pid = process.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def close_stale_runs(stage: str, experiment_name: str) -> list[str]:
+    """Mark KILLED every RUNNING MLflow run of ``stage`` whose owner process is gone, with the reason; their ids.
+
+    Called as a stage starts, after ``configure``: a killed stage never closed its run.
+    """
+    client = mlflow.tracking.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`cxrsynth.stage` = '{stage}'"
+    )
+    closed = []
+    for run in runs:
+        process = run.data.tags.get(f"cxrsynth.{OWNER_TAG}")
+        if process is None or owner_alive(process):
+            continue
+        reason = f"process {process} ended without closing this run (killed?); marked KILLED at the next start of {stage}"
+        client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+    return closed

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cxrsynth.tasks import manifest
+from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.ingest import images, outputs, select
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
@@ -131,7 +132,7 @@ def test_all_quarantined_is_an_error():
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded machine needs more than the default 30 s
         yield
 
 
@@ -175,7 +176,7 @@ def test_ingest_flow_on_a_phantom_style_collection(tmp_path, monkeypatch, prefec
     assert metrics["images"] == len(frame) == 14 and metrics["quarantined"] == 2
     assert (frame.groupby("patient_id")["split"].nunique() == 1).all() and set(frame.split) == {"train", "val", "test"}
     assert frame.image_id.is_monotonic_increasing and frame.dataset.eq("phantom").all() and frame.report.notna().all()
-    assert set(frame.site) == {"SITE-A", "SITE-B"} and frame.pixel_spacing_mm.iloc[0] == pytest.approx(1.4 / 0.8)
+    assert set(frame.site) == {"site-1", "site-2"} and frame.pixel_spacing_mm.iloc[0] == pytest.approx(1.4 / 0.8)
     for path in frame.path:
         assert np.asarray(Image.open(root / path)).shape == (32, 32)
 
@@ -202,20 +203,21 @@ def test_ingest_flow_on_a_phantom_style_collection(tmp_path, monkeypatch, prefec
     assert rerun.data.tags["cxrsynth.input_md5.ingest_source"] == run.data.tags["cxrsynth.input_md5.ingest_source"]
 
 
-SECRETS = ("DOE^JOHN", "DOE", "PID-998877", "998877", "HOSPITAL-SECRET-ACC")
+SECRETS = ("DOE^JOHN", "DOE", "PID-998877", "998877", "HOSPITAL-SECRET-ACC", "Lakeview", "Houlihan", "55120931", "03/14/2019")
+REPORT = "Small left pneumothorax. Called to Dr. Margaret Houlihan at 9:15 AM on 03/14/2019. MRN 55120931."
 
 
 @pytest.mark.slow
 def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypatch):
     source = tmp_path / "export"
     write_dicom(source / "PID-998877_chest.dcm", ramp(48, 40), patient_name="DOE^JOHN", patient_id="PID-998877",
-                institution="SITE-A")
+                institution="Lakeview Memorial Hospital")
     write_picture(source / "PID-998877_followup.png", ramp(48, 40, high=255, dtype=np.uint8))
     (source / "PID-998877_broken.png").write_text("HOSPITAL-SECRET-ACC")  # quarantined: its name must not leak either
-    write_csv(source / "index.csv", ["path", "patient_id", "study_id", "pneumothorax"], [
-        ["PID-998877_chest.dcm", "PID-998877", "998877-1", "1"],
-        ["PID-998877_followup.png", "PID-998877", "998877-2", "0"],
-        ["PID-998877_broken.png", "PID-998877", "998877-3", ""],
+    write_csv(source / "index.csv", ["path", "patient_id", "study_id", "pneumothorax", "report"], [
+        ["PID-998877_chest.dcm", "PID-998877", "998877-1", "1", REPORT],
+        ["PID-998877_followup.png", "PID-998877", "998877-2", "0", REPORT + " Films from Lakeview Memorial Hospital."],
+        ["PID-998877_broken.png", "PID-998877", "998877-3", "", ""],
     ])
     root = _project(tmp_path, monkeypatch, "folder", source)
     # The stage as DVC runs it, in its own process with debug logging and its own Prefect home,
@@ -230,6 +232,11 @@ def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypa
     metrics = json.loads((root / "metrics/ingest.json").read_text())
     assert metrics["images"] == 2 and metrics["quarantined"] == 1
 
+    frame = pd.read_parquet(root / "data/ingest/manifest.parquet")
+    assert frame.site.fillna("none").tolist() == ["site-1", "none"] and frame.report.str.contains("pneumothorax").all()
+    # What a model trained on the reports (diffusion.text_encoder.source: report) would keep of them.
+    vocabulary = WordTokenizer.build(frame.report, min_count=1, max_tokens=64).vocabulary
+    assert "pneumothorax" in vocabulary and not {"margaret", "houlihan", "lakeview", "55120931"} & set(vocabulary)
     texts = {"stage logs": logs}
     outputs = [p for folder in ("data", "metrics", "mlruns", "prefect_home") for p in (root / folder).rglob("*") if p.is_file()]
     outputs.append(root / "mlflow.db")
@@ -256,3 +263,59 @@ def test_ingest_of_the_real_nih_dev_set(shared_data, tmp_path, monkeypatch, pref
     assert (frame.orig_height == 1024).all() and (frame.scale == 32 / 1024).all()
     localisations = pd.read_parquet(root / "data/ingest/localisations.parquet")
     assert len(localisations) == 4 and (localisations.kind == "box").all()
+
+
+def test_header_only_csv_says_it_has_no_rows(tmp_path):
+    from cxrsynth.tasks.sources.registry import read_source
+
+    write_csv(tmp_path / "index.csv", ["path", "patient_id", "pneumothorax"], [])
+    with pytest.raises(SourceError, match=r"index\.csv: the CSV has a header but no rows$"):
+        read_source("folder", tmp_path)
+
+
+def _hostile_collection(source: Path) -> None:
+    """Duplicates, one image under two patients, files outside the collection, a FIFO, a tiny image."""
+    write_dicom(source / "a.dcm", ramp(48, 40), institution="SITE-A")
+    (source / "a-copy.dcm").write_bytes((source / "a.dcm").read_bytes())
+    write_picture(source / "b.png", ramp(48, 40, high=255, dtype=np.uint8))
+    write_picture(source.parent / "outside.png", ramp(40, 40, high=200, dtype=np.uint8))
+    (source / "link.png").symlink_to(source.parent / "outside.png")
+    os.mkfifo(source / "pipe.png")
+    write_picture(source / "tiny.png", np.full((3, 3), 9, dtype=np.uint8))
+    write_csv(source / "index.csv", ["path", "patient_id", "pneumothorax"], [
+        ["a.dcm", "P1", "1"], ["a-copy.dcm", "P1", "1"], ["b.png", "P2", "0"], ["b.png", "P3", "0"],
+        ["../outside.png", "P4", ""], [str(source.parent / "outside.png"), "P4", ""], ["link.png", "P5", ""],
+        ["pipe.png", "P6", ""], ["/dev/zero", "P6", ""], ["tiny.png", "P7", ""],
+    ])
+
+
+@pytest.mark.slow
+def test_hostile_collection_is_quarantined_row_by_row(tmp_path, monkeypatch, prefect_server):
+    _hostile_collection(tmp_path / "export")
+    root = _project(tmp_path, monkeypatch, "folder", tmp_path / "export")
+    with pytest.raises(SourceError, match=r"source row 3 \(pat-00002\) and source row 4 \(pat-00003\)\. Correct the index"):
+        _run()
+
+    _project(tmp_path, monkeypatch, "folder", tmp_path / "export", patient_conflict="merge")
+    metrics = _run()
+    frame = manifest.read(root / "data/ingest/manifest.parquet")
+    assert frame.image_id.tolist() == ["img-000001", "img-000003"] and frame.patient_id.tolist() == ["pat-00001", "pat-00002"]
+    assert (metrics["duplicates"], metrics["merged_patients"], metrics["quarantined"]) == (2, 1, 8)
+    quarantine = pd.read_csv(root / "data/ingest/quarantine.csv")
+    assert quarantine.set_index("row").reason.to_dict() == {
+        2: "exact duplicate of img-000001 (source row 1): identical decoded pixels",
+        4: "exact duplicate of img-000003 (source row 3): identical decoded pixels",
+        5: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        6: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        7: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        8: "is a FIFO, not a regular image file",
+        9: "resolves outside ingest.path (set ingest.allow_outside_path to read it)",
+        10: "PNG is 3x3, smaller than ingest.min_size (16)",
+    }
+    assert sorted(p.name for p in (root / "data/ingest/images").iterdir()) == ["img-000001.png", "img-000003.png"]
+
+    _project(tmp_path, monkeypatch, "folder", tmp_path / "export", patient_conflict="merge", allow_outside_path=True)
+    metrics = _run()
+    reasons = pd.read_csv(root / "data/ingest/quarantine.csv").set_index("row").reason.to_dict()
+    assert metrics["images"] == 3 and reasons[9] == "is a character device, not a regular image file"
+    assert reasons[6] == reasons[7] == "exact duplicate of img-000005 (source row 5): identical decoded pixels"

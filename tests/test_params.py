@@ -92,3 +92,55 @@ def test_missing_file_is_named(tmp_path):
 def test_variant_names_match_dvc_rendering():
     params = parse_params({"mix": {"ratios": [0.5, 1, 2.0]}})
     assert [variant_name(r) for r in params.mix.ratios] == ["ratio_0.5", "ratio_1", "ratio_2.0"]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"ingest": {"image_size": "32"}}, r"ingest\.image_size: Input should be a valid integer"),
+    ({"mix": {"ratios": ["1"]}}, r"mix\.ratios\.0\.int: Input should be a valid integer"),
+    ({"generate": {"guidance_scale": "2.0"}}, r"generate\.guidance_scale: Input should be a valid number"),
+    ({"ingest": {"path": 5}}, r"ingest\.path: Input should be a valid string"),
+    ({"diffusion": {"train": {"cache_images": "yes"}}}, r"diffusion\.train\.cache_images: Input should be a valid boolean"),
+    ({"seed": 1.0}, r"seed: Input should be a valid integer"),
+])
+def test_strings_and_floats_are_not_coerced(raw, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_strict_params_still_read_yaml_lists_as_tuples_and_ints_as_floats():
+    params = parse_params({"mix": {"augmentation": {"gamma": [0.9, 1.1]}}, "generate": {"guidance_scale": 2}})
+    assert params.mix.augmentation.gamma == (0.9, 1.1) and params.generate.guidance_scale == 2.0
+
+
+def test_a_yaml_date_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(TINY_PARAMS.read_text().replace("seed: 0\n", "seed: 2024-01-01\n", 1))
+    with pytest.raises(ParamsError, match="not a plain number"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"params\.yaml: the params file is empty"),
+    ("# nothing but a comment\n", r"params\.yaml: the params file is empty"),
+    ("{}", r"params\.yaml: the params file is empty"),
+])
+def test_an_empty_file_is_an_error(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=message):
+        load_params(tmp_path / "params.yaml")
+
+
+def _profile_without(tmp_path, edit):
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    edit(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    return tmp_path / "params.yaml"
+
+
+def test_missing_and_empty_sections_are_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"params\.yaml: missing sections ingest, runtime$"):
+        load_params(_profile_without(tmp_path, lambda raw: [raw.pop("ingest"), raw.pop("runtime")]))
+    with pytest.raises(ParamsError, match=r"params\.yaml: empty section mix$"):
+        load_params(_profile_without(tmp_path, lambda raw: raw.update(mix=None)))
+    with pytest.raises(ParamsError, match=r"params\.yaml: empty sections ingest\.split, diffusion\.unet$"):
+        load_params(_profile_without(tmp_path, lambda raw: [raw["ingest"].update(split={}), raw["diffusion"].update(unet={})]))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from cxrsynth.models.classifier import FindingClassifier, build_classifier
 from cxrsynth.tasks.classifier.data import LabelledImages, inference_loader
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks import torch_files
 
 CHECKPOINT = "model.pt"
 
@@ -22,8 +22,7 @@ def save_classifier(model: FindingClassifier, path: str | Path) -> None:
     """The weights with the architecture and finding order they belong to (atomic write)."""
     payload = {"architecture": model.architecture, "findings": list(FINDINGS),
                "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()}}
-    with atomic_path(path) as temp:
-        torch.save(payload, temp)
+    torch_files.save(payload, path)
 
 
 def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -> FindingClassifier:

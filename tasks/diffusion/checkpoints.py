@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks import torch_files
 
 _NAME = re.compile(r"step_(\d+)\.pt$")
 
@@ -42,8 +42,7 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 def save_checkpoint(folder: str | Path, step: int, state: dict) -> Path:
     """Write ``state`` as the checkpoint of ``step``, then remove the older ones."""
     path = checkpoint_path(folder, step)
-    with atomic_path(path) as temp:
-        torch.save({**state, "step": step}, temp)
+    torch_files.save({**state, "step": step}, path)
     for older in checkpoints(folder):
         if older != path:
             older.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from cxrsynth.models.denoiser import ConditionalDenoiser, UNetShape
 from cxrsynth.tasks.diffusion.schedulers import Process
 from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path
+from cxrsynth.tasks import torch_files
 from cxrsynth.tasks.params import DiffusionParams, UNetParams
 
 WEIGHTS_FILE = "model.pt"
@@ -146,8 +146,7 @@ def save_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> N
     """The weights file of a model folder, stamped with the config's digest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / WEIGHTS_FILE) as temp:
-        torch.save({"state_dict": model.state_dict(), "digest": config_digest(config)}, temp)
+    torch_files.save({"state_dict": model.state_dict(), "digest": config_digest(config)}, folder / WEIGHTS_FILE)
 
 
 def load_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> None:

@@ -7,16 +7,18 @@ quarantined with a reason that names no file.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cxrsynth.tasks.ingest.select import Pseudonym
 from cxrsynth.tasks.io import read_mask, write_mask, write_png16
 from cxrsynth.tasks.masks.rle import decode_rle
 from cxrsynth.tasks.sources.base import Localisation, SourceRecord
-from cxrsynth.tasks.sources.decode import DecodeError, decode_bytes, read_file
+from cxrsynth.tasks.sources.decode import DEFAULT_LIMITS, DecodeError, ReadLimits, decode_bytes, read_file
 from cxrsynth.tasks.sources.geometry import fit_square
 
 OUT_DIR = "data/ingest"
@@ -58,6 +60,7 @@ class ImageResult:
     view: str | None = None  # from the file's header
     localisations: tuple[tuple[int, str, str, str], ...] = ()  # (lesion, finding, kind, value or mask file name)
     mask_md5s: tuple[str, ...] = ()
+    pixel_md5: str = MISSING_DIGEST  # of the decoded pixels: the same image in two files, or two formats, is one image
 
 
 def source_spacing(item: WorkItem, shape: tuple[int, int], header_spacing: float | None) -> float | None:
@@ -70,22 +73,36 @@ def source_spacing(item: WorkItem, shape: tuple[int, int], header_spacing: float
     return item.pixel_spacing_mm * (rows / shape[0] + columns / shape[1]) / 2
 
 
-def _load_masks(item: WorkItem, shape: tuple[int, int]) -> list[tuple[int, Localisation, np.ndarray | None]]:
+def _read_mask(path: str, lesion: int, shape: tuple[int, int], limits: ReadLimits) -> np.ndarray:
+    """A mask file read as the image is (confined, a regular file, bounded), its size checked before decoding."""
+    try:
+        data = read_file(path, limits)
+        with Image.open(io.BytesIO(data)) as header:
+            declared = (header.height, header.width)
+        if declared != shape:
+            raise DecodeError(path, f"mask of lesion {lesion} is {declared[0]}x{declared[1]}, image is {shape[0]}x{shape[1]}")
+        mask = read_mask(io.BytesIO(data))
+    except DecodeError as exc:
+        if exc.reason.startswith("mask of lesion"):
+            raise
+        reason = "not found" if exc.reason == "file not found" else exc.reason
+        raise DecodeError(path, f"mask file of lesion {lesion} {reason}") from None
+    except Exception:  # PIL's many errors for a broken file all mean the same here
+        raise DecodeError(path, f"mask file of lesion {lesion} is not a readable image") from None
+    if mask.ndim != 2:
+        raise DecodeError(path, f"mask of lesion {lesion} is {'x'.join(map(str, mask.shape))}, image is {shape[0]}x{shape[1]}")
+    return mask
+
+
+def _load_masks(
+    item: WorkItem, shape: tuple[int, int], limits: ReadLimits = DEFAULT_LIMITS
+) -> list[tuple[int, Localisation, np.ndarray | None]]:
     """Every localisation checked against the image; mask files read (a DecodeError names the lesion)."""
     checked = []
     for lesion, localisation in enumerate(item.localisations):
         mask = None
         if localisation.kind == "mask":
-            try:
-                mask = read_mask(localisation.value)
-            except FileNotFoundError:
-                raise DecodeError(localisation.value, f"mask file of lesion {lesion} not found") from None
-            except Exception:  # PIL's many errors for a broken file all mean the same here
-                raise DecodeError(localisation.value, f"mask file of lesion {lesion} is not a readable image") from None
-            if mask.ndim != 2 or mask.shape != shape:
-                raise DecodeError(
-                    localisation.value, f"mask of lesion {lesion} is {'x'.join(map(str, mask.shape))}, image is {shape[0]}x{shape[1]}"
-                )
+            mask = _read_mask(localisation.value, lesion, shape, limits)
         elif localisation.kind == "rle":
             try:
                 decode_rle(localisation.value, *shape)
@@ -99,14 +116,14 @@ def mask_file_name(image_id: str, lesion: int) -> str:
     return f"{image_id}_{lesion}.png"
 
 
-def process_item(item: WorkItem, image_size: int, out_root: Path) -> ImageResult:
+def process_item(item: WorkItem, image_size: int, out_root: Path, limits: ReadLimits = DEFAULT_LIMITS) -> ImageResult:
     """Decode, resize and write one image (and copies of its mask files); quarantine it on any read error."""
     file_md5 = MISSING_DIGEST
     try:
-        data = read_file(item.image_path)
+        data = read_file(item.image_path, limits)
         file_md5 = hashlib.md5(data).hexdigest()
-        decoded = decode_bytes(data, item.image_path)
-        masks = _load_masks(item, decoded.pixels.shape)
+        decoded = decode_bytes(data, item.image_path, limits)
+        masks = _load_masks(item, decoded.pixels.shape, limits)
         working, where = fit_square(decoded.pixels, image_size)
     except DecodeError as exc:
         return ImageResult(item.image_id, reason=exc.reason, file_md5=file_md5)
@@ -134,8 +151,11 @@ def process_item(item: WorkItem, image_size: int, out_root: Path) -> ImageResult
         view=decoded.view,
         localisations=tuple(localisations),
         mask_md5s=tuple(mask_md5s),
+        pixel_md5=hashlib.md5(decoded.pixels.tobytes()).hexdigest(),
     )
 
 
-def process_chunk(items: list[WorkItem], image_size: int, out_root: str | Path) -> list[ImageResult]:
-    return [process_item(item, image_size, Path(out_root)) for item in items]
+def process_chunk(
+    items: list[WorkItem], image_size: int, out_root: str | Path, limits: ReadLimits = DEFAULT_LIMITS
+) -> list[ImageResult]:
+    return [process_item(item, image_size, Path(out_root), limits) for item in items]

@@ -15,20 +15,49 @@ quarantine list, because file names can embed patient ids.
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
+from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cxrsynth.tasks.sources.base import SourceError
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 DICOM_MAGIC_OFFSET = 128
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
+INFLATE_CHUNK = 1 << 20
+# A file may hold its pixels at up to 8 bytes each (3 samples of 16 bits, and room for headers,
+# overlays and private tags); anything larger is not one radiograph of at most max_pixels.
+BYTES_PER_PIXEL = 8
+HEADER_ALLOWANCE = 16 << 20
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What a file must satisfy before any decoder runs (ingest.max_pixels, ingest.min_size, the collection root)."""
+
+    max_pixels: int = 20_000_000
+    min_size: int = 2
+    root: Path | None = None  # files must resolve inside it (symlinks followed); None: anywhere
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_pixels * BYTES_PER_PIXEL + HEADER_ALLOWANCE
+
+
+DEFAULT_LIMITS = ReadLimits()
 
 
 class DecodeError(SourceError):
@@ -48,33 +77,65 @@ class DecodedImage:
     view: str | None = None  # ViewPosition, upper case
 
 
-def read_file(path: str | Path) -> bytes:
-    """The file's bytes, or a DecodeError saying it is missing or empty."""
+def confine(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> Path:
+    """``path`` itself, or a DecodeError when it resolves (through any symlink) outside ``limits.root``."""
     path = Path(path)
+    if limits.root is not None and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(limits.root)):
+        raise DecodeError(path, "resolves outside ingest.path (set ingest.allow_outside_path to read it)")
+    return path
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_file(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
+    """The bytes of a regular file inside the root and within the size limit, or a DecodeError saying why not."""
+    path = confine(path, limits)
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; what was opened is checked before reading.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise DecodeError(path, "file not found") from None
-    except IsADirectoryError:
-        raise DecodeError(path, "is a directory, not an image file") from None
     except OSError as exc:
         raise DecodeError(path, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise DecodeError(path, f"is {kind}, not a regular image file")
+    with os.fdopen(descriptor, "rb") as handle:
+        os.set_blocking(descriptor, True)
+        size = os.fstat(descriptor).st_size
+        if size > limits.max_bytes:
+            raise DecodeError(path, f"file is {size} bytes, more than ingest.max_pixels allows ({limits.max_bytes})")
+        data = handle.read(limits.max_bytes + 1)
     if not data:
         raise DecodeError(path, "empty file")
+    if len(data) > limits.max_bytes:  # it grew while being read
+        raise DecodeError(path, f"file is more than {limits.max_bytes} bytes (ingest.max_pixels)")
     return data
 
 
-def decode_image(path: str | Path) -> DecodedImage:
+def decode_image(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> DecodedImage:
     """Decode a DICOM, PNG or JPG file (format from its content, else its suffix)."""
-    return decode_bytes(read_file(path), path)
+    return decode_bytes(read_file(path, limits), path, limits)
 
 
-def decode_bytes(data: bytes, path: str | Path) -> DecodedImage:
+def decode_bytes(data: bytes, path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> DecodedImage:
     """Decode a file's bytes; ``path`` only picks the format when the content does not and names errors."""
     path = Path(path)
     if is_dicom(data) or path.suffix.lower() in DICOM_SUFFIXES:
-        return _decode_dicom(data, path)
-    return _decode_picture(data, path)
+        return _decode_dicom(data, path, limits)
+    return _decode_picture(data, path, limits)
+
+
+def check_size(path: Path, rows: int, columns: int, limits: ReadLimits, what: str = "image") -> None:
+    """Refuse an image whose declared size is over ``max_pixels`` or under ``min_size`` (before decoding)."""
+    if rows * columns > limits.max_pixels:
+        raise DecodeError(path, f"{what} declares {rows}x{columns} pixels, more than ingest.max_pixels ({limits.max_pixels})")
+    if min(rows, columns) < limits.min_size:
+        raise DecodeError(path, f"{what} is {rows}x{columns}, smaller than ingest.min_size ({limits.min_size})")
 
 
 def is_dicom(data: bytes) -> bool:
@@ -93,21 +154,24 @@ def scrubbed(exc: BaseException, path: Path) -> str:
 # ----------------------------------------------------------------------------------------- DICOM
 
 
-def _decode_dicom(data: bytes, path: Path) -> DecodedImage:
-    dataset = _read_dataset(data, path)
+def _decode_dicom(data: bytes, path: Path, limits: ReadLimits) -> DecodedImage:
+    dataset = _read_dataset(data, path, limits)
     if "PixelData" not in dataset:
         raise DecodeError(path, "DICOM has no pixel data (truncated, or not an image object)")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DecodeError(path, f"multi-frame DICOM ({frames} frames) is not a single radiograph")
+    photometric = _check_header(dataset, path, limits)
+    _check_codestream(dataset, path, limits)
     try:
         stored = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for truncated or undecodable pixel data
         raise DecodeError(path, f"DICOM pixel data cannot be decoded ({scrubbed(exc, path)})") from None
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
-        if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        if photometric in MONOCHROME:
             pixels = _display_values(stored, dataset)
+        elif photometric == "PALETTE COLOR":
+            pixels = _luminance(apply_color_lut(stored, dataset)) / 65535.0  # the colour LUT's entries are 16-bit
         else:
             pixels = _luminance(stored) / (2 ** int(dataset.BitsStored) - 1)  # colour: RGB after pydicom
     except Exception as exc:  # a malformed LUT or window fails in many ways; the file is quarantined
@@ -115,20 +179,113 @@ def _decode_dicom(data: bytes, path: Path) -> DecodedImage:
     if photometric == "MONOCHROME1":  # low values are white: flip to bright = attenuation
         pixels = 1.0 - pixels
     return DecodedImage(
-        pixels=_checked(np.clip(pixels, 0.0, 1.0).astype(np.float32), path),
+        pixels=_checked(np.clip(pixels, 0.0, 1.0).astype(np.float32), path, limits),
         pixel_spacing_mm=_dicom_spacing(dataset),
         site=_text(dataset, "InstitutionName") or _text(dataset, "Manufacturer"),
         view=(_text(dataset, "ViewPosition") or "").upper() or None,
     )
 
 
-def _read_dataset(data: bytes, path: Path) -> pydicom.Dataset:
+def _read_dataset(data: bytes, path: Path, limits: ReadLimits) -> pydicom.Dataset:
+    if is_dicom(data):
+        _check_inflated_size(data, path, limits)
     try:
         return pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
     except InvalidDicomError as exc:
         raise DecodeError(path, f"not a valid DICOM file ({scrubbed(exc, path)})") from None
     except Exception as exc:  # a header cut short raises EOFError, struct.error, ValueError, ...
         raise DecodeError(path, f"truncated or corrupt DICOM header ({scrubbed(exc, path)})") from None
+
+
+def _check_inflated_size(data: bytes, path: Path, limits: ReadLimits) -> None:
+    """A deflated data set is inflated whole by pydicom: count what it inflates to first, in bounded chunks."""
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, force=False)
+        # pydicom's public read_file_meta_info takes only a file name; this is the reader it calls.
+        meta = _read_file_meta_info(stream)  # leaves the stream at the data set
+    except Exception:  # a broken meta header is reported by the full read that follows
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater, pending, inflated = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell():], 0
+    try:
+        while pending and inflated <= limits.max_bytes:
+            inflated += len(inflater.decompress(pending, INFLATE_CHUNK))
+            pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise DecodeError(path, f"deflated DICOM data set is corrupt ({exc})") from None
+    if inflated > limits.max_bytes:
+        raise DecodeError(path, f"deflated DICOM data set inflates to more than {limits.max_bytes} bytes (ingest.max_pixels)")
+
+
+def _check_header(dataset: pydicom.Dataset, path: Path, limits: ReadLimits) -> str:
+    """The declared size, bit depths and photometric interpretation, checked before any decoder runs."""
+    try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        allocated, stored_bits = int(dataset.BitsAllocated), int(dataset.BitsStored)
+        high_bit = int(dataset.get("HighBit", stored_bits - 1))
+        samples = int(dataset.get("SamplesPerPixel", 1))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DecodeError(path, f"DICOM image header incomplete ({scrubbed(exc, path)})") from None
+    check_size(path, rows, columns, limits, "DICOM")
+    if not 1 <= stored_bits <= allocated or high_bit != stored_bits - 1:
+        raise DecodeError(path, f"inconsistent bit depths: BitsAllocated {allocated}, BitsStored {stored_bits}, HighBit {high_bit}")
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    expected = 1 if photometric in (*MONOCHROME, "PALETTE COLOR") else 3 if photometric in COLOUR else None
+    if expected is None:
+        raise DecodeError(path, f"unsupported PhotometricInterpretation {photometric!r}")
+    if samples != expected:
+        raise DecodeError(path, f"{photometric} with SamplesPerPixel {samples} (expected {expected})")
+    if photometric == "PALETTE COLOR" and "RedPaletteColorLookupTableDescriptor" not in dataset:
+        raise DecodeError(path, "PALETTE COLOR DICOM without a colour lookup table")
+    if not dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian).is_compressed:
+        _check_native_bits(dataset, path, allocated, stored_bits)
+    return photometric
+
+
+def _check_native_bits(dataset: pydicom.Dataset, path: Path, allocated: int, stored_bits: int) -> None:
+    """Stored values with bits above HighBit set would be masked away by pydicom: refuse them instead."""
+    if allocated not in (8, 16, 32) or stored_bits == allocated:
+        return
+    values = np.frombuffer(dataset.PixelData, dtype=f"<u{allocated // 8}", count=len(dataset.PixelData) // (allocated // 8))
+    signed = int(dataset.get("PixelRepresentation", 0)) == 1
+    top_bits = allocated - stored_bits + signed  # a signed value's sign bit and the bits above it
+    high = values >> (allocated - top_bits)
+    # Unsigned: the bits above HighBit are all 0; signed: sign-extended, so all 0 or all 1.
+    wrapped = (high != 0) & (high != (1 << top_bits) - 1) if signed else high != 0
+    if np.any(wrapped):
+        used = int(values.max()).bit_length()
+        raise DecodeError(path, f"stored values use {used} bits, BitsStored declares {stored_bits}")
+
+
+def _check_codestream(dataset: pydicom.Dataset, path: Path, limits: ReadLimits) -> None:
+    """A compressed frame's own declared size and precision, read from its codestream header, must match the DICOM's."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_encapsulated or syntax == pydicom.uid.RLELossless:
+        return  # RLE decodes into a buffer sized from Rows and Columns, already checked
+    try:
+        frame = get_frame(dataset.PixelData, 0, number_of_frames=1)
+        parameters = _codestream_parameters(frame)
+    except Exception as exc:
+        raise DecodeError(path, f"compressed pixel data has no readable codestream header ({scrubbed(exc, path)})") from None
+    rows, columns = int(parameters["rows"]), int(parameters["columns"])
+    check_size(path, rows, columns, limits, "the compressed codestream")
+    if (rows, columns) != (int(dataset.Rows), int(dataset.Columns)):
+        raise DecodeError(path, f"the codestream is {rows}x{columns}, the DICOM header declares {dataset.Rows}x{dataset.Columns}")
+    if int(parameters["precision"]) > int(dataset.BitsStored):
+        raise DecodeError(path, f"the codestream holds {parameters['precision']}-bit values, BitsStored declares {dataset.BitsStored}")
+
+
+def _codestream_parameters(frame: bytes) -> dict:
+    """Rows, columns and precision as the JPEG 2000 (openjpeg) or JPEG / JPEG-LS (libjpeg) header states them."""
+    if frame[:2] == b"\xff\x4f" or frame[4:8] == b"jP  ":  # a J2K codestream or a JP2 file
+        import openjpeg
+
+        return openjpeg.get_parameters(frame)
+    import libjpeg
+
+    return libjpeg.get_parameters(frame)
 
 
 def _display_values(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
@@ -208,16 +365,19 @@ def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
 # ------------------------------------------------------------------------------------- PNG / JPG
 
 
-def _decode_picture(data: bytes, path: Path) -> DecodedImage:
+def _decode_picture(data: bytes, path: Path, limits: ReadLimits) -> DecodedImage:
     try:
         with Image.open(io.BytesIO(data)) as opened:
+            check_size(path, opened.height, opened.width, limits, opened.format or "image")  # from the header alone
             opened.load()
             image = opened.copy()
     except UnidentifiedImageError:
         raise DecodeError(path, "not an image: neither DICOM nor a format PIL recognises") from None
+    except DecodeError:
+        raise
     except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise DecodeError(path, f"corrupt image data ({scrubbed(exc, path)})") from None
-    return DecodedImage(pixels=_checked(_picture_to_unit(image, path), path))
+    return DecodedImage(pixels=_checked(_picture_to_unit(image, path), path, limits))
 
 
 def _picture_to_unit(image: Image.Image, path: Path) -> np.ndarray:
@@ -236,9 +396,8 @@ def _luminance(stored: np.ndarray) -> np.ndarray:
     return stored.astype(np.float64)
 
 
-def _checked(pixels: np.ndarray, path: Path) -> np.ndarray:
+def _checked(pixels: np.ndarray, path: Path, limits: ReadLimits) -> np.ndarray:
     if pixels.ndim != 2:
         raise DecodeError(path, f"expected a 2-D greyscale image, got shape {pixels.shape}")
-    if min(pixels.shape) < 2:
-        raise DecodeError(path, f"image too small ({pixels.shape[0]}x{pixels.shape[1]})")
+    check_size(path, *pixels.shape, limits, "decoded image")
     return pixels.astype(np.float32, copy=False)

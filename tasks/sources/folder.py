@@ -30,7 +30,7 @@ def index_file(root: Path) -> Path:
 
 def read_folder(root: str | Path) -> list[SourceRecord]:
     csv_path = index_file(Path(root))
-    table = read_table(csv_path, REQUIRED)
+    table = read_table(csv_path, REQUIRED, rows_required=True)
     unknown = [c for c in table.columns if c not in (*REQUIRED, *OPTIONAL, *FINDINGS)]
     if unknown:
         raise SourceError(

@@ -16,8 +16,10 @@ from cxrsynth.tasks.sources.base import SourceError, SourceRecord
 STATES = {PRESENT, ABSENT, UNCERTAIN}
 
 
-def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
+def read_table(path: str | Path, required: Iterable[str] = (), rows_required: bool = False) -> pd.DataFrame:
     """A CSV (optionally gzipped) as strings, blanks kept as ''; SourceError naming missing columns.
+
+    ``rows_required``: an index file, for which a header with no rows is an error, not an empty collection.
 
     Column names are stripped of surrounding spaces (SIIM-ACR writes ``ImageId, EncodedPixels``).
     """
@@ -32,6 +34,8 @@ def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
     missing = [column for column in required if column not in table.columns]
     if missing:
         raise SourceError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; has {', '.join(table.columns)}")
+    if rows_required and table.empty:
+        raise SourceError(f"{path}: the CSV has a header but no rows")
     return table
 
 
