@@ -1,6 +1,5 @@
 """Hostile files: sizes checked before any decoder runs, compressed transfer syntaxes, bit depths, paths."""
 
-import io
 import os
 import struct
 import zlib
