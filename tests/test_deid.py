@@ -4,7 +4,7 @@ import pytest
 
 from cxrsynth.tasks import deid
 from cxrsynth.tasks.sources.base import SourceRecord
-from cxrsynth.tasks.sources.phantom_reports import write_report
+from cxrsynth.tasks.sources.phantom.reports import write_report
 from tests import deid_corpus
 from tests.test_phantom import _config, _studies
 
