@@ -41,36 +41,45 @@ def _project(root: Path) -> dict:
     return yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]
 
 
+# The flow runs in a child process: an in-process run leaves Prefect's client and events worker
+# pointing at this test's server after it stops, and a later prefect_test_harness hangs draining them.
+RUN_PIPELINE = """
+import sys
+import cxrsynth.flows.pipeline as pipeline
+from cxrsynth.tasks.dvc_repro import StageResult
+
+def stand_in(stage, env, on_line):
+    on_line(f"Running stage '{stage}' (stand-in for dvc repro)")
+    return StageResult(stage, "ran", 0.0)
+
+pipeline.stage_order = lambda: sys.argv[1:]
+pipeline.repro_stage = stand_in
+state = pipeline.pipeline_flow("params.yaml", return_state=True)
+assert state.is_completed(), state.message
+print(state.state_details.flow_run_id)
+"""
+
+
+def _prefect(root: Path, api: str, *arguments: str, python: bool = False) -> str:
+    command = [sys.executable, "-c", *arguments] if python else [str(PREFECT), "--no-prompt", *arguments]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PREFECT_API_URL": api, "MLFLOW_ALLOW_FILE_STORE": "true"})
+    assert done.returncode == 0, f"{command[:4]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
 def _deploy(root: Path, api: str, pool: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    done = subprocess.run([str(PREFECT), "--no-prompt", "deploy", "--all"], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "PREFECT_API_URL": api}, timeout=300)
-    assert done.returncode == 0, f"prefect deploy --all failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    _prefect(root, api, "work-pool", "create", pool, "--type", "process")
+    _prefect(root, api, "deploy", "--all")
 
 
-def _run_pipeline(monkeypatch) -> str:
-    """One run of the pipeline flow over STAGES; its flow-run id."""
-    import cxrsynth.flows.pipeline as pipeline
-    from cxrsynth.tasks.dvc_repro import StageResult
-
-    def stand_in(stage: str, env: dict, on_line) -> StageResult:
-        on_line(f"Running stage '{stage}' (stand-in for dvc repro)")
-        return StageResult(stage, "ran", 0.0)
-
-    monkeypatch.setattr(pipeline, "stage_order", lambda: list(STAGES))
-    monkeypatch.setattr(pipeline, "repro_stage", stand_in)
-    state = pipeline.pipeline_flow("params.yaml", return_state=True)
-    assert state.is_completed(), state.message
-    return str(state.state_details.flow_run_id)
+def _run_pipeline(root: Path, api: str) -> str:
+    """One run of the pipeline flow over STAGES, DVC's stage runner replaced by a stand-in; its flow-run id."""
+    return _prefect(root, api, RUN_PIPELINE, *STAGES, python=True).strip().splitlines()[-1]
 
 
 def test_prefect_ui_shows_the_nightly_schedule_and_a_pipeline_runs_stage_tasks(tmp_path, monkeypatch, page):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     declared = _project(tmp_path)
     port = free_port()
     url, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api"
@@ -80,14 +89,10 @@ def test_prefect_ui_shows_the_nightly_schedule_and_a_pipeline_runs_stage_tasks(t
     monkeypatch.delenv("PREFECT_SERVER_API_HOST", raising=False)  # the default host is what is checked
     with started_server([str(PREFECT), "server", "start"], f"{api}/health", "prefect_server", env=env,
                         cwd=tmp_path) as starting:
-        import cxrsynth.flows.pipeline  # noqa: F401  (Prefect and the flow imported while the server starts)
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
         server = starting.ready(timeout=180)
         assert_loopback_only(server, "prefect server start")
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            _deploy(tmp_path, api, declared["work_pool"]["name"])
-            run_id = _run_pipeline(monkeypatch)
+        _deploy(tmp_path, api, declared["work_pool"]["name"])
+        run_id = _run_pipeline(tmp_path, api)
 
         assert declared["schedules"][0]["cron"] == "0 2 * * *"  # what the UI words below
         page.goto(f"{url}/deployments")
