@@ -16,10 +16,11 @@ from cxrsynth.flows.common import setup
 from cxrsynth.tasks import reader_study, stages, tracking
 from cxrsynth.tasks.classifier import resolve_device
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path, write_json
+from cxrsynth.tasks.io import write_csv, write_json
 from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures
 from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
 from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
+from cxrsynth.tasks.metrics.lesions import SegmenterTraining
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.stages import Dag
 
@@ -73,17 +74,13 @@ def synthetic_set_metrics(params: Params, sets: dict, network: FeatureNetwork, r
     metrics = {
         "n_images": len(synthetic),
         "fidelity": synthetic_metrics.fidelity_metrics(network, test, train, synthetic, config.seed, device),
-        "lesions": synthetic_metrics.lesion_metrics(synthetic, train, test, synthetic_probabilities, thresholds, rare,
-                                                   config.segmenter_epochs, config.seed, device),
+        "lesions": synthetic_metrics.lesion_metrics(
+            synthetic, train, test, synthetic_metrics.ClassifierCalls(synthetic_probabilities, thresholds), rare,
+            SegmenterTraining(config.segmenter_epochs, config.seed), device),
         "diversity": synthetic_metrics.diversity_metrics(features, train, synthetic, config.prdc_k, rare),
         "memorisation": memorisation,
     }
     return metrics, features, nearest
-
-
-def _write_roc(roc: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as temp:
-        roc.to_csv(temp, index=False)
 
 
 def _report_paths(paths: dict[str, Path]) -> dict[str, str]:
@@ -153,13 +150,11 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
             params, sets, _feature_network(params, reference_model), reference_model, thresholds, device)
         figure_paths |= report_figures.synthetic_figures(params, sets, features, nearest, FIGURES)
         study = _reader_study(params, sets)
-        with atomic_path(REPORTS / "memorisation.csv") as temp:
-            nearest.to_csv(temp, index=False)
+        write_csv(REPORTS / "memorisation.csv", nearest)
 
     quarantined = [entry for s in sets.values() for entry in s.quarantined]
     if quarantined:
-        with atomic_path(REPORTS / "quarantine.csv") as temp:
-            pd.DataFrame(quarantined).to_csv(temp, index=False)
+        write_csv(REPORTS / "quarantine.csv", pd.DataFrame(quarantined))
     metrics = json_ready({
         "variants": {variant: ratio for variant, ratio in variants},
         "test_split": {"n_images": len(test),
@@ -170,7 +165,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
         "quarantined": len(quarantined),
     })
     write_json(dag.stage_for("evaluate").metric(), metrics)
-    _write_roc(roc, dag.stage_for("evaluate").plot("roc.csv"))
+    write_csv(dag.stage_for("evaluate").plot("roc.csv"), roc)
     text = report.build_markdown(metrics, variants, rare, config.specificity, _report_paths(figure_paths),
                                  READER_PAGE.relative_to(REPORTS).as_posix() if study else None)
     report.write_report(text, REPORTS / "evaluation.md", REPORTS / "evaluation.html")

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks import mixing, stages, tracking
 from cxrsynth.tasks.classifier import resolve_device, train_classifier
+from cxrsynth.tasks.classifier.training import VariantImages
 from cxrsynth.tasks.classifier.data import check_images
 from cxrsynth.tasks.classifier.outputs import write_outputs
 from cxrsynth.tasks.findings import FINDINGS
@@ -36,7 +37,7 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
         train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
         device = resolve_device(params.runtime.device)
         result = task(train_classifier, cache_policy=NO_CACHE)(
-            train, val, variant_config, params.classifier, params.ingest.image_size, ".", device,
+            VariantImages(train, val, params.ingest.image_size, "."), variant_config, params.classifier, device,
             on_epoch=lambda row: tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
         )
         config = {

@@ -6,11 +6,13 @@ total = MSE(prediction, target)                                     the usual no
 
 The SSIM term compares the clean image the network implies (x0 recovered from its prediction) with
 the real one. At high noise that x0 is a blur whatever the network does, so the term is weighted
-per image by ``x0_weight`` (the caller passes min(SNR, gamma) / gamma, the Min-SNR weighting of
+per image by ``CleanEstimate.weight`` (the caller passes min(SNR, gamma) / gamma, the Min-SNR weighting of
 Hang et al. 2023): near-clean timesteps count fully, near-noise ones barely.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -60,15 +62,23 @@ def lesion_ssim_loss(x0_predicted: torch.Tensor, x0: torch.Tensor, lesion: torch
     return ((1.0 - region_ssim) * weight).sum() / has_lesion.sum()
 
 
+@dataclass
+class CleanEstimate:
+    """What the SSIM term compares: the clean image the network implies, the true one, and an optional
+    per-image weight (B,)."""
+
+    predicted: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor | None = None
+
+
 def lesion_preserving_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
     lesion: torch.Tensor,
     lesion_weight: float,
     ssim_weight: float,
-    x0_predicted: torch.Tensor | None = None,
-    x0: torch.Tensor | None = None,
-    x0_weight: torch.Tensor | None = None,
+    clean: CleanEstimate | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss and its parts. ``lesion`` is (B, 1, H, W) 0/1, the union of the image's lesion masks;
     a weight of 0 skips its term (and its cost)."""
@@ -76,9 +86,9 @@ def lesion_preserving_loss(
     zero = base * 0.0
     lesion_term = lesion_mse(prediction, target, lesion) if lesion_weight > 0 else zero
     if ssim_weight > 0:
-        if x0_predicted is None or x0 is None:
-            raise ValueError("ssim_weight > 0 needs x0_predicted and x0")
-        ssim_term = lesion_ssim_loss(x0_predicted, x0, lesion, x0_weight)
+        if clean is None:
+            raise ValueError("ssim_weight > 0 needs the clean-image estimate")
+        ssim_term = lesion_ssim_loss(clean.predicted, clean.target, lesion, clean.weight)
     else:
         ssim_term = zero
     total = base + lesion_weight * lesion_term + ssim_weight * ssim_term

@@ -7,7 +7,7 @@ from monai.transforms import Flip, RandAxisFlip, RandFlip
 from cxrsynth.tasks import manifest
 from cxrsynth.tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
 from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
-from cxrsynth.tasks.classifier.training import EarlyStopping
+from cxrsynth.tasks.classifier.training import EarlyStopping, VariantImages
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_png16
 from cxrsynth.tasks.params import parse_params
@@ -91,12 +91,14 @@ def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
     monkeypatch.setattr(training, "macro_auroc", lambda labels, probabilities: next(scores))
     train, val = _project(tmp_path)
-    result = train_classifier(train, val, {"variant": "t", "augmentation": None}, _settings(epochs=6, patience=2), 16, tmp_path)
+    result = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                              _settings(epochs=6, patience=2))
     assert result.history["epoch"].tolist() == [1, 2, 3, 4] and result.stopped_early
     assert result.best_epoch == 2 and result.monitor == "val_macro_auroc" and not result.model.training
     # the returned weights are epoch 2's, as a run of exactly two epochs ends with
     scores = iter([0.5, 0.7])
-    two_epochs = train_classifier(train, val, {"variant": "t", "augmentation": None}, _settings(epochs=2), 16, tmp_path)
+    two_epochs = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                                  _settings(epochs=2))
     for (name, a), b in zip(result.model.state_dict().items(), two_epochs.model.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -104,7 +106,7 @@ def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
 def test_two_trainings_give_the_same_weights(tmp_path):
     train, val = _project(tmp_path)
     config = {"variant": "t", "augmentation": AUGMENT, "class_balance": "oversample"}
-    first, second = (train_classifier(train, val, config, _settings(), 16, tmp_path) for _ in range(2))
+    first, second = (train_classifier(VariantImages(train, val, 16, tmp_path), config, _settings()) for _ in range(2))
     for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
     pd.testing.assert_frame_equal(first.history, second.history)
@@ -112,9 +114,10 @@ def test_two_trainings_give_the_same_weights(tmp_path):
 
 def test_class_weighting_changes_training(tmp_path):
     train, val = _project(tmp_path)
-    plain = train_classifier(train, val, {"variant": "a", "augmentation": None}, _settings(epochs=1), 16, tmp_path)
-    weighted = train_classifier(train, val, {"variant": "b", "augmentation": None, "class_balance": "pos_weight"},
-                                _settings(epochs=1), 16, tmp_path)
+    plain = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "a", "augmentation": None},
+                             _settings(epochs=1))
+    weighted = train_classifier(VariantImages(train, val, 16, tmp_path),
+                                {"variant": "b", "augmentation": None, "class_balance": "pos_weight"}, _settings(epochs=1))
     assert weighted.pos_weight == pos_weight(train).tolist() and plain.pos_weight is None
     assert weighted.history.train_loss[0] != plain.history.train_loss[0]
 

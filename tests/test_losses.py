@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cxrsynth.models.losses import bounding_regions, lesion_mse, lesion_preserving_loss, lesion_ssim_loss
+from cxrsynth.models.losses import CleanEstimate, bounding_regions, lesion_mse, lesion_preserving_loss, lesion_ssim_loss
 
 
 def _batch(lesion_pixels=True):
@@ -73,5 +73,5 @@ def test_zero_weights_turn_terms_off_and_ssim_needs_x0():
     assert parts["lesion"] == 0 and parts["ssim"] == 0
     with pytest.raises(ValueError, match="x0_predicted"):
         lesion_preserving_loss(prediction, target, lesion, 0.0, 0.5)
-    with_ssim = lesion_preserving_loss(prediction, target, lesion, 0.0, 0.5, prediction, target)
+    with_ssim = lesion_preserving_loss(prediction, target, lesion, 0.0, 0.5, CleanEstimate(prediction, target))
     assert with_ssim["ssim"] > 0 and with_ssim["loss"] > parts["loss"]

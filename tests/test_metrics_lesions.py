@@ -6,6 +6,7 @@ from cxrsynth.models.segmenter import MaskedDiceBCELoss
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.metrics.lesions import (
     CROP_SIZE,
+    SegmenterTraining,
     condition_accuracy,
     iou,
     known_channels,
@@ -98,7 +99,7 @@ def test_segmenter_learns_bright_squares():
         masks[i, NODULE, y:y + 6, x:x + 6] = True
         images[i][masks[i, NODULE]] += 0.6
     known = np.ones((24, len(FINDINGS)), bool)
-    model = train_segmenter(images, masks, known, epochs=15, seed=0, batch_size=8, learning_rate=1e-2)
+    model = train_segmenter(images, masks, known, SegmenterTraining(epochs=15, seed=0, batch_size=8, learning_rate=1e-2))
     found = segment(model, images)
     assert found.shape == masks.shape
     assert mask_iou(found, masks, ["nodule"])["nodule"]["iou"] > 0.5
@@ -109,12 +110,12 @@ def test_segmenter_is_seeded():
     images = rng.random((8, 16, 16)).astype(np.float32)
     masks = images[:, None].repeat(len(FINDINGS), axis=1) > 0.7
     known = np.ones((8, len(FINDINGS)), bool)
-    first, second = (train_segmenter(images, masks, known, epochs=1, seed=4, batch_size=4) for _ in range(2))
+    first, second = (train_segmenter(images, masks, known, SegmenterTraining(epochs=1, seed=4, batch_size=4)) for _ in range(2))
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
     with pytest.raises(ValueError, match="no real training image has a lesion mask"):
-        train_segmenter(images[:0], masks[:0], known[:0], epochs=1, seed=0)
+        train_segmenter(images[:0], masks[:0], known[:0], SegmenterTraining(epochs=1, seed=0))
     with pytest.raises(ValueError, match="no real training image has a lesion mask"):
-        train_segmenter(images[:0], masks[:0], known[:0], epochs=1, seed=0)
+        train_segmenter(images[:0], masks[:0], known[:0], SegmenterTraining(epochs=1, seed=0))
 
 
 def test_lesion_crop_and_ssim():

@@ -96,17 +96,25 @@ def _validate(model, loader, device) -> tuple[float, np.ndarray]:
     return total / max(count, 1), np.concatenate(probabilities)
 
 
+@dataclass(frozen=True)
+class VariantImages:
+    """A variant's training and validation rows, their images under ``root`` at ``image_size``."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    image_size: int
+    root: str | Path = "."
+
+
 def train_classifier(
-    train: pd.DataFrame,
-    val: pd.DataFrame,
+    images: VariantImages,
     variant_config: dict,
     settings: ClassifierParams,
-    image_size: int,
-    root: str | Path = ".",
     device: torch.device | str = "cpu",
     on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train on ``train`` with the variant's augmentation and balancing; stop early on ``val``."""
+    """Train on ``images.train`` with the variant's augmentation and balancing; stop early on ``images.val``."""
+    train, val, image_size, root = images.train, images.val, images.image_size, images.root
     if train.empty or val.empty:
         raise ValueError(f"variant {variant_config.get('variant')!r} needs training and validation rows "
                          f"(has {len(train)} and {len(val)})")

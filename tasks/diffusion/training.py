@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxrsynth.models.denoiser import ConditionalDenoiser
-from cxrsynth.models.losses import lesion_preserving_loss
+from cxrsynth.models.losses import CleanEstimate, lesion_preserving_loss
 from cxrsynth.tasks.device import autocast_dtype
 from cxrsynth.tasks.diffusion.checkpoints import (
     latest_checkpoint,
@@ -142,11 +142,10 @@ def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], 
     # The lesion terms use every known lesion pixel, whether or not the mask condition was dropped.
     lesion = cond.masks.amax(dim=1, keepdim=True)
     x0_predicted = predicted_clean(scheduler, noisy, output, timesteps) if weights.ssim_weight > 0 else None
-    return lesion_preserving_loss(
-        output, training_target(scheduler, clean, noise, timesteps), lesion,
-        weights.lesion_weight, weights.ssim_weight, x0_predicted, clean,
-        min_snr_weight(scheduler, timesteps, weights.snr_gamma),
-    )
+    estimate = None if x0_predicted is None else CleanEstimate(
+        x0_predicted, clean, min_snr_weight(scheduler, timesteps, weights.snr_gamma))
+    return lesion_preserving_loss(output, training_target(scheduler, clean, noise, timesteps), lesion,
+                                  weights.lesion_weight, weights.ssim_weight, estimate)
 
 
 @dataclass

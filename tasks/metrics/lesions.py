@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -61,11 +62,20 @@ def known_channels(masks: np.ndarray, states: np.ndarray) -> np.ndarray:
     return has_pixels | negative
 
 
-def train_segmenter(
-    images: np.ndarray, masks: np.ndarray, known: np.ndarray, epochs: int, seed: int,
-    batch_size: int = 16, learning_rate: float = 1e-3, device: torch.device | str = "cpu",
-) -> torch.nn.Module:
+@dataclass(frozen=True)
+class SegmenterTraining:
+    """How the lesion segmenter behind mask adherence is fitted."""
+
+    epochs: int
+    seed: int
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+
+
+def train_segmenter(images: np.ndarray, masks: np.ndarray, known: np.ndarray, training: SegmenterTraining,
+                    device: torch.device | str = "cpu") -> torch.nn.Module:
     """Fit the lesion segmenter on real (N, H, W) images and (N, F, H, W) masks, seeded."""
+    epochs, seed, batch_size, learning_rate = training.epochs, training.seed, training.batch_size, training.learning_rate
     if len(images) == 0:
         raise ValueError("no real training image has a lesion mask: the segmenter cannot be trained")
     with torch.random.fork_rng(devices=[]):

@@ -25,6 +25,15 @@ class Features:
     synthetic: np.ndarray
 
 
+@dataclass
+class ClassifierCalls:
+    """The real-only classifier on the synthetic images: probabilities (N, F) and its per-finding
+    thresholds at the evaluation specificity."""
+
+    probabilities: np.ndarray
+    thresholds: dict[str, float | None]
+
+
 def finding_of(frame: pd.DataFrame, preferred: Sequence[str]) -> list[str]:
     """Each row's finding for figures and the reader study: the first ``preferred`` finding present,
     else the first finding present, else "no finding"."""
@@ -56,11 +65,12 @@ def fidelity_metrics(
 
 
 def lesion_metrics(
-    synthetic: ImageSet, train: ImageSet, test: ImageSet, synthetic_probabilities: np.ndarray,
-    thresholds: dict[str, float | None], rare_findings: Sequence[str], epochs: int, seed: int, device: torch.device | str,
+    synthetic: ImageSet, train: ImageSet, test: ImageSet, calls: ClassifierCalls, rare_findings: Sequence[str],
+    segmenter_training: lesions.SegmenterTraining, device: torch.device | str,
 ) -> dict:
     """Condition accuracy (overall and per condition type), mask adherence of the mask-conditioned
     images (with the segmenter's IoU on real test masks beside it) and lesion-region SSIM."""
+    synthetic_probabilities, thresholds, seed = calls.probabilities, calls.thresholds, segmenter_training.seed
     requested = finding_states(synthetic.frame)
     conditioned = synthetic.subset(mask_conditioned(synthetic.frame))
     result = {
@@ -77,7 +87,7 @@ def lesion_metrics(
         result["segmenter_on_real_test"] = None
         return result
     known = lesions.known_channels(masked.masks, finding_states(masked.frame))
-    segmenter = lesions.train_segmenter(masked.images, masked.masks, known, epochs, seed, device=device)
+    segmenter = lesions.train_segmenter(masked.images, masked.masks, known, segmenter_training, device)
     result["mask_adherence"] = lesions.mask_iou(lesions.segment(segmenter, conditioned.images, device=device),
                                                 conditioned.masks, FINDINGS)
     result["segmenter_on_real_test"] = lesions.mask_iou(lesions.segment(segmenter, test.images, device=device),

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxrsynth.tasks.findings import FINDINGS
-from cxrsynth.tasks.io import atomic_path, write_mask, write_text
+from cxrsynth.tasks.io import atomic_path, write_csv, write_mask, write_text
 from cxrsynth.tasks.params import PhantomParams
 from cxrsynth.tasks.sources.phantom.layout import (
     LABELS,
@@ -163,8 +163,7 @@ def tables(rows: Rows) -> dict[str, pd.DataFrame]:
 def write_tables(rows: Rows, root: str | Path) -> dict[str, pd.DataFrame]:
     written = tables(rows)
     for name, frame in written.items():
-        with atomic_path(Path(root) / name) as temp:
-            frame.to_csv(temp, index=False)
+        write_csv(Path(root) / name, frame)
     return written
 
 
