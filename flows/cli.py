@@ -75,6 +75,7 @@ def deployment(name: str, cron: str, timezone: str = "UTC", params_path: str = "
         name=name, schedule=Cron(cron, timezone=timezone), parameters={"params_path": params_path},
         concurrency_limit=1,  # two DVC runs in one repository would fight over its lock
         description="cxrsynth: dvc repro of the whole DAG, stage by stage, on a schedule.",
+        _sync=True,  # Prefect would hand back a coroutine wherever an event loop happens to run in this thread
     )
 
 

@@ -71,7 +71,7 @@ def test_zero_weights_turn_terms_off_and_ssim_needs_x0():
     prediction, target, lesion = _batch()
     parts = lesion_preserving_loss(prediction, target, lesion, 0.0, 0.0)
     assert parts["lesion"] == 0 and parts["ssim"] == 0
-    with pytest.raises(ValueError, match="x0_predicted"):
+    with pytest.raises(ValueError, match="clean-image estimate"):
         lesion_preserving_loss(prediction, target, lesion, 0.0, 0.5)
     with_ssim = lesion_preserving_loss(prediction, target, lesion, 0.0, 0.5, CleanEstimate(prediction, target))
     assert with_ssim["ssim"] > 0 and with_ssim["loss"] > parts["loss"]
