@@ -43,9 +43,11 @@ def chromium_executable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session; the test skips, saying why, when none can run."""
+    """One headless Chromium per test module (Playwright's sync API keeps an event loop in this thread while it
+    runs, and Prefect's sync calls in later tests would take it for an async context); the test skips,
+    saying why, when none can run."""
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
