@@ -17,7 +17,7 @@ from cxrsynth.tasks import reader_study, stages, tracking
 from cxrsynth.tasks.classifier import resolve_device
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_csv, write_json
-from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures
+from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures, textual
 from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
 from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
 from cxrsynth.tasks.metrics.lesions import SegmenterTraining
@@ -46,13 +46,21 @@ def predict_variant(directory: Path, test_frame: pd.DataFrame, batch_size: int, 
     return model, classifiers.predict(model, test_frame, batch_size=batch_size)
 
 
+def scoring(params: Params) -> downstream.Scoring:
+    config = params.evaluate
+    return downstream.Scoring(config.specificity, config.bootstrap, config.seed, config.min_cases)
+
+
 @task(name="downstream metrics", cache_policy=NO_CACHE)
-def downstream_metrics(params: Params, labels: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict:
-    config, reference = params.evaluate, probabilities[classifiers.REFERENCE]
-    return {variant: downstream.variant_metrics(
-                labels, scores, None if variant == classifiers.REFERENCE else reference,
-                params.generate.rare_findings, config.specificity, config.bootstrap, config.seed)
-            for variant, scores in probabilities.items()}
+def downstream_metrics(params: Params, labels: np.ndarray, probabilities: dict[str, np.ndarray],
+                       variants: list[tuple[str, float]]) -> dict:
+    """Every variant against real-only, and every synthetic ratio against the best non-generative baseline."""
+    reference, settings = probabilities[classifiers.REFERENCE], scoring(params)
+    by_variant = {variant: downstream.variant_metrics(
+                      labels, scores, None if variant == classifiers.REFERENCE else reference,
+                      params.generate.rare_findings, settings)
+                  for variant, scores in probabilities.items()}
+    return downstream.with_best_baseline_comparisons(by_variant, labels, probabilities, variants, settings)
 
 
 def _feature_network(params: Params, reference_model) -> FeatureNetwork:
@@ -102,7 +110,9 @@ def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]
         with tracking.stage_run(dag.stage_for("evaluate"), params, run_name=f"evaluate:{variant}",
                                 inputs=(classifiers.variant_dir(dag, variant),),
                                 extra_params={"variant": variant, "ratio": ratio}):
-            tracking.log_metrics(numeric(tracking.flatten(json_ready(downstream_by_variant[variant]))))
+            flat = tracking.flatten(json_ready(downstream_by_variant[variant]))
+            tracking.log_metrics(numeric(flat))  # a finding with too few cases has None: nothing logged
+            mlflow.set_tags(textual(flat))  # its status, each comparison's reading, the best baseline's name
             mlflow.log_artifact(str(FIGURES / f"roc_variant_{variant}.png"), "figures")
 
 
@@ -134,8 +144,9 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
                    for variant, _ in variants}
     models = {variant: model for variant, (model, _) in predictions.items()}
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}
-    downstream_by_variant = downstream_metrics(params, labels, probabilities)
-    roc = pd.concat([downstream.roc_points(v, labels, probabilities[v]) for v, _ in variants], ignore_index=True)
+    downstream_by_variant = downstream_metrics(params, labels, probabilities, variants)
+    roc = pd.concat([downstream.roc_points(v, labels, probabilities[v], config.min_cases) for v, _ in variants],
+                    ignore_index=True)
 
     ratio_table = ratios.auroc_by_ratio(downstream_by_variant, variants, rare)
     ratios.write_table(ratio_table, dag.stage_for("evaluate").plot("auroc_by_ratio.csv"))

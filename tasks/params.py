@@ -408,6 +408,11 @@ class EvaluateParams(Section):
     embedding: Literal["pca", "tsne"] = Field(
         "pca", description="2-D projection of the real/synthetic embedding figure"
     )
+    min_cases: int = Field(
+        10, ge=2,
+        description="fewest test positives and as many negatives a finding needs for an AUROC, interval, p-value or "
+        "minimum detectable difference; below it the finding says too few positives (or negatives) instead",
+    )
     batch_size: int = Field(64, ge=1, description="images per batch in feature extraction and classifier inference")
     seed: int = Field(0, description="bootstrap, KID subsets, lesion segmenter, embedding sample and reader-study draw")
 

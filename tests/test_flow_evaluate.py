@@ -8,11 +8,17 @@ import pandas as pd
 import pytest
 
 from cxrsynth.tasks.params import load_params, variant_name
+from tests.conftest import write_tiny_params
 from tests.evaluate_project import save_untrained_classifier
+
+# The tiny project's 16 test images hold 5 pneumothoraces (11 without) and 4 nodules: with
+# evaluate.min_cases 5, pneumothorax is scored and nodule has too few positives.
+MIN_CASES = 5
 
 
 @pytest.mark.slow
 def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
+    write_tiny_params(tmp_path, evaluate={"min_cases": MIN_CASES})
     params = load_params("params.yaml")
     variants = [*params.mix.baselines, *(variant_name(r) for r in params.mix.ratios)]
     for seed, variant in enumerate(variants):
@@ -25,44 +31,72 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
 
     metrics = json.loads(Path("metrics/evaluate.json").read_text())
     assert set(metrics["downstream"]) == set(variants)
-    nodule = metrics["downstream"]["ratio_1"]["per_finding"]["nodule"]
+    assert metrics["test_split"]["n_positive"]["pneumothorax"] == 5 and metrics["test_split"]["n_positive"]["nodule"] == 4
+    scored = metrics["downstream"]["ratio_1"]["per_finding"]["pneumothorax"]
     for key in ("auroc", "auroc_ci_low", "auroc_ci_high", "auroc_boot_low", "p_vs_real_only", "auprc",
-                "sensitivity_at_specificity", "n_positive"):
-        assert key in nodule
-    assert nodule["auroc_ci_low"] <= nodule["auroc"] <= nodule["auroc_ci_high"]
-    assert "p_vs_real_only" not in metrics["downstream"]["real_only"]["per_finding"]["nodule"]
+                "sensitivity_at_specificity", "n_positive", "min_detectable_difference_vs_real_only",
+                "reading_vs_real_only", "best_baseline", "p_vs_best_baseline",
+                "min_detectable_difference_vs_best_baseline"):
+        assert scored[key] is not None, key
+    assert scored["status"] == "ok" and scored["auroc_ci_low"] <= scored["auroc"] <= scored["auroc_ci_high"]
+    assert scored["best_baseline"] in params.mix.baselines and scored["min_detectable_difference_vs_real_only"] > 0
+    for variant in variants[1:]:  # every comparison states what the split could detect
+        assert metrics["downstream"][variant]["per_finding"]["pneumothorax"]["min_detectable_difference_vs_real_only"] > 0
+    assert "p_vs_real_only" not in metrics["downstream"]["real_only"]["per_finding"]["pneumothorax"]
+    for variant in variants:  # nodule, 4 < 5 positives: no statistic anywhere in the json
+        nodule = metrics["downstream"][variant]["per_finding"]["nodule"]
+        assert nodule["status"] == "too few positives (4 < 5)" and nodule["n_positive"] == 4
+        assert all(value is None for key, value in nodule.items() if key not in ("status", "n_positive", "n_negative"))
     assert {"macro", "rare"} <= set(metrics["downstream"]["classical_aug"])
+    assert metrics["downstream"]["ratio_1"]["rare"]["n_findings"] == 1
     synthetic = metrics["synthetic"]
     assert synthetic["fidelity"]["synthetic_vs_real_test"]["fid"] is not None
     assert synthetic["lesions"]["mask_adherence"]["all"]["n"] == 12  # the text-conditioned copy has no mask
     assert set(synthetic["lesions"]["condition_accuracy_by_type"]) == {"label+mask", "text"}
+    # the operating point comes from the test split: none where it holds too few positives
+    assert synthetic["lesions"]["condition_accuracy"]["nodule"]["threshold"] is None
+    assert synthetic["lesions"]["condition_accuracy"]["pneumothorax"]["detected"] is not None
     assert synthetic["memorisation"]["synthetic"]["near_copies"] >= 1
     assert set(synthetic["diversity"]["per_finding"]) == {"pneumothorax", "nodule"}
 
     roc = pd.read_csv("plots/evaluate/roc.csv")
     assert list(roc.columns) == ["variant", "finding", "fpr", "tpr"]
-    assert set(roc["variant"]) == set(variants)
+    assert set(roc["variant"]) == set(variants) and "pneumothorax" in set(roc["finding"])
+    assert "nodule" not in set(roc["finding"])  # no curve where there is no statistic
     by_ratio = pd.read_csv("plots/evaluate/auroc_by_ratio.csv")
     assert len(by_ratio) == 2 * len(variants) and set(by_ratio["finding"]) == {"pneumothorax", "nodule"}
-    row = by_ratio[(by_ratio["finding"] == "nodule") & (by_ratio["variant"] == "ratio_1")].iloc[0]
-    assert row["kind"] == "ratio" and row["ratio"] == 1.0 and row["auroc"] == pytest.approx(nodule["auroc"])
+    row = by_ratio[(by_ratio["finding"] == "pneumothorax") & (by_ratio["variant"] == "ratio_1")].iloc[0]
+    assert row["kind"] == "ratio" and row["ratio"] == 1.0 and row["auroc"] == pytest.approx(scored["auroc"])
+    nodule_rows = by_ratio[by_ratio["finding"] == "nodule"]
+    assert nodule_rows[["auroc", "auroc_ci_low", "auroc_ci_high"]].isna().all().all()
+    assert set(nodule_rows["status"]) == {"too few positives (4 < 5)"}
     assert set(by_ratio.loc[by_ratio["kind"] == "baseline", "variant"]) == set(params.mix.baselines)
     report = Path("reports/evaluation.md").read_text()
     assert "](figures/auroc_by_ratio.png)" in report and Path("reports/figures/auroc_by_ratio.png").is_file()
     assert "p vs real_only" in report and "## Caveats" in report
-    assert "data:image/png;base64," in Path("reports/evaluation.html").read_text()
+    assert "min. detectable difference" in report and "reading vs real_only" in report
+    nodule_section = report[report.index("### nodule"):report.index("### ", report.index("### nodule") + 1)]
+    assert "too few positives (4 < 5)" in nodule_section and "|" not in nodule_section  # no table, no p
+    assert not Path("reports/figures/roc_nodule.png").exists() and Path("reports/figures/roc_pneumothorax.png").is_file()
+    html = Path("reports/evaluation.html").read_text()
+    assert "data:image/png;base64," in html and "too few positives (4 &lt; 5)" in html
     page = Path("reports/reader_study/index.html").read_text()
     key = json.loads(Path("reports/reader_study_key.json").read_text())
     assert len(key["items"]) == 8 and page.count("data:image/png;base64,") == 8
 
-    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=[params.tracking.experiment])
     names = sorted(runs["tags.mlflow.runName"])
     assert names == sorted([f"evaluate:{v}" for v in variants] + ["evaluate:synthetic"])
     ratio_run = runs[runs["tags.mlflow.runName"] == "evaluate:ratio_0.5"].iloc[0]
     assert ratio_run["params.ratio"] == "0.5" and ratio_run["params.variant"] == "ratio_0.5"
-    assert "metrics.per_finding.nodule.auroc" in runs.columns
-    assert "metrics.synthetic.lesions.condition_accuracy_by_type.label_mask.nodule.detected" in runs.columns
+    assert "metrics.per_finding.pneumothorax.auroc" in runs.columns
+    assert "metrics.per_finding.pneumothorax.min_detectable_difference_vs_real_only" in runs.columns
+    assert ratio_run["tags.per_finding.pneumothorax.reading_vs_real_only"]
+    nodule_metrics = [column for column in runs.columns if column.startswith("metrics.per_finding.nodule.")]
+    assert sorted(nodule_metrics) == ["metrics.per_finding.nodule.n_negative", "metrics.per_finding.nodule.n_positive"]
+    assert ratio_run["tags.per_finding.nodule.status"] == "too few positives (4 < 5)"
+    assert "metrics.synthetic.lesions.condition_accuracy_by_type.label_mask.pneumothorax.detected" in runs.columns
     synthetic_run = runs[runs["tags.mlflow.runName"] == "evaluate:synthetic"].iloc[0]
     top_level = {a.path for a in mlflow.MlflowClient().list_artifacts(synthetic_run["run_id"])}
     assert {"auroc_by_ratio.png", "auroc_by_ratio.csv"} <= top_level

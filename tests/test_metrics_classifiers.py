@@ -1,6 +1,6 @@
 import pytest
 
-from cxrsynth.tasks.metrics import classifiers, json_ready, numeric
+from cxrsynth.tasks.metrics import classifiers, json_ready, numeric, textual
 from cxrsynth.tasks.params import parse_params
 from cxrsynth.tasks.stages import load
 from tests.conftest import ROOT
@@ -29,3 +29,10 @@ def test_json_ready_and_numeric():
     assert cleaned == {"a": None, "b": [1.5, None], "c": {"d": 3}}
     assert numeric({"x": 1, "y": "text", "z": None, "flag": True, "w": 0.5}) == {"x": 1.0, "w": 0.5}
     assert numeric({"by_type.label+mask.n": 3}) == {"by_type.label_mask.n": 3.0}
+
+
+def test_textual_keeps_the_words_numeric_drops():
+    flat = {"per_finding.nodule.status": "too few positives (1 < 10)", "per_finding.nodule.auroc": None,
+            "per_finding.effusion.auroc": 0.7, "by_type.label+mask.reading": "helps"}
+    assert textual(flat) == {"per_finding.nodule.status": "too few positives (1 < 10)",
+                             "by_type.label_mask.reading": "helps"}

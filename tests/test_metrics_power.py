@@ -4,6 +4,11 @@ from scipy.stats import norm
 
 from cxrsynth.tasks.metrics.delong import delong, delong_test
 from cxrsynth.tasks.metrics.power import (
+    HELPS,
+    HURTS,
+    INCONCLUSIVE,
+    NO_DETECTABLE_EFFECT,
+    effect_reading,
     minimum_detectable_difference,
     paired_minimum_detectable_difference,
     too_few_cases,
@@ -75,3 +80,23 @@ def test_too_few_cases_names_what_is_missing():
     assert too_few_cases(np.r_[np.ones(1), np.zeros(50)], 10) == "too few positives (1 < 10)"
     assert too_few_cases(np.r_[np.ones(50), np.zeros(3)], 10) == "too few negatives (3 < 10)"
     assert too_few_cases(np.r_[np.ones(10), np.zeros(10)], 10) is None
+
+
+@pytest.mark.parametrize(("difference", "p_value", "detectable", "reading"), [
+    (0.08, 0.01, 0.10, HELPS),  # significant, even below the 80 %-power size
+    (-0.12, 0.001, 0.10, HURTS),
+    (0.04, 0.40, 0.10, NO_DETECTABLE_EFFECT),
+    (-0.10, 0.06, 0.10, NO_DETECTABLE_EFFECT),  # at the boundary: still within what the split can miss
+    (0.0, 1.0, 0.0, NO_DETECTABLE_EFFECT),  # identical rankings
+    (0.15, 0.07, 0.10, INCONCLUSIVE),  # larger than detectable, yet not significant
+    (-0.15, 0.05, 0.10, INCONCLUSIVE),  # p exactly alpha is not significant
+])
+def test_effect_reading(difference, p_value, detectable, reading):
+    assert effect_reading(difference, p_value, detectable) == reading
+
+
+def test_effect_reading_never_says_no_effect_and_checks_alpha():
+    assert effect_reading(0.01, 0.9, 0.2) == "no detectable effect at this test size"
+    assert effect_reading(0.01, 0.02, 0.2, alpha=0.01) == NO_DETECTABLE_EFFECT
+    with pytest.raises(ValueError, match="alpha"):
+        effect_reading(0.01, 0.5, 0.2, alpha=0)

@@ -15,10 +15,12 @@ def downstream(nodule_missing_ci: bool = False) -> dict:
     result = {}
     for variant, auroc in AUROC.items():
         per_finding = {"nodule": {"auroc": auroc, "auroc_ci_low": auroc - 0.05, "auroc_ci_high": auroc + 0.04,
-                                  "n_positive": 9},
-                       "pneumothorax": {"auroc": auroc - 0.1, "auroc_ci_low": auroc - 0.2, "auroc_ci_high": auroc}}
+                                  "n_positive": 19, "status": "ok"},
+                       "pneumothorax": {"auroc": auroc - 0.1, "auroc_ci_low": auroc - 0.2, "auroc_ci_high": auroc,
+                                        "n_positive": 12, "status": "ok"}}
         if nodule_missing_ci:
-            per_finding["nodule"] = {"auroc": None, "auroc_ci_low": None, "auroc_ci_high": None}
+            per_finding["nodule"] = {"auroc": None, "auroc_ci_low": None, "auroc_ci_high": None, "n_positive": 1,
+                                     "status": "too few positives (1 < 10)"}
         result[variant] = {"per_finding": per_finding}
     return result
 
@@ -63,9 +65,18 @@ def test_figure_draws_ratios_with_intervals_and_baselines_as_lines():
     plt.close(figure)
 
 
+def test_finding_with_too_few_cases_has_no_statistic_in_the_table(tmp_path):
+    table = auroc_by_ratio(downstream(nodule_missing_ci=True), VARIANTS, ["nodule", "pneumothorax"])
+    nodule = table[table["finding"] == "nodule"]
+    assert nodule[["auroc", "auroc_ci_low", "auroc_ci_high"]].isna().all().all()
+    assert set(nodule["status"]) == {"too few positives (1 < 10)"}
+    written = pd.read_csv(write_table(table, tmp_path / "auroc_by_ratio.csv"))
+    assert written.loc[written["finding"] == "nodule", "auroc"].isna().all()  # empty cells, which DVC plots skip
+
+
 def test_figure_copes_with_a_finding_without_auroc():
     figure = ratio_figure(auroc_by_ratio(downstream(nodule_missing_ci=True), VARIANTS, ["nodule", "pneumothorax"]))
-    assert figure.axes[0].get_title() == "nodule: no AUROC" and not figure.axes[0].get_lines()
+    assert figure.axes[0].get_title() == "nodule: too few positives (1 < 10)" and not figure.axes[0].get_lines()
     assert figure.axes[1].get_lines()
     plt.close(figure)
 

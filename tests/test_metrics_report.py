@@ -2,35 +2,49 @@ import numpy as np
 
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.metrics import json_ready
-from cxrsynth.tasks.metrics.downstream import variant_metrics
+from cxrsynth.tasks.metrics.downstream import Scoring, variant_metrics, with_best_baseline_comparisons
 from cxrsynth.tasks.metrics.report import EXPLANATIONS, build_markdown, write_report
 
 VARIANTS = [("real_only", 0.0), ("ratio_1", 1.0)]
+SCORING = Scoring(specificity=0.9, n_boot=20, seed=0, min_cases=10)
 
 
-def metrics_without_synthetic() -> dict:
+def metrics_without_synthetic(variants=VARIANTS, ratio_gain: float = 0.5) -> dict:
+    """30 test images: 12 nodules, one pneumothorax (too few), 5 consolidations; ratio_1 scores
+    nodule ``ratio_gain`` higher on positives than real-only, class_weighting (if named) nearly as real-only."""
     rng = np.random.default_rng(0)
     labels = np.zeros((30, len(FINDINGS)))
-    labels[:8, FINDINGS.index("nodule")] = 1
+    labels[:12, FINDINGS.index("nodule")] = 1
+    labels[12, FINDINGS.index("pneumothorax")] = 1
+    labels[13:18, FINDINGS.index("consolidation")] = 1
     reference = rng.random(labels.shape)
-    better = np.clip(reference + labels * 0.5, 0, 1)
+    reference[12, FINDINGS.index("pneumothorax")] = 1.0  # ranked first: DeLong alone would say 1.000 [1.000, 1.000]
+    scores = {"real_only": reference, "ratio_1": np.clip(reference + labels * ratio_gain, 0, 1),
+              "class_weighting": np.clip(reference + rng.normal(0, 0.05, labels.shape), 0, 1)}
     rare = ["nodule", "pneumothorax"]
+    by_variant = {v: variant_metrics(labels, scores[v], None if v == "real_only" else reference, rare, SCORING)
+                  for v, _ in variants}
     return json_ready({
         "test_split": {"n_images": 30},
-        "downstream": {"real_only": variant_metrics(labels, reference, None, rare, 0.9, 20, 0),
-                       "ratio_1": variant_metrics(labels, better, reference, rare, 0.9, 20, 0)},
+        "downstream": with_best_baseline_comparisons(by_variant, labels, scores, variants, SCORING),
         "synthetic": None, "quarantined": 2,
     })
+
+
+def section(text: str, finding: str) -> str:
+    start = text.index(f"### {finding}")
+    end = text.find("\n### ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def test_markdown_tables_notes_and_caveats():
     text = build_markdown(metrics_without_synthetic(), VARIANTS, ["nodule", "pneumothorax"], 0.9,
                           {"roc_nodule": "figures/roc_nodule.png"}, reader_study=None)
-    nodule = text[text.index("### nodule"):text.index("### pneumothorax")]
-    assert "8 positive, 22 negative" in nodule and "fewer than 20 test positives" in nodule
+    nodule = section(text, "nodule")
+    assert "12 positive, 18 negative" in nodule and "fewer than 20 test positives" in nodule
     assert "| ratio_1 | 1 |" in nodule and "| real_only | baseline |" in nodule
     assert "![ROC curves, nodule](figures/roc_nodule.png)" in nodule
-    assert "only one class" in text[text.index("### pneumothorax"):]
+    assert "| min. detectable difference | reading vs real_only |" in nodule
     assert "No synthetic images were generated" in text and "## Reader study" not in text
     assert "2 image(s) could not be read" in text
     assert all(f"**{name}**" in text for name in EXPLANATIONS)
@@ -57,3 +71,38 @@ def test_ratio_comparison_and_reader_study_scoring_in_the_report():
     assert "](figures/auroc_by_ratio.png)" in downstream  # with the averages, before the per-finding detail
     assert "python -m cxrsynth.tasks.reader_study KEY ANSWERS... --html" in text
     assert "auroc_by_ratio" not in build_markdown(metrics_without_synthetic(), VARIANTS, ["nodule"], 0.9, {}, None)
+
+
+def test_too_few_positives_prints_no_statistic():
+    """The tiny profile's pneumothorax: one test positive, ranked first. No AUROC, interval or p-value."""
+    text = build_markdown(metrics_without_synthetic(), VARIANTS, ["nodule", "pneumothorax"], 0.9, {}, None)
+    pneumothorax = section(text, "pneumothorax")
+    assert "1 positive, 29 negative" in pneumothorax
+    assert "No AUROC, interval or p-value: too few positives (1 < 10)" in pneumothorax
+    assert "1.000" not in pneumothorax and "<0.001" not in pneumothorax and "|" not in pneumothorax
+    consolidation = section(text, "consolidation")
+    assert "too few positives (5 < 10)" in consolidation and "|" not in consolidation
+    caveats = text[text.index("## Caveats"):]
+    assert "pneumothorax: too few positives (1 < 10)" in caveats and "`evaluate.min_cases`" in caveats
+
+
+def test_every_difference_has_its_detectable_size_and_a_reading():
+    metrics = metrics_without_synthetic(ratio_gain=0.5)
+    nodule = metrics["downstream"]["ratio_1"]["per_finding"]["nodule"]
+    text = build_markdown(metrics, VARIANTS, ["nodule"], 0.9, {}, None)
+    row = next(line for line in section(text, "nodule").splitlines() if line.startswith("| ratio_1 |"))
+    assert f"| {nodule['min_detectable_difference_vs_real_only']:.3f} | helps |" in row
+
+
+def test_a_small_non_significant_difference_is_no_detectable_effect_never_no_effect():
+    variants = [("real_only", 0.0), ("class_weighting", 0.0), ("ratio_1", 1.0)]
+    metrics = metrics_without_synthetic(variants, ratio_gain=0.0)
+    cell = metrics["downstream"]["class_weighting"]["per_finding"]["nodule"]
+    assert cell["p_vs_real_only"] >= 0.05
+    assert abs(cell["delta_auroc_vs_real_only"]) <= cell["min_detectable_difference_vs_real_only"]
+    text = build_markdown(metrics, variants, ["nodule"], 0.9, {}, None)
+    row = next(line for line in section(text, "nodule").splitlines() if line.startswith("| class_weighting |"))
+    assert "no detectable effect at this test size" in row
+    assert "no effect" not in text.replace("no detectable effect", "").replace("evidence of no effect", "")
+    best = metrics["downstream"]["ratio_1"]["per_finding"]["nodule"]["best_baseline"]
+    assert f"Against the best non-generative baseline on this finding, {best}" in section(text, "nodule")

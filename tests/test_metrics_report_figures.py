@@ -45,6 +45,12 @@ def test_downstream_and_ratio_figures_are_written(tmp_path):
     assert path == tmp_path / "auroc_by_ratio.png" and path.stat().st_size > 1000
 
 
+def test_no_roc_figure_for_a_finding_with_too_few_cases(tmp_path):
+    roc = pd.DataFrame([{"variant": v, "finding": "pneumothorax", "fpr": x, "tpr": x} for v, _ in VARIANTS for x in (0, 1)])
+    paths = report_figures.downstream_figures(roc, downstream(nodule_missing_ci=True), ["nodule", "pneumothorax"], tmp_path)
+    assert set(paths) == {"roc_pneumothorax"} and not (tmp_path / "roc_nodule.png").exists()
+
+
 def test_memorisation_pairs_the_closest_images(tmp_path, monkeypatch):
     sets = {"train": image_set(["nodule"] * 3, "r", 0.1), "synthetic": image_set(["nodule"] * 8, "s", 0.9)}
     nearest = pd.DataFrame({"image_id": [f"s{i}" for i in range(8)], "nearest_by_pixels": ["r2", "r0"] * 4,

@@ -21,8 +21,18 @@ def json_ready(value):
     return value
 
 
+def mlflow_key(key: str) -> str:
+    """A flattened metrics key as MLflow accepts metric and tag names (``label+mask``: ``label_mask``)."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
 def numeric(flat: Mapping[str, object]) -> dict[str, float]:
-    """The numeric entries of a flattened metrics dict, keyed as MLflow accepts metric names
-    (a condition type such as ``label+mask`` becomes ``label_mask``)."""
-    return {re.sub(r"[^\w\-. :/]", "_", key): float(value) for key, value in flat.items()
+    """The numeric entries of a flattened metrics dict, keyed as MLflow accepts metric names."""
+    return {mlflow_key(key): float(value) for key, value in flat.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def textual(flat: Mapping[str, object]) -> dict[str, str]:
+    """The text entries of a flattened metrics dict (a finding's status, a comparison's reading, the
+    best baseline's name): what MLflow keeps as tags, since its metrics are numbers only."""
+    return {mlflow_key(key): value for key, value in flat.items() if isinstance(value, str)}

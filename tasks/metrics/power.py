@@ -8,7 +8,8 @@ a two-sided test at level alpha detects with the given power is
 
     delta_min = (z_{1 - alpha/2} + z_{power}) * sqrt(2 V (1 - r)).
 
-A difference smaller than that is "no detectable effect at this test size", not "no effect".
+A difference smaller than that is "no detectable effect at this test size", not "no effect":
+``effect_reading`` turns a difference, its p-value and delta_min into those words.
 """
 
 from __future__ import annotations
@@ -55,3 +56,26 @@ def too_few_cases(labels: np.ndarray, minimum: int) -> str | None:
     if negatives < minimum:
         return f"too few negatives ({negatives} < {minimum})"
     return None
+
+
+HELPS = "helps"
+HURTS = "hurts"
+NO_DETECTABLE_EFFECT = "no detectable effect at this test size"
+INCONCLUSIVE = "inconclusive"
+
+
+def effect_reading(difference: float, p_value: float, minimum_detectable: float, alpha: float = 0.05) -> str:
+    """What a difference of AUROCs (variant minus comparator) says, in words a report can print.
+
+    Significant at ``alpha``: "helps" or "hurts". Not significant and no larger than the minimum
+    detectable difference: the test split could have missed an effect that size, so "no detectable
+    effect at this test size" (never "no effect"). Not significant yet larger than delta_min: the
+    two classifiers' variance exceeded what the plan assumed, "inconclusive".
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"need alpha in (0, 1), got {alpha}")
+    if p_value < alpha:
+        return HELPS if difference > 0 else HURTS
+    if abs(difference) <= minimum_detectable:
+        return NO_DETECTABLE_EFFECT
+    return INCONCLUSIVE

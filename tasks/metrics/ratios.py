@@ -16,12 +16,12 @@ import pandas as pd  # noqa: E402
 
 from cxrsynth.tasks.io import atomic_path  # noqa: E402
 
-COLUMNS = ["finding", "variant", "kind", "ratio", "auroc", "auroc_ci_low", "auroc_ci_high"]
+COLUMNS = ["finding", "variant", "kind", "ratio", "auroc", "auroc_ci_low", "auroc_ci_high", "status"]
 
 
 def auroc_by_ratio(downstream_by_variant: dict, variants: Sequence[tuple[str, float]], rare: Sequence[str]) -> pd.DataFrame:
     """One row per rare finding and variant: ``kind`` "baseline" (ratio 0) or "ratio", the AUROC and
-    its DeLong interval (empty where the test split has no positive or no negative)."""
+    its DeLong interval, empty where ``status`` says the test split has too few positives or negatives."""
     rows = []
     for finding in rare:
         for variant, ratio in variants:
@@ -61,6 +61,12 @@ def _draw_finding(axes: plt.Axes, rows: pd.DataFrame) -> None:
     axes.legend(fontsize=7, loc="best")
 
 
+def _why_no_auroc(rows: pd.DataFrame) -> str:
+    """The finding's status (e.g. "too few positives (1 < 10)"), the same for every variant."""
+    reasons = [status for status in rows["status"].dropna() if status != "ok"]
+    return reasons[0] if reasons else "no AUROC"
+
+
 def ratio_figure(table: pd.DataFrame) -> plt.Figure:
     """One panel per rare finding: AUROC (DeLong 95% CI) against the ratio, baselines as dashed lines
     (real_only's interval shaded)."""
@@ -69,7 +75,7 @@ def ratio_figure(table: pd.DataFrame) -> plt.Figure:
     for axis, finding in zip(axes[0], findings):
         rows = table[table["finding"] == finding]
         if rows.empty or rows["auroc"].isna().all():
-            axis.set(title=f"{finding.replace('_', ' ')}: no AUROC")
+            axis.set(title=f"{finding.replace('_', ' ')}: {_why_no_auroc(rows)}")
             continue
         _draw_finding(axis, rows)
     axes[0, 0].set_ylabel("test AUROC")

@@ -20,12 +20,26 @@ EXPLANATIONS = {
              "perfect). 95% interval from DeLong's variance; the bootstrap interval resamples positives and negatives.",
     "p vs real_only": "Paired DeLong test that the variant's AUROC equals the real-only classifier's on the same test "
                       "images; two-sided, not corrected for the number of variants and findings compared.",
+    "Minimum detectable difference": "Smallest AUROC difference this test split detects with 80% power in a two-sided "
+                                     "paired test at alpha 0.05 (Obuchowski & McClish 1997, from the comparator's "
+                                     "DeLong variance and the two classifiers' correlation on these test images).",
+    "Reading": "helps / hurts: p < 0.05. No detectable effect at this test size: p >= 0.05 and the difference within "
+               "the minimum detectable difference; an effect that size could be missed, so it is not evidence of no "
+               "effect. Inconclusive: p >= 0.05 although the difference exceeds it. Each variant is one training run, "
+               "so training-seed noise is not counted.",
+    "Best non-generative baseline": "Per finding, the baseline (real_only included) with the highest test AUROC; each "
+                                    "synthetic ratio is also compared with it. Picked on the test split, the choice "
+                                    "favours the baseline.",
+    "Too few positives / negatives": "Below evaluate.min_cases test positives or negatives a finding gets no AUROC, "
+                                     "interval or p-value: DeLong's variance collapses with one or two positives "
+                                     "(an AUROC of 1 with a zero-width interval).",
     "AUPRC": "Average precision over the precision-recall curve. Chance level is the finding's prevalence, so for "
              "rare findings it shows what AUROC hides: how many of the flagged images are true positives.",
     "Sensitivity at specificity": "Share of positives caught at the best threshold that still calls at least the "
                                   "stated share of negatives negative; an operating point a reader could use.",
-    "Macro / rare average": "Mean over the findings with both classes in the test split / over the rare findings "
-                            "(generate.rare_findings); the count of findings averaged is given beside it.",
+    "Macro / rare average": "Mean over the findings with at least evaluate.min_cases test positives and negatives / "
+                            "over the rare findings among them (generate.rare_findings); the count of findings "
+                            "averaged is given beside it.",
     "FID": "Frechet distance between Gaussians fitted to real and synthetic features (0 = same mean and covariance). "
            "Read it against the real-train-vs-real-test floor; it is biased upwards at small sample sizes.",
     "KID": "Squared maximum mean discrepancy with a cubic polynomial kernel, unbiased, averaged over random subsets; "
@@ -74,30 +88,63 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _reading(value) -> str:
+    return "n/a" if value is None else value
+
+
+def _comparison_cells(m: dict, against: str) -> list[str]:
+    return [_number(m.get(f"delta_auroc_vs_{against}")), _p_value(m.get(f"p_vs_{against}")),
+            _number(m.get(f"min_detectable_difference_vs_{against}")), _reading(m.get(f"reading_vs_{against}"))]
+
+
+def _variant_table(finding: str, downstream: dict, variants: Sequence[tuple[str, float]], specificity: float) -> str:
+    rows = []
+    for variant, ratio in variants:
+        m = downstream[variant]["per_finding"][finding]
+        comparison = _comparison_cells(m, "real_only") if variant != "real_only" else [""] * 4
+        rows.append([
+            variant, _ratio(ratio),
+            f"{_number(m['auroc'])} [{_number(m['auroc_ci_low'])}, {_number(m['auroc_ci_high'])}]",
+            f"[{_number(m['auroc_boot_low'])}, {_number(m['auroc_boot_high'])}]",
+            *comparison, _number(m["auprc"]), _number(m["sensitivity_at_specificity"]),
+        ])
+    return _table(["variant", "ratio", "AUROC [95% DeLong]", "bootstrap 95%", "delta AUROC", "p vs real_only",
+                   "min. detectable difference", "reading vs real_only", "AUPRC",
+                   f"sensitivity @ {specificity:.0%} spec."], rows)
+
+
+def _best_baseline_table(finding: str, downstream: dict, variants: Sequence[tuple[str, float]]) -> str | None:
+    """Every synthetic ratio against the finding's best non-generative baseline; None without ratios."""
+    ratios = [(variant, ratio) for variant, ratio in variants if ratio > 0]
+    if not ratios:
+        return None
+    best = downstream[ratios[0][0]]["per_finding"][finding].get("best_baseline")
+    if best is None:
+        return None
+    rows = [[variant, _ratio(ratio), *_comparison_cells(downstream[variant]["per_finding"][finding], "best_baseline")]
+            for variant, ratio in ratios]
+    auroc = downstream[best]["per_finding"][finding]["auroc"]
+    return (f"Against the best non-generative baseline on this finding, {best} (AUROC {_number(auroc)}):\n\n"
+            + _table(["variant", "ratio", "delta AUROC", f"p vs {best}", "min. detectable difference",
+                      f"reading vs {best}"], rows))
+
+
 def _finding_section(finding: str, metrics: dict, variants: Sequence[tuple[str, float]], specificity: float,
                      figure: str | None) -> str:
     downstream = metrics["downstream"]
     reference = downstream["real_only"]["per_finding"][finding]
     lines = [f"### {finding.replace('_', ' ')}",
              f"Test split: {reference['n_positive']} positive, {reference['n_negative']} negative images."]
-    if reference["auroc"] is None:
-        lines.append("No AUROC: the test split holds only one class of this finding.")
+    if reference["status"] != "ok":
+        lines.append(f"No AUROC, interval or p-value: {reference['status']} in the test split "
+                     "(`evaluate.min_cases`).")
         return "\n\n".join(lines)
     if reference["n_positive"] < FEW_POSITIVES:
         lines.append(f"**Caution:** fewer than {FEW_POSITIVES} test positives; intervals are wide and the p-values fragile.")
-    rows = []
-    for variant, ratio in variants:
-        m = downstream[variant]["per_finding"][finding]
-        rows.append([
-            variant, _ratio(ratio),
-            f"{_number(m['auroc'])} [{_number(m['auroc_ci_low'])}, {_number(m['auroc_ci_high'])}]",
-            f"[{_number(m['auroc_boot_low'])}, {_number(m['auroc_boot_high'])}]",
-            _number(m.get("delta_auroc_vs_real_only")) if variant != "real_only" else "",
-            _p_value(m.get("p_vs_real_only")) if variant != "real_only" else "",
-            _number(m["auprc"]), _number(m["sensitivity_at_specificity"]),
-        ])
-    lines.append(_table(["variant", "ratio", "AUROC [95% DeLong]", "bootstrap 95%", "delta AUROC",
-                         "p vs real_only", "AUPRC", f"sensitivity @ {specificity:.0%} spec."], rows))
+    lines.append(_variant_table(finding, downstream, variants, specificity))
+    against_best = _best_baseline_table(finding, downstream, variants)
+    if against_best:
+        lines.append(against_best)
     if figure:
         lines.append(f"![ROC curves, {finding}]({figure})")
     return "\n\n".join(lines)
@@ -175,7 +222,8 @@ def _caveats(metrics: dict) -> str:
     counts = ", ".join(f"{f.replace('_', ' ')} {reference[f]['n_positive']}" for f in FINDINGS)
     items = [
         f"Test positives per finding: {counts}. With tens of positives an AUROC interval spans about +-0.1; a "
-        "non-significant p-value is weak evidence of no effect, not evidence of none.",
+        "non-significant p-value is weak evidence of no effect, not evidence of none: read it against the minimum "
+        "detectable difference beside it.",
         "p-values are per finding and variant, uncorrected for the number of comparisons; read them as a screen.",
         "Uncertain test labels are left out of that finding; labels not mentioned count as negative.",
         "The default feature space is the real-only classifier's penultimate layer: trained on this collection, "
@@ -183,6 +231,9 @@ def _caveats(metrics: dict) -> str:
         "The condition-accuracy threshold comes from the real test split (fixed specificity), so it shares the test "
         "split's sampling noise; the segmenter behind mask IoU is itself imperfect (see its IoU on real masks).",
     ]
+    too_few = [f"{f.replace('_', ' ')}: {reference[f]['status']}" for f in FINDINGS if reference[f]["status"] != "ok"]
+    if too_few:
+        items.append(f"No AUROC, interval or p-value (below `evaluate.min_cases` test cases) for {'; '.join(too_few)}.")
     if metrics.get("quarantined"):
         items.append(f"{metrics['quarantined']} image(s) could not be read and were left out (reports/quarantine.csv).")
     return "## Caveats\n\n" + "\n".join(f"- {item}" for item in items)

@@ -22,10 +22,13 @@ CLOSEST_PAIRS = 6
 
 def downstream_figures(roc: pd.DataFrame, downstream_by_variant: dict, rare: Sequence[str],
                        directory: Path) -> dict[str, Path]:
-    """Every variant's ROC per rare finding (``roc_<finding>``, in the report), and every finding's
-    ROC per variant (``roc_variant_<variant>.png``, the figure of the variant's MLflow run)."""
+    """Every variant's ROC per rare finding (``roc_<finding>``, in the report) that has enough test
+    cases for one, and every finding's ROC per variant (``roc_variant_<variant>.png``, the figure of
+    the variant's MLflow run)."""
     paths = {}
     for finding in rare:
+        if downstream_by_variant[REFERENCE]["per_finding"][finding]["auroc"] is None:
+            continue  # too few positives or negatives: no curve, the report says why
         aurocs = {v: m["per_finding"][finding]["auroc"] for v, m in downstream_by_variant.items()}
         n_positive = downstream_by_variant[REFERENCE]["per_finding"][finding]["n_positive"]
         paths[f"roc_{finding}"] = figures.save(figures.finding_roc_figure(roc, finding, aurocs, n_positive),
