@@ -32,9 +32,9 @@ def _downstream(params, variants: list[tuple[str, float]]) -> dict:
     labels = (rng.random((80, len(FINDINGS))) < 0.3).astype(float)
     scores = {variant: np.clip(labels * 0.1 * (index + 1) + rng.random(labels.shape) * 0.7, 0, 1)
               for index, (variant, _) in enumerate(variants)}
-    reference = scores[classifiers.REFERENCE]
+    reference, scoring = scores[classifiers.REFERENCE], downstream.Scoring(0.9, 0, 0, params.evaluate.min_cases)
     return {variant: downstream.variant_metrics(labels, s, None if variant == classifiers.REFERENCE else reference,
-                                                params.generate.rare_findings, 0.9, 0, 0)
+                                                params.generate.rare_findings, scoring)
             for variant, s in scores.items()}
 
 
