@@ -49,6 +49,13 @@ def test_variant_roc_has_one_curve_per_finding(roc):
     plt.close(figure)
 
 
+def test_variant_roc_without_curves_draws_the_diagonal_and_no_legend(roc, recwarn):
+    figure = figures.variant_roc_figure(roc.iloc[0:0], "ratio_1")  # every finding had too few test cases
+    assert len(figure.axes[0].get_lines()) == 1 and figure.axes[0].get_legend() is None
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
+    plt.close(figure)
+
+
 def test_embedding_colours_sources_and_marks_findings():
     coordinates = np.arange(12, dtype=float).reshape(6, 2)
     source = ["real", "real", "real", "synthetic", "synthetic", "synthetic"]

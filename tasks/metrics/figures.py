@@ -28,7 +28,8 @@ def _roc_axes(axes: plt.Axes, title: str) -> None:
     axes.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
     axes.set_aspect("equal")
-    axes.legend(loc="lower right", fontsize=7)
+    if axes.get_legend_handles_labels()[0]:  # no curve where every finding had too few test cases
+        axes.legend(loc="lower right", fontsize=7)
 
 
 def finding_roc_figure(roc: pd.DataFrame, finding: str, aurocs: dict[str, float | None], n_positive: int) -> plt.Figure:
