@@ -58,7 +58,8 @@ from cxrsynth.tasks.metrics.fidelity import fid_kid  # noqa: E402
 from cxrsynth.tasks.metrics.inputs import load_set, read_real  # noqa: E402
 
 BASELINE = ("ddim", 50)
-DEFAULT_RUNS = "ddim:50,dpm_solver:20,dpm_solver:15,dpm_solver:10,unipc:20,unipc:15,unipc:10,dpm_solver_3m:15,dpm_solver_3m:10"
+DEFAULT_RUNS = ("ddim:50,dpm_solver:20,dpm_solver:15,dpm_solver:10,unipc:20,unipc:15,unipc:10,"
+                "dpm_solver_3m:15,dpm_solver_3m:10")
 NOISE_FLOOR_SEED_OFFSET = 10**6  # the second DDIM-50 set's seeds: disjoint from the first's
 
 
@@ -210,8 +211,8 @@ def table(bench: Bench, runs: list[tuple[str, int]], result: dict, args) -> str:
     rates, fids, floor = result["rates"], result["fids"], result["floor"]
     base_rate, base_fid = rates[BASELINE], fids[BASELINE]
     lines = [f"sampling: {bench.description}",
-             f"{len(bench.cond)} images per run vs {len(bench.real)} real, batch {args.batch}, guidance {args.guidance}, "
-             f"{args.rounds} alternating timing rounds; {cpu_description()}",
+             f"{len(bench.cond)} images per run vs {len(bench.real)} real, batch {args.batch}, "
+             f"guidance {args.guidance}, {args.rounds} alternating timing rounds; {cpu_description()}",
              f"{'sampler':<16}{'steps':>6}{'img/s':>9}{'speed-up':>10}{'FID':>9}{'FID/ddim50':>12}  within 10 %",
              "-" * 74]
     for run in runs:

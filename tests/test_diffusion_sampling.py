@@ -57,7 +57,8 @@ def test_guidance_is_batched_cond_plus_uncond(prepared):
         unconditional = model(noisy, timestep.expand(3), cond.dropped())
         guided = GuidedDenoiser(model, cond, cond.dropped(), 3.0)
         plain = GuidedDenoiser(model, cond, cond.dropped(), 1.0)
-        assert len(guided.encoded.context) == 6 and len(plain.encoded.context) == 3  # encoded once, doubled only when guiding
+        # encoded once, the batch doubled (cond + uncond) only when guiding
+        assert len(guided.encoded.context) == 6 and len(plain.encoded.context) == 3
         assert torch.allclose(guided(noisy, timestep), unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
         assert torch.allclose(plain(noisy, timestep), conditional, atol=1e-6)
         # the same encoded batch serves every step: a later timestep and image give that step's output
