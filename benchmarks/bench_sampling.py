@@ -8,7 +8,8 @@ against the real images, and the FID between the two DDIM-50 sets).
 
 Timing: the FID pass times every run once over all images; then ``--rounds`` timing rounds sample
 one batch per run, the run order reversed every other round, so load from other processes hits all
-runs alike. Images/s is the median over all of a run's timings.
+runs alike. Images/s is the median over all of a run's timings; the speed-up is the median of the
+per-round ratios to DDIM-50 (a ratio within one round is what survives a noisy machine).
 
 Model and data:
 - ``--model DIR`` (a GenerationPipeline folder, e.g. data/train_diffusion/model after ``dvc repro``):
@@ -182,34 +183,39 @@ def fid(bench: Bench, first: np.ndarray, second: np.ndarray) -> float:
 
 
 def measure(bench: Bench, runs: list[tuple[str, int]], args) -> dict:
+    """FID of every run over all images, then images/s and the per-round speed-up over DDIM-50 (the FID
+    pass is round 0; the timing rounds alternate the run order)."""
     count, seeds = len(bench.cond), list(range(len(bench.cond)))
     for sampler in dict.fromkeys(s for s, _ in runs):  # warm-up: first calls allocate
         sample(bench, sampler, 2, seeds, min(count, args.batch), args)
-    rates: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+    rounds: list[dict[tuple[str, int], float]] = [{}]
     fids: dict[tuple[str, int], float] = {}
     baseline_images = None
     for run in runs:
         images, seconds = sample(bench, *run, seeds, count, args)
-        rates[run].append(count / seconds)
+        rounds[0][run] = count / seconds
         fids[run] = fid(bench, bench.real, images)
         baseline_images = images if run == BASELINE else baseline_images
-        print(f"  {run[0]} {run[1]}: {rates[run][-1]:.2f} img/s, FID {fids[run]:.2f}", file=sys.stderr)
+        print(f"  {run[0]} {run[1]}: {rounds[0][run]:.2f} img/s, FID {fids[run]:.4g}", file=sys.stderr)
     other_seeds = [seed + NOISE_FLOOR_SEED_OFFSET for seed in seeds]
     floor_images, _ = sample(bench, *BASELINE, other_seeds, count, args)
     floor = {"ddim_50_other_seeds_fid": fid(bench, bench.real, floor_images),
              "ddim_50_vs_ddim_50_fid": fid(bench, baseline_images, floor_images)}
     timed = min(count, args.batch)
-    for round_index in range(args.rounds):
+    for round_index in range(1, args.rounds + 1):
+        rounds.append({})
         for run in runs if round_index % 2 == 0 else runs[::-1]:
             _, seconds = sample(bench, *run, seeds, timed, args)
-            rates[run].append(timed / seconds)
+            rounds[-1][run] = timed / seconds
         print(f"  timing round {round_index} done", file=sys.stderr)
-    return {"rates": {run: statistics.median(values) for run, values in rates.items()}, "fids": fids, "floor": floor}
+    return {"rates": {run: statistics.median(r[run] for r in rounds) for run in runs},
+            "speedups": {run: statistics.median(r[run] / r[BASELINE] for r in rounds) for run in runs},
+            "fids": fids, "floor": floor}
 
 
 def table(bench: Bench, runs: list[tuple[str, int]], result: dict, args) -> str:
-    rates, fids, floor = result["rates"], result["fids"], result["floor"]
-    base_rate, base_fid = rates[BASELINE], fids[BASELINE]
+    rates, speedups, fids, floor = result["rates"], result["speedups"], result["fids"], result["floor"]
+    base_fid = fids[BASELINE]
     lines = [f"sampling: {bench.description}",
              f"{len(bench.cond)} images per run vs {len(bench.real)} real, batch {args.batch}, "
              f"guidance {args.guidance}, {args.rounds} alternating timing rounds; {cpu_description()}",
@@ -217,11 +223,12 @@ def table(bench: Bench, runs: list[tuple[str, int]], result: dict, args) -> str:
              "-" * 74]
     for run in runs:
         relative = fids[run] / base_fid
-        lines.append(f"{run[0]:<16}{run[1]:>6}{rates[run]:>9.2f}{rates[run] / base_rate:>9.2f}x{fids[run]:>9.2f}"
+        lines.append(f"{run[0]:<16}{run[1]:>6}{rates[run]:>9.2f}{speedups[run]:>9.2f}x{fids[run]:>9.4g}"
                      f"{relative:>12.3f}  {'yes' if abs(relative - 1) <= 0.10 else 'no'}")
-    lines.append(f"noise floor: DDIM-50 under other seeds FID {floor['ddim_50_other_seeds_fid']:.2f} "
+    lines.append(f"noise floor: DDIM-50 under other seeds FID {floor['ddim_50_other_seeds_fid']:.4g} "
                  f"({floor['ddim_50_other_seeds_fid'] / base_fid:.3f} x DDIM-50's); "
-                 f"FID between the two DDIM-50 sets {floor['ddim_50_vs_ddim_50_fid']:.2f}")
+                 f"FID between the two DDIM-50 sets {floor['ddim_50_vs_ddim_50_fid']:.4g}")
+    lines.append("img/s: median over rounds; speed-up: median of the per-round ratios to DDIM-50")
     return "\n".join(lines)
 
 
@@ -256,7 +263,8 @@ def main() -> None:
         bench = project_bench(args) if args.model else toy_bench(args, Path(scratch))
         result = measure(bench, runs, args)
     print(table(bench, runs, result, args))
-    print(json.dumps({f"{s}_{n}": {"images_per_s": result["rates"][(s, n)], "fid": result["fids"][(s, n)]}
+    print(json.dumps({f"{s}_{n}": {"images_per_s": result["rates"][(s, n)], "speedup": result["speedups"][(s, n)],
+                                   "fid": result["fids"][(s, n)]}
                       for s, n in runs} | {"noise_floor": result["floor"]}, indent=2))
 
 
