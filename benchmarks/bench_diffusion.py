@@ -5,7 +5,8 @@
    bare loop of the same MONAI U-Net (same config, batch, input channels and context length; random
    tensors in memory, MSE, AdamW). Rounds alternate so load from other processes hits both alike.
 2. sample: images/s of DDIM at 50 steps and DPM-Solver++ at 20 steps on the same model and
-   conditions (guidance batched as cond + uncond), alternating rounds.
+   conditions (guidance batched as cond + uncond), alternating rounds. Every sampler and step count
+   with its FID: benchmarks/bench_sampling.py.
 3. stages: wall time and peak memory (child ru_maxrss) of the train_diffusion and generate flows on
    the default profile, in a scratch project of toy radiographs at the phantom's default size and
    prevalence; ``--train-steps`` caps the training run and its time is extrapolated to the profile's

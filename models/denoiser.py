@@ -30,6 +30,15 @@ class UNetShape:
     norm_num_groups: int
 
 
+@dataclass(frozen=True)
+class EncodedConditions:
+    """A batch of conditions as the U-Net takes them: cross-attention tokens and the mask input channels.
+    Sampling encodes a batch once and reuses it at every step (the encoders do not see the timestep)."""
+
+    context: torch.Tensor  # (B, 1 + F + L, context_dim)
+    channels: torch.Tensor  # (B, F + 1, H, W)
+
+
 class ConditionalDenoiser(nn.Module):
     def __init__(
         self,
@@ -79,6 +88,12 @@ class ConditionalDenoiser(nn.Module):
         masks = cond.masks.to(like.dtype) * given
         return torch.cat([masks, given.expand(-1, 1, *like.shape[2:])], dim=1)
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditions) -> torch.Tensor:
-        inputs = torch.cat([noisy, self.mask_channels(cond, noisy)], dim=1)
-        return self.unet(inputs, timesteps, context=self.context(cond))
+    def encode(self, cond: Conditions) -> EncodedConditions:
+        """The context tokens and mask channels of ``cond`` (float32 channels, like the training images)."""
+        return EncodedConditions(self.context(cond), self.mask_channels(cond, cond.masks.float()))
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor,
+                cond: Conditions | EncodedConditions) -> torch.Tensor:
+        encoded = cond if isinstance(cond, EncodedConditions) else self.encode(cond)
+        inputs = torch.cat([noisy, encoded.channels.to(noisy.dtype)], dim=1)
+        return self.unet(inputs, timesteps, context=encoded.context)

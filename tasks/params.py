@@ -294,8 +294,9 @@ class GenerateParams(Section):
         description="used instead for a rare finding that no training image outlines (boxes, RLE or masks), "
         "when none of condition_types is open to it; empty: such a finding gets no synthetic images",
     )
-    sampler: Literal["ddpm", "ddim", "dpm_solver"] = Field(
-        "dpm_solver", description="diffusers sampler: DDPM (ancestral), DDIM (eta 0) or DPM-Solver++ 2M"
+    sampler: Literal["ddpm", "ddim", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde", "unipc"] = Field(
+        "dpm_solver", description="diffusers sampler: DDPM (ancestral), DDIM (eta 0), DPM-Solver++ 2M, its 3M and "
+        "SDE (2M) forms, or UniPC (bh2)"
     )
     steps: int = Field(20, ge=1, description="sampler steps per image")
     guidance_scale: float = Field(

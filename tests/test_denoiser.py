@@ -3,7 +3,7 @@ import torch
 
 from cxrsynth.models.condition_encoders import LabelEncoder, LearnedTextEncoder, PretrainedTextEncoder
 from cxrsynth.models.conditioning import N_STATES, Conditions, concatenate
-from cxrsynth.models.denoiser import ConditionalDenoiser, UNetShape
+from cxrsynth.models.denoiser import ConditionalDenoiser, EncodedConditions, UNetShape
 from tests.diffusion_data import save_tiny_bert
 
 F, SIZE, TOKENS, DIM = 6, 16, 8, 16
@@ -90,6 +90,17 @@ def test_denoiser_output_shape_and_each_condition_changes_it():
     for name in ("label", "mask", "text"):
         kept = tuple(n for n in ("label", "mask", "text") if n != name)
         assert not torch.allclose(model(noisy, timesteps, cond.keeping(kept)), full), name
+
+
+def test_conditions_encoded_once_give_the_same_output_as_encoding_them_in_the_call():
+    model = _denoiser().eval()
+    noisy, timesteps, cond = torch.randn(3, 1, SIZE, SIZE), torch.tensor([1, 20, 40]), _conditions()
+    encoded = model.encode(cond)
+    assert isinstance(encoded, EncodedConditions)
+    assert encoded.context.shape == (3, 1 + F + TOKENS, DIM) and encoded.channels.shape == (3, F + 1, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(model(noisy, timesteps, encoded), model(noisy, timesteps, cond))
+        assert not torch.equal(model(noisy, timesteps, model.encode(cond.dropped())), model(noisy, timesteps, cond))
 
 
 def test_mask_channels_zero_when_dropped_and_indicator_marks_a_given_mask():

@@ -9,11 +9,13 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch.utils.data import default_collate
 
-from cxrsynth.models.conditioning import Conditions
+from cxrsynth.models.conditioning import Conditions, concatenate
 from cxrsynth.tasks.diffusion.data import batch_conditions
 from cxrsynth.tasks.diffusion.model_io import ModelConfig, model_config
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
-from cxrsynth.tasks.diffusion.sampling import guided_output
+from cxrsynth.tasks.diffusion.previews import UNCONDITIONAL, condition_types
+from cxrsynth.tasks.diffusion.sampling import GuidedDenoiser
+from cxrsynth.tasks.diffusion.schedulers import SAMPLERS
 from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
 from tests.diffusion_data import tiny_diffusion, tiny_setup
 
@@ -33,7 +35,7 @@ def _row(cond, index):
     return Conditions(**{f.name: getattr(cond, f.name)[index:index + 1] for f in fields(cond)})
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm_solver"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_an_image_depends_on_its_seed_not_its_batch(prepared, sampler):
     setup, cond = prepared
     pipeline = setup.pipeline().with_sampler(sampler)
@@ -53,10 +55,32 @@ def test_guidance_is_batched_cond_plus_uncond(prepared):
     with torch.no_grad():
         conditional = model(noisy, timestep.expand(3), cond)
         unconditional = model(noisy, timestep.expand(3), cond.dropped())
-        guided = guided_output(model, noisy, timestep, cond, cond.dropped(), 3.0)
-        plain = guided_output(model, noisy, timestep, cond, cond.dropped(), 1.0)
-    assert torch.allclose(guided, unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
-    assert torch.allclose(plain, conditional, atol=1e-6)
+        guided = GuidedDenoiser(model, cond, cond.dropped(), 3.0)
+        plain = GuidedDenoiser(model, cond, cond.dropped(), 1.0)
+        # encoded once, the batch doubled (cond + uncond) only when guiding
+        assert len(guided.encoded.context) == 6 and len(plain.encoded.context) == 3
+        assert torch.allclose(guided(noisy, timestep), unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
+        assert torch.allclose(plain(noisy, timestep), conditional, atol=1e-6)
+        # the same encoded batch serves every step: a later timestep and image give that step's output
+        later = torch.randn(3, 1, 16, 16)
+        assert torch.allclose(plain(later, torch.tensor(5)), model(later, torch.tensor(5).expand(3), cond), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mask_only(tmp_path_factory):
+    _, narrow = tiny_setup(tmp_path_factory.mktemp("mask_only"), tiny_diffusion(("mask",)))
+    return narrow
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_samples_every_condition_type_of_full_and_narrow_models(prepared, mask_only, sampler):
+    setup, cond = prepared
+    for model_setup in (setup, mask_only):
+        types = [*condition_types(model_setup.config.conditions), UNCONDITIONAL]
+        every = concatenate([cond.keeping(() if t == UNCONDITIONAL else tuple(t.split("+"))) for t in types])
+        images = model_setup.pipeline().with_sampler(sampler)(every, list(range(len(every))), 3, 2.0)
+        assert images.shape == (len(every), 1, 16, 16) and torch.isfinite(images).all()
+        assert images.min() >= 0 and images.max() <= 1 and images.std() > 0
 
 
 def test_sample_checks_seed_count_and_restores_training_mode(prepared):

@@ -12,6 +12,7 @@ knows no scheduler and the scheduler no model; this object is where they meet.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from cxrsynth.tasks.diffusion.model_io import (
     save_weights,
     text_backbone_skeleton,
 )
-from cxrsynth.tasks.diffusion.sampling import guided_output
+from cxrsynth.tasks.diffusion.sampling import GuidedDenoiser
 from cxrsynth.tasks.diffusion.schedulers import sampling_scheduler
 from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, PretrainedTokenizer, Tokenizer, load_tokenizer
 from cxrsynth.tasks.io import write_json
@@ -39,11 +40,16 @@ from cxrsynth.tasks.io import write_json
 DEFAULT_SAMPLER = "dpm_solver"
 
 
+def _step_options(scheduler, generators: list[torch.Generator]) -> dict:
+    """The images' own generators for a stochastic step (DDPM, SDE-DPM-Solver++); UniPC's step takes none."""
+    return {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+
+
 class GenerationPipeline:
     """``pipeline(conditions, seeds, steps, guidance_scale)`` -> images (B, 1, H, W) in [0, 1].
 
-    ``scheduler`` is a diffusers scheduler of the model's diffusion process (``sampler`` names it:
-    ddpm, ddim or dpm_solver; ``with_sampler`` swaps it). ``autocast`` is the mixed-precision dtype
+    ``scheduler`` is a diffusers scheduler of the model's diffusion process (``sampler`` names it, one
+    of ``SAMPLERS``; ``with_sampler`` swaps it). ``autocast`` is the mixed-precision dtype
     of the denoiser's forward passes (None: full precision).
     """
 
@@ -127,15 +133,18 @@ class GenerationPipeline:
         shape = (len(seeds), 1, self.config.image_size, self.config.image_size)
         noisy = randn_tensor(shape, generator=generators, device=device) * scheduler.init_noise_sigma
         cond = conditions.to(device)
-        uncond = cond.dropped()
         was_training = self.denoiser.training
         self.denoiser.eval()
+        step_options = _step_options(scheduler, generators)
+        precision = torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None)
+        with precision:
+            guided = GuidedDenoiser(self.denoiser, cond, cond.dropped(), guidance_scale)
         for timestep in tqdm(scheduler.timesteps, desc=f"{self.sampler} x{len(seeds)}", disable=not progress,
                              leave=False):
             model_input = scheduler.scale_model_input(noisy, timestep)
-            with torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                output = guided_output(self.denoiser, model_input, timestep, cond, uncond, guidance_scale)
-            noisy = scheduler.step(output.float(), timestep, noisy, generator=generators).prev_sample
+            with precision:
+                output = guided(model_input, timestep)
+            noisy = scheduler.step(output.float(), timestep, noisy, **step_options).prev_sample
         self.denoiser.train(was_training)
         return ((noisy.clamp(-1, 1) + 1) / 2).cpu()
 

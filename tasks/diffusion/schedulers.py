@@ -8,13 +8,16 @@ process of training.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-Sampler = Literal["ddpm", "ddim", "dpm_solver"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm_solver")
+# dpm_solver: DPM-Solver++ 2M; dpm_solver_3m: its third-order multistep form; dpm_solver_sde: the
+# stochastic SDE-DPM-Solver++ 2M; unipc: UniPC (bh2), a predictor-corrector on the same x0 estimates.
+Sampler = Literal["ddpm", "ddim", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde", "unipc"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 # diffusers' names for the project's schedule names.
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
@@ -54,21 +57,69 @@ def training_scheduler(process: Process) -> DDPMScheduler:
     return DDPMScheduler(**scheduler_config(process), clip_sample=False)
 
 
+class _ClampedX0:
+    """diffusers' dynamic thresholding with ``sample_max_value`` 1 is a plain clamp of x0 to [-1, 1]
+    (its per-image quantile is clamped to exactly 1), so skip the quantile: it was most of a
+    solver step's own cost."""
+
+    def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
+        if self.config.sample_max_value == 1.0:
+            return sample.clamp(-1.0, 1.0)
+        return super()._threshold_sample(sample)
+
+
+class ClampedDPMSolver(_ClampedX0, DPMSolverMultistepScheduler):
+    """DPM-Solver++ (multistep) with the cheap x0 clamp."""
+
+
+class ClampedUniPC(_ClampedX0, UniPCMultistepScheduler):
+    """UniPC with the cheap x0 clamp and DPM-Solver's ``lambda_min_clipped``, which diffusers' UniPC lacks:
+    its timesteps are the DPM-Solver's for the same config, so both skip the same near-pure-noise end."""
+
+    def __init__(self, lambda_min_clipped: float = -float("inf"), **config) -> None:
+        super().__init__(**config)
+        self.lambda_min_clipped = lambda_min_clipped
+
+    def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None, **kwargs) -> None:
+        super().set_timesteps(num_inference_steps, device, **kwargs)
+        if self.lambda_min_clipped == -float("inf"):
+            return
+        reference = DPMSolverMultistepScheduler.from_config(self.config, lambda_min_clipped=self.lambda_min_clipped)
+        reference.set_timesteps(num_inference_steps)
+        timesteps = reference.timesteps.numpy()
+        # sigma = sqrt((1 - alpha_bar) / alpha_bar) at those timesteps, then 0 at the end, as UniPC's own
+        # set_timesteps computes them for its timesteps (final_sigmas_type "zero").
+        alpha_bar = self.alphas_cumprod.numpy()
+        sigmas = np.interp(timesteps, np.arange(len(alpha_bar)), ((1 - alpha_bar) / alpha_bar) ** 0.5)
+        self.sigmas = torch.from_numpy(np.append(sigmas, 0.0).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
+        self.num_inference_steps = len(timesteps)
+
+
+def _x0_care(process: Process) -> dict:
+    """What every x0-predicting solver needs here (DPM-Solver++, UniPC): x0 is clipped to the data range
+    each step (what clip_sample does for DDPM / DDIM), and under the cosine schedule the first,
+    near-infinite-noise steps are skipped (lambda >= -5.1, as diffusers advises): there
+    x0 = (x - sigma * eps) / alpha magnifies the noise estimate's error by 1 / alpha ~ 20000 and the
+    solver saturates."""
+    return {"thresholding": True, "sample_max_value": 1.0,
+            "lambda_min_clipped": -5.1 if process.schedule == "cosine" else -float("inf")}
+
+
 def sampling_scheduler(process: Process, sampler: str):
-    """A fresh scheduler for one sampling run: ddpm (ancestral), ddim (eta 0) or dpm_solver (DPM-Solver++ 2M)."""
+    """A fresh scheduler for one sampling run, one of ``SAMPLERS``: ddpm (ancestral), ddim (eta 0),
+    dpm_solver (DPM-Solver++ 2M), dpm_solver_3m (3M), dpm_solver_sde (SDE-DPM-Solver++ 2M) or unipc (UniPC bh2)."""
     config = scheduler_config(process)
     if sampler == "ddpm":
         return DDPMScheduler(**config, clip_sample=True)
     if sampler == "ddim":
         return DDIMScheduler(**config, clip_sample=True)
-    if sampler == "dpm_solver":
-        # x0 is clipped to the data range each step (what clip_sample does for DDPM / DDIM), and under
-        # the cosine schedule the first, near-infinite-noise steps are skipped (lambda >= -5.1, as
-        # diffusers advises): there x0 = (x - sigma * eps) / alpha magnifies the noise estimate's
-        # error by 1 / alpha ~ 20000 and the solver saturates.
-        return DPMSolverMultistepScheduler(
-            **config, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
-            lambda_min_clipped=-5.1 if process.schedule == "cosine" else -float("inf"))
+    if sampler in ("dpm_solver", "dpm_solver_3m", "dpm_solver_sde"):
+        return ClampedDPMSolver(
+            **config, **_x0_care(process), solver_order=3 if sampler == "dpm_solver_3m" else 2,
+            algorithm_type="sde-dpmsolver++" if sampler == "dpm_solver_sde" else "dpmsolver++")
+    if sampler == "unipc":
+        return ClampedUniPC(**config, **_x0_care(process), solver_order=2, solver_type="bh2", predict_x0=True)
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 
