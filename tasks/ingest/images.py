@@ -151,7 +151,7 @@ def process_item(item: WorkItem, image_size: int, out_root: Path, limits: ReadLi
         view=decoded.view,
         localisations=tuple(localisations),
         mask_md5s=tuple(mask_md5s),
-        pixel_md5=hashlib.md5(decoded.pixels.tobytes()).hexdigest(),
+        pixel_md5=hashlib.md5(np.ascontiguousarray(decoded.pixels)).hexdigest(),  # the array's buffer: no copy
     )
 
 

@@ -42,6 +42,7 @@ INFLATE_CHUNK = 1 << 20
 # overlays and private tags); anything larger is not one radiograph of at most max_pixels.
 BYTES_PER_PIXEL = 8
 HEADER_ALLOWANCE = 16 << 20
+DEFLATED_UID = str(DeflatedExplicitVRLittleEndian).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,8 @@ def _read_dataset(data: bytes, path: Path, limits: ReadLimits) -> pydicom.Datase
 
 def _check_inflated_size(data: bytes, path: Path, limits: ReadLimits) -> None:
     """A deflated data set is inflated whole by pydicom: count what it inflates to first, in bounded chunks."""
+    if DEFLATED_UID not in data:  # a deflated file names its transfer syntax in the meta header; parsing that costs more
+        return
     stream = io.BytesIO(data)
     try:
         read_preamble(stream, force=False)
