@@ -124,7 +124,8 @@ def ingest_flow(items: list[images.WorkItem], size: int, out: Path, workers: int
 
     import cxrsynth.flows.ingest as stage
 
-    params = parse_params({"ingest": {"image_size": size, "workers": workers}})
+    root = os.path.commonpath([item.image_path.parent for item in items])  # files must lie inside ingest.path
+    params = parse_params({"ingest": {"image_size": size, "workers": workers, "path": root}})
 
     @flow(name="bench_ingest")
     def timed() -> float:

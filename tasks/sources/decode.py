@@ -159,7 +159,10 @@ def _decode_dicom(data: bytes, path: Path, limits: ReadLimits) -> DecodedImage:
     dataset = _read_dataset(data, path, limits)
     if "PixelData" not in dataset:
         raise DecodeError(path, "DICOM has no pixel data (truncated, or not an image object)")
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    try:
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:  # e.g. '1A': the file is quarantined, not the whole chunk failed
+        raise DecodeError(path, f"DICOM NumberOfFrames is not a number ({scrubbed(exc, path)})") from None
     if frames > 1:
         raise DecodeError(path, f"multi-frame DICOM ({frames} frames) is not a single radiograph")
     photometric = _check_header(dataset, path, limits)
@@ -177,10 +180,12 @@ def _decode_dicom(data: bytes, path: Path, limits: ReadLimits) -> DecodedImage:
             pixels = _luminance(stored) / (2 ** int(dataset.BitsStored) - 1)  # colour: RGB after pydicom
     except Exception as exc:  # a malformed LUT or window fails in many ways; the file is quarantined
         raise DecodeError(path, f"DICOM intensity transform failed ({scrubbed(exc, path)})") from None
+    # pixels is a float64 array of our own: flipped and clipped in place, saving two copies of a large image
     if photometric == "MONOCHROME1":  # low values are white: flip to bright = attenuation
-        pixels = 1.0 - pixels
+        np.subtract(1.0, pixels, out=pixels)
+    np.clip(pixels, 0.0, 1.0, out=pixels)
     return DecodedImage(
-        pixels=_checked(np.clip(pixels, 0.0, 1.0).astype(np.float32), path, limits),
+        pixels=_checked(pixels.astype(np.float32), path, limits),
         pixel_spacing_mm=_dicom_spacing(dataset),
         site=_text(dataset, "InstitutionName") or _text(dataset, "Manufacturer"),
         view=(_text(dataset, "ViewPosition") or "").upper() or None,
@@ -252,12 +257,15 @@ def _check_native_bits(dataset: pydicom.Dataset, path: Path, allocated: int, sto
     if allocated not in (8, 16, 32) or stored_bits == allocated:
         return
     values = np.frombuffer(dataset.PixelData, dtype=f"<u{allocated // 8}", count=len(dataset.PixelData) // (allocated // 8))
-    signed = int(dataset.get("PixelRepresentation", 0)) == 1
-    top_bits = allocated - stored_bits + signed  # a signed value's sign bit and the bits above it
-    high = values >> (allocated - top_bits)
-    # Unsigned: the bits above HighBit are all 0; signed: sign-extended, so all 0 or all 1.
-    wrapped = (high != 0) & (high != (1 << top_bits) - 1) if signed else high != 0
-    if np.any(wrapped):
+    # Unsigned: the bits above HighBit are all 0, i.e. every value is below 2**BitsStored; signed: they
+    # repeat the sign bit, i.e. every value read as signed fits in BitsStored bits. Min and max test that
+    # in two passes without a temporary array.
+    if int(dataset.get("PixelRepresentation", 0)) == 1:
+        as_signed = values.view(f"<i{allocated // 8}")
+        wrapped = as_signed.min() < -(1 << (stored_bits - 1)) or as_signed.max() >= 1 << (stored_bits - 1)
+    else:
+        wrapped = values.max() >= 1 << stored_bits
+    if wrapped:
         used = int(values.max()).bit_length()
         raise DecodeError(path, f"stored values use {used} bits, BitsStored declares {stored_bits}")
 
@@ -303,7 +311,9 @@ def _display_values(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
         low, high = _modality_range(dataset)
     if high == low:
         raise ValueError(f"declared intensity range is empty ({low} to {high})")
-    return (np.asarray(values, dtype=np.float64) - low) / (high - low)
+    unit = np.subtract(values, low, dtype=np.float64)  # a new float64 array, scaled in place
+    unit /= high - low
+    return unit
 
 
 def _voi_lut(dataset: pydicom.Dataset) -> pydicom.Dataset | None:
