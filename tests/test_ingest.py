@@ -15,6 +15,7 @@ from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.ingest import images, outputs, select
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks.sources.decode import decode_image
 from tests.conftest import ROOT as REPO
 from tests.conftest import write_tiny_params
 from tests.sourcefiles import ramp, write_csv, write_dicom, write_phantom_collection, write_picture
@@ -55,6 +56,16 @@ def test_process_item_writes_the_working_image(tmp_path):
     assert result.pixel_spacing_mm == pytest.approx(0.5 / 0.4) and result.site == "SITE-B"
     written = np.asarray(Image.open(tmp_path / "out" / "images" / "img-000007.png"))
     assert written.shape == (16, 16) and written.dtype == np.uint16 and written[:, :4].max() == 0
+
+
+def test_pixel_digest_names_the_pixels_not_the_file(tmp_path):
+    stored = ramp(40, 20)
+    same = [write_dicom(tmp_path / f"{name}.dcm", stored, patient_id=name) for name in ("a", "b")]
+    other = write_dicom(tmp_path / "c.dcm", stored[::-1].copy())
+    first, second, third = (images.process_item(images.WorkItem(f"img-00000{n}", p), 16, tmp_path / "out")
+                            for n, p in enumerate([*same, other]))
+    assert first.file_md5 != second.file_md5 and first.pixel_digest == second.pixel_digest != third.pixel_digest
+    assert first.pixel_digest == hashlib.sha256(decode_image(same[0]).pixels.tobytes()).hexdigest()
 
 
 def test_missing_and_non_image_files_are_quarantined_with_reasons(tmp_path):

@@ -60,7 +60,9 @@ class ImageResult:
     view: str | None = None  # from the file's header
     localisations: tuple[tuple[int, str, str, str], ...] = ()  # (lesion, finding, kind, value or mask file name)
     mask_md5s: tuple[str, ...] = ()
-    pixel_md5: str = MISSING_DIGEST  # of the decoded pixels: the same image in two files, or two formats, is one image
+    # SHA-256 of the decoded pixels: the same image in two files, or two formats, is one image. In memory
+    # only; SHA-256 runs 2x faster than MD5 on CPUs with SHA extensions, and it is collision-resistant.
+    pixel_digest: str = MISSING_DIGEST
 
 
 def source_spacing(item: WorkItem, shape: tuple[int, int], header_spacing: float | None) -> float | None:
@@ -151,7 +153,7 @@ def process_item(item: WorkItem, image_size: int, out_root: Path, limits: ReadLi
         view=decoded.view,
         localisations=tuple(localisations),
         mask_md5s=tuple(mask_md5s),
-        pixel_md5=hashlib.md5(np.ascontiguousarray(decoded.pixels)).hexdigest(),  # the array's buffer: no copy
+        pixel_digest=hashlib.sha256(np.ascontiguousarray(decoded.pixels)).hexdigest(),  # the array's buffer: no copy
     )
 
 

@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cxrsynth.tasks.sources.base import SourceError
@@ -168,7 +168,9 @@ def _decode_dicom(data: bytes, path: Path, limits: ReadLimits) -> DecodedImage:
     photometric = _check_header(dataset, path, limits)
     _check_codestream(dataset, path, limits)
     try:
-        stored = dataset.pixel_array
+        # The function, not the Dataset property: the property also fingerprints the pixel elements twice
+        # to cache its array, which costs as much as decoding a small image.
+        stored = pixel_array(dataset)
     except Exception as exc:  # pydicom raises many types for truncated or undecodable pixel data
         raise DecodeError(path, f"DICOM pixel data cannot be decoded ({scrubbed(exc, path)})") from None
     try:
