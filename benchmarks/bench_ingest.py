@@ -5,6 +5,7 @@
     python benchmarks/bench_ingest.py --size 1024 --image-size 256
     python benchmarks/bench_ingest.py --folder /path/to/dicoms --workers 4
     python benchmarks/bench_ingest.py --levels             # PNG writers: time and size per zlib level
+    python benchmarks/bench_ingest.py --digests            # hash throughput: md5, sha1, sha256, blake2b
     python benchmarks/bench_ingest.py --profile 100        # cProfile of process_chunk on 100 files
 
 Timed side by side in alternating rounds (the order rotates every round, each round writes into
@@ -15,8 +16,9 @@ fresh folders), on the same files:
 - ingest, 1 worker: ``tasks.ingest.images.process_chunk`` on every file in one thread, i.e. what every
   ingest task runs: read, md5, pydicom's modality/VOI pipeline with the header checks, anti-aliased
   Lanczos resize into the padded square, 16-bit PNG written atomically;
-- ingest, N workers: the ``ingest`` flow's fan-out (``flows.ingest.decode_all``) inside a Prefect flow
-  with ``--workers`` workers; the flow's own start-up is not counted, the task runs' API calls are.
+- ingest flow, 1 and N workers: the ``ingest`` flow's fan-out (``flows.ingest.decode_all``) inside a
+  Prefect flow with 1 and ``--workers`` worker threads; the flow's own start-up is not counted, the
+  task runs' API calls are.
 
 Each line gives the median images/s over the rounds and the median of the per-round ratios to bare.
 The machine's CPU model and its bf16/AMX flags are printed beside the figures.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
 import os
 import pstats
@@ -58,6 +61,7 @@ from cxrsynth.tasks.sources.geometry import fit_square  # noqa: E402
 SUFFIXES = {".dcm", ".png", ".jpg", ".jpeg"}
 CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f")
 LEVELS = (0, 1, 2, 3, 6, 9)
+DIGESTS = ("md5", "sha1", "sha256", "blake2b")
 
 
 def cpu_description() -> str:
@@ -212,6 +216,23 @@ def png_levels(paths: list[Path], size: int, rounds: int) -> None:
               f"{statistics.median(ratios):25.2f}{written / raw:12.3f}")
 
 
+def digests(paths: list[Path], rounds: int) -> None:
+    """Hash throughput on what ingest hashes: the files' bytes and the decoded float32 pixels."""
+    buffers = {"file bytes": [path.read_bytes() for path in paths],
+               "decoded pixels": [decode_image(path).pixels for path in paths]}
+    for what, data in buffers.items():
+        seconds: dict[str, list[float]] = {name: [] for name in DIGESTS}
+        for _ in range(rounds):
+            for name in DIGESTS:
+                start = time.perf_counter()
+                for buffer in data:
+                    hashlib.new(name, buffer).digest()
+                seconds[name].append(time.perf_counter() - start)
+        size = sum(memoryview(b).nbytes for b in data)
+        print(f"{what} ({size / len(data) / 1024:.0f} KiB each): " + ", ".join(
+            f"{name} {size / statistics.median(seconds[name]) / 1e6:.0f} MB/s" for name in DIGESTS))
+
+
 def profile_ingest(items: list[images.WorkItem], size: int, out: Path, top: int = 20) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -234,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a sanity run: 60 files, 2 rounds")
     parser.add_argument("--levels", action="store_true", help="time PNG writers and zlib levels instead")
+    parser.add_argument("--digests", action="store_true", help="time hash algorithms on the files and pixels instead")
     parser.add_argument("--profile", type=int, metavar="N", help="cProfile process_chunk on N files instead")
     args = parser.parse_args(argv)
     if args.quick:
@@ -251,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         os.chdir(scratch)
         if args.levels:
             return png_levels(paths, args.image_size, args.rounds)
+        if args.digests:
+            return digests(paths, args.rounds)
         if args.profile:
             return profile_ingest(items[: args.profile], args.image_size, scratch / "profile")
         bare_loop(paths[:5], args.image_size, scratch / "warm")  # warm imports and caches for every side
@@ -258,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         ingest_flow(items[:5], args.image_size, scratch / "warm", args.workers)  # and Prefect's server
         methods = {
             "bare decode + resize + write (1 thread)": lambda out: bare_loop(paths, args.image_size, out),
-            "ingest process_chunk (1 worker)": lambda out: ingest_one_worker(items, args.image_size, out),
+            "ingest process_chunk (1 worker, no Prefect)": lambda out: ingest_one_worker(items, args.image_size, out),
+            "ingest flow fan-out (1 worker)": lambda out: ingest_flow(items, args.image_size, out, 1),
             f"ingest flow fan-out ({args.workers} workers)": lambda out: ingest_flow(items, args.image_size, out, args.workers),
         }
         print(f"{len(paths)} DICOMs of {args.size} px -> {args.image_size} px; {args.rounds} alternating rounds")

@@ -51,7 +51,7 @@ def test_same_study_name_under_two_patients_is_two_studies():
 def test_process_item_writes_the_working_image(tmp_path):
     path = write_dicom(tmp_path / "src" / "a.dcm", ramp(40, 20), pixel_spacing=0.5, institution="SITE-B")
     result = images.process_item(images.WorkItem("img-000007", path), 16, tmp_path / "out")
-    assert result.reason is None and result.file_md5 == hashlib.md5(path.read_bytes()).hexdigest()
+    assert result.reason is None and result.file_digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (result.orig_height, result.orig_width, result.scale, result.pad_top, result.pad_left) == (40, 20, 0.4, 0, 4)
     assert result.pixel_spacing_mm == pytest.approx(0.5 / 0.4) and result.site == "SITE-B"
     written = np.asarray(Image.open(tmp_path / "out" / "images" / "img-000007.png"))
@@ -64,7 +64,7 @@ def test_pixel_digest_names_the_pixels_not_the_file(tmp_path):
     other = write_dicom(tmp_path / "c.dcm", stored[::-1].copy())
     first, second, third = (images.process_item(images.WorkItem(f"img-00000{n}", p), 16, tmp_path / "out")
                             for n, p in enumerate([*same, other]))
-    assert first.file_md5 != second.file_md5 and first.pixel_digest == second.pixel_digest != third.pixel_digest
+    assert first.file_digest != second.file_digest and first.pixel_digest == second.pixel_digest != third.pixel_digest
     assert first.pixel_digest == hashlib.sha256(decode_image(same[0]).pixels.tobytes()).hexdigest()
 
 
@@ -72,8 +72,8 @@ def test_missing_and_non_image_files_are_quarantined_with_reasons(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
     missing = images.process_item(images.WorkItem("img-000001", tmp_path / "gone.dcm"), 16, tmp_path / "out")
     text = images.process_item(images.WorkItem("img-000002", tmp_path / "notes.jpg"), 16, tmp_path / "out")
-    assert (missing.reason, missing.file_md5) == ("file not found", "missing")
-    assert text.reason.startswith("not an image") and text.file_md5 != "missing"
+    assert (missing.reason, missing.file_digest) == ("file not found", "missing")
+    assert text.reason.startswith("not an image") and text.file_digest != "missing"
 
 
 def test_nih_style_spacing_is_rescaled_to_the_file():

@@ -49,7 +49,7 @@ def work_items(records: list[SourceRecord], pseudonyms: list[Pseudonym]) -> list
 class ImageResult:
     image_id: str
     reason: str | None = None  # set when the image is quarantined
-    file_md5: str = MISSING_DIGEST
+    file_digest: str = MISSING_DIGEST  # SHA-256 of the file, for the stage's input digest
     orig_height: int | None = None
     orig_width: int | None = None
     scale: float | None = None
@@ -60,8 +60,9 @@ class ImageResult:
     view: str | None = None  # from the file's header
     localisations: tuple[tuple[int, str, str, str], ...] = ()  # (lesion, finding, kind, value or mask file name)
     mask_md5s: tuple[str, ...] = ()
-    # SHA-256 of the decoded pixels: the same image in two files, or two formats, is one image. In memory
-    # only; SHA-256 runs 2x faster than MD5 on CPUs with SHA extensions, and it is collision-resistant.
+    # SHA-256 of the decoded pixels: the same image in two files, or two formats, is one image. Both
+    # digests are SHA-256 because with the SHA extensions of current x86 CPUs it hashes 2x faster than MD5
+    # (benchmarks/bench_ingest.py --digests), and hashing is a third of ingest's work on large images.
     pixel_digest: str = MISSING_DIGEST
 
 
@@ -120,15 +121,15 @@ def mask_file_name(image_id: str, lesion: int) -> str:
 
 def process_item(item: WorkItem, image_size: int, out_root: Path, limits: ReadLimits = DEFAULT_LIMITS) -> ImageResult:
     """Decode, resize and write one image (and copies of its mask files); quarantine it on any read error."""
-    file_md5 = MISSING_DIGEST
+    file_digest = MISSING_DIGEST
     try:
         data = read_file(item.image_path, limits)
-        file_md5 = hashlib.md5(data).hexdigest()
+        file_digest = hashlib.sha256(data).hexdigest()  # of the bytes already read: the file is read once
         decoded = decode_bytes(data, item.image_path, limits)
         masks = _load_masks(item, decoded.pixels.shape, limits)
         working, where = fit_square(decoded.pixels, image_size)
     except DecodeError as exc:
-        return ImageResult(item.image_id, reason=exc.reason, file_md5=file_md5)
+        return ImageResult(item.image_id, reason=exc.reason, file_digest=file_digest)
     localisations, mask_md5s = [], []
     for lesion, localisation, mask in masks:
         value = localisation.value
@@ -142,7 +143,7 @@ def process_item(item: WorkItem, image_size: int, out_root: Path, limits: ReadLi
     spacing = source_spacing(item, decoded.pixels.shape, decoded.pixel_spacing_mm)
     return ImageResult(
         image_id=item.image_id,
-        file_md5=file_md5,
+        file_digest=file_digest,
         orig_height=decoded.pixels.shape[0],
         orig_width=decoded.pixels.shape[1],
         scale=where.scale,
