@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 PNG16_MAX = 65535
+TEMP_NAME_TRIES = 100
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_FILTER_UP = 2  # each row minus the row above, byte by byte (PNG spec, filter type 2)
 # zlib's run-length strategy, which ignores the level (0 aside). The low bits of 16-bit radiographs
@@ -33,27 +34,38 @@ PNG_ZLIB_LEVEL = 1
 PNG_ZLIB_STRATEGY = zlib.Z_RLE
 
 
-def _file_mode() -> int:
-    """What a plain open() would give a new file: 0o666 less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_temp_file(folder: Path, name: str) -> Path:
+    """A new empty file ``.name.<random>.tmp`` in ``folder``, created as a plain open() would (the umask applied).
+
+    Created with O_EXCL under a random name, like ``tempfile.mkstemp``, but with open()'s mode rather
+    than mkstemp's private 0600, so no chmod (nor a process-wide umask read, which races with other
+    threads creating files) is needed before the rename.
+    """
+    for _ in range(TEMP_NAME_TRIES):
+        temp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            return temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name for {name} in {TEMP_NAME_TRIES} tries")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temp = Path(temp_name)
+    try:
+        temp = _new_temp_file(path.parent, path.name)
+    except FileNotFoundError:  # the folder is made only when missing: one system call less per file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = _new_temp_file(path.parent, path.name)
     try:
         yield temp
-        os.chmod(temp, _file_mode())  # mkstemp makes files private (0600); outputs are shared
         os.replace(temp, path)
-    finally:
+    except BaseException:
         temp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -37,6 +37,16 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_atomic_writes_follow_the_umask_in_force(tmp_path):
+    previous = os.umask(0o077)
+    try:
+        write_png16(tmp_path / "deep" / "folder" / "a.png", np.zeros((2, 2), np.float32))  # folders made as needed
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "deep" / "folder" / "a.png").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in (tmp_path / "deep" / "folder").iterdir()] == ["a.png"]  # no temporary file left
+
+
 def _frame():
     return pd.DataFrame({"image_id": ["img-000002", "img-000001"], "lesion": [0, 3], "value": [0.5, None]}, index=[7, 4])
 
