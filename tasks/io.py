@@ -28,7 +28,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_FILTER_UP = 2  # each row minus the row above, byte by byte (PNG spec, filter type 2)
 # zlib's run-length strategy, which ignores the level (0 aside). The low bits of 16-bit radiographs
 # are noise that LZ77's string matching cannot shorten and only spends time on: on such images RLE
-# writes files no larger than the default strategy's at any level, 2-3x faster, and it still packs
+# writes files no larger than the default strategy's at any level, 1.7-2.6x faster, and it still packs
 # the runs of zero padding (benchmarks/bench_ingest.py --levels measures it).
 PNG_ZLIB_LEVEL = 1
 PNG_ZLIB_STRATEGY = zlib.Z_RLE
