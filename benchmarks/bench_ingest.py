@@ -1,31 +1,49 @@
-"""Ingest's decode + resize throughput against a bare pydicom-plus-resize loop on the same files.
+"""Ingest's throughput against a bare decode + resize + write loop on the same files.
 
-    python benchmarks/bench_ingest.py                      # 300 generated 12-bit DICOMs of 256 px
-    python benchmarks/bench_ingest.py --count 600 --size 512
+    python benchmarks/bench_ingest.py                      # 300 generated 12-bit DICOMs of 256 px -> 64 px
+    python benchmarks/bench_ingest.py --quick              # a sanity run: 60 files, 2 rounds
+    python benchmarks/bench_ingest.py --size 1024 --image-size 256
     python benchmarks/bench_ingest.py --folder /path/to/dicoms --workers 4
+    python benchmarks/bench_ingest.py --levels             # PNG writers: time and size per zlib level
+    python benchmarks/bench_ingest.py --digests            # hash throughput: md5, sha1, sha256, blake2b
+    python benchmarks/bench_ingest.py --profile 100        # cProfile of process_chunk on 100 files
 
-Four timings on the same files, side by side in one run:
-- bare: pydicom.dcmread + pixel_array + min-max scaling + PIL resize, one file after another,
-  nothing written (the least a decoder can do);
-- ingest decode + resize: ``decode_image`` + ``fit_square``, one thread, nothing written: the
-  like-for-like comparison with bare;
-- ingest, one thread: ``tasks.ingest.images.process_chunk``, i.e. what every ingest task runs: read,
-  md5, pydicom's modality/VOI pipeline, anti-aliased resize into the padded square, 16-bit PNG write;
-- ingest, flow: the same through the Prefect task runner with ``--workers`` threads, as the
-  ``ingest`` flow fans it out (server start-up excluded: only the fan-out is timed).
+Timed side by side in alternating rounds (the order rotates every round, each round writes into
+fresh folders), on the same files:
+- bare: ``pydicom.dcmread`` + ``pixel_array`` + min-max scaling + PIL bilinear resize + a plain
+  ``Image.save`` of the 16-bit PNG (Pillow's defaults, no atomic rename), one file after another:
+  the least a script that converts DICOMs to PNGs does;
+- ingest, 1 worker: ``tasks.ingest.images.process_chunk`` on every file in one thread, i.e. what every
+  ingest task runs: read, md5, pydicom's modality/VOI pipeline with the header checks, anti-aliased
+  Lanczos resize into the padded square, 16-bit PNG written atomically;
+- ingest flow, 1 and N workers: the ``ingest`` flow's fan-out (``flows.ingest.decode_all``) inside a
+  Prefect flow with 1 and ``--workers`` worker threads; the flow's own start-up is not counted, the
+  task runs' API calls are.
+
+Each line gives the median images/s over the rounds and the median of the per-round ratios to bare.
+The machine's CPU model and its bf16/AMX flags are printed beside the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import hashlib
+import io
 import os
+import pstats
+import shutil
+import statistics
 import sys
 import tempfile
 import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import numpy as np  # noqa: E402
@@ -35,11 +53,31 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
 from cxrsynth.tasks.ingest import images  # noqa: E402
+from cxrsynth.tasks.io import to_uint16  # noqa: E402
 from cxrsynth.tasks.params import parse_params  # noqa: E402
 from cxrsynth.tasks.sources.decode import decode_image  # noqa: E402
 from cxrsynth.tasks.sources.geometry import fit_square  # noqa: E402
 
 SUFFIXES = {".dcm", ".png", ".jpg", ".jpeg"}
+CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f")
+LEVELS = (0, 1, 2, 3, 6, 9)
+DIGESTS = ("md5", "sha1", "sha256", "blake2b")
+
+
+def cpu_description() -> str:
+    """The CPU model, the bf16/AMX flags it has, and how many CPUs this process may use."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    present = [flag for flag in CPU_FLAGS if flag in flags] or ["no bf16/AMX flags"]
+    return f"{model} | {' '.join(present)} | {len(os.sched_getaffinity(0))} CPUs usable"
 
 
 def write_dicoms(folder: Path, count: int, size: int, seed: int = 0) -> list[Path]:
@@ -65,37 +103,38 @@ def write_dicoms(folder: Path, count: int, size: int, seed: int = 0) -> list[Pat
     return paths
 
 
-def bare_loop(paths: list[Path], size: int) -> None:
-    for path in paths:
+# ------------------------------------------------------------------------------ the timed loops
+
+
+def bare_loop(paths: list[Path], size: int, out: Path) -> None:
+    """Decode, scale, resize and save each file with the plainest calls: no checks, digests or atomic write."""
+    out.mkdir(parents=True, exist_ok=True)
+    for number, path in enumerate(paths):
         pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
         pixels = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1.0)
         scale = size / max(pixels.shape)
         shape = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
-        np.asarray(Image.fromarray(pixels).resize(shape, Image.Resampling.BILINEAR))
+        resized = np.asarray(Image.fromarray(pixels).resize(shape, Image.Resampling.BILINEAR))
+        Image.fromarray(np.round(np.clip(resized, 0, 1) * 65535).astype(np.uint16)).save(out / f"{number}.png")
 
 
-def ingest_decode_resize(paths: list[Path], size: int) -> None:
-    for path in paths:
-        fit_square(decode_image(path).pixels, size)
+def ingest_one_worker(items: list[images.WorkItem], size: int, out: Path) -> None:
+    _check(images.process_chunk(items, size, out))
 
 
-def ingest_one_thread(items: list[images.WorkItem], size: int, out: Path) -> None:
-    results = images.process_chunk(items, size, out)
-    _check(results)
-
-
-def ingest_flow(items: list[images.WorkItem], size: int, workers: int) -> float:
+def ingest_flow(items: list[images.WorkItem], size: int, out: Path, workers: int) -> float:
     """Seconds the ingest fan-out takes inside a Prefect flow (the flow's own start-up not counted)."""
     from prefect import flow
 
     import cxrsynth.flows.ingest as stage
 
-    params = parse_params({"ingest": {"image_size": size, "workers": workers}})
+    root = os.path.commonpath([item.image_path.parent for item in items])  # files must lie inside ingest.path
+    params = parse_params({"ingest": {"image_size": size, "workers": workers, "path": root}})
 
     @flow(name="bench_ingest")
     def timed() -> float:
         start = time.perf_counter()
-        _check(list(stage.decode_all(items, params).values()))
+        _check(list(stage.decode_all(items, params, out).values()))
         return time.perf_counter() - start
 
     return timed()
@@ -107,48 +146,150 @@ def _check(results: list[images.ImageResult]) -> None:
         raise SystemExit(f"{len(failed)} files failed to decode, e.g. {failed[0]}")
 
 
-def _timed(function, *args) -> float:
+def _timed(function: Callable[[Path], float | None], out: Path) -> float:
+    """Seconds ``function(out)`` takes (or the seconds it reports itself); ``out`` is removed afterwards."""
     start = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - start
+    reported = function(out)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return reported if reported is not None else seconds
+
+
+def alternating_rounds(methods: dict[str, Callable[[Path], float | None]], rounds: int, scratch: Path) -> dict[str, list[float]]:
+    """Seconds per method per round; the order rotates every round so drifting load hits all alike."""
+    names = list(methods)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        order = names[round_number % len(names):] + names[: round_number % len(names)]
+        for name in order:
+            seconds[name].append(_timed(methods[name], scratch / f"round{round_number}-{names.index(name)}"))
+    return seconds
+
+
+def report(seconds: dict[str, list[float]], files: int, baseline: str) -> None:
+    print(f"{'':<52}{'images/s':>10}{'ratio to bare':>16}   (medians of {len(seconds[baseline])} rounds)")
+    for name, timings in seconds.items():
+        ratios = [base / own for base, own in zip(seconds[baseline], timings)]
+        print(f"{name:<52}{files / statistics.median(timings):10.1f}{statistics.median(ratios):16.2f}"
+              f"   rounds: {' '.join(f'{r:.2f}' for r in ratios)}")
+
+
+# ------------------------------------------------------------------------ PNG writers and profile
+
+
+def _pil_png(pixels: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def png_writers() -> dict[str, Callable[[np.ndarray], bytes]]:
+    """Pillow's encoder (adaptive filters) and encode_png16 (Up filter) at zlib levels and strategies."""
+    from cxrsynth.tasks.io import encode_png16  # here, so that the rest of the benchmark also runs on older code
+
+    writers: dict[str, Callable[[np.ndarray], bytes]] = {"Pillow, default (level 6)": lambda a: _pil_png(a)}
+    writers.update({f"Pillow, level {level}": (lambda a, level=level: _pil_png(a, compress_level=level)) for level in (0, 1)})
+    writers["Pillow, RLE strategy"] = lambda a: _pil_png(a, compress_type=zlib.Z_RLE)
+    writers.update({f"Up filter, level {level}": (lambda a, level=level: encode_png16(a, level, zlib.Z_DEFAULT_STRATEGY))
+                    for level in LEVELS})
+    writers["Up filter, RLE (write_png16)"] = encode_png16
+    return writers
+
+
+def png_levels(paths: list[Path], size: int, rounds: int) -> None:
+    """Encode time and size of the working images per writer, alternating writers within each round."""
+    working = [to_uint16(fit_square(decode_image(path).pixels, size)[0]) for path in paths]
+    writers = png_writers()
+    seconds: dict[str, list[float]] = {name: [] for name in writers}
+    for _ in range(rounds):
+        for name, write in writers.items():
+            start = time.perf_counter()
+            for pixels in working:
+                write(pixels)
+            seconds[name].append(time.perf_counter() - start)
+    raw = sum(p.nbytes for p in working)
+    print(f"{len(working)} working images of {size} px, 16-bit; raw {raw / len(working) / 1024:.1f} KiB each; "
+          f"medians of {rounds} rounds")
+    print(f"{'writer':<32}{'ms/image':>10}{'speed vs Pillow default':>25}{'size / raw':>12}")
+    for name, write in writers.items():
+        ratios = [base / own for base, own in zip(seconds["Pillow, default (level 6)"], seconds[name])]
+        written = sum(len(write(p)) for p in working)
+        print(f"{name:<32}{statistics.median(seconds[name]) / len(working) * 1e3:10.3f}"
+              f"{statistics.median(ratios):25.2f}{written / raw:12.3f}")
+
+
+def digests(paths: list[Path], rounds: int) -> None:
+    """Hash throughput on what ingest hashes: the files' bytes and the decoded float32 pixels."""
+    buffers = {"file bytes": [path.read_bytes() for path in paths],
+               "decoded pixels": [decode_image(path).pixels for path in paths]}
+    for what, data in buffers.items():
+        seconds: dict[str, list[float]] = {name: [] for name in DIGESTS}
+        for _ in range(rounds):
+            for name in DIGESTS:
+                start = time.perf_counter()
+                for buffer in data:
+                    hashlib.new(name, buffer).digest()
+                seconds[name].append(time.perf_counter() - start)
+        size = sum(memoryview(b).nbytes for b in data)
+        print(f"{what} ({size / len(data) / 1024:.0f} KiB each): " + ", ".join(
+            f"{name} {size / statistics.median(seconds[name]) / 1e6:.0f} MB/s" for name in DIGESTS))
+
+
+def profile_ingest(items: list[images.WorkItem], size: int, out: Path, top: int = 20) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    images.process_chunk(items, size, out)
+    profiler.disable()
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(profiler).strip_dirs().sort_stats(order).print_stats(top)
+
+
+# ------------------------------------------------------------------------------------------ main
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folder", type=Path, help="decode these files (DICOM, PNG, JPG, recursively) instead of generated ones")
+    parser.add_argument("--folder", type=Path, help="decode these DICOM files (recursively) instead of generated ones")
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--size", type=int, default=256, help="generated DICOM size")
     parser.add_argument("--image-size", type=int, default=64, help="working resolution")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a sanity run: 60 files, 2 rounds")
+    parser.add_argument("--levels", action="store_true", help="time PNG writers and zlib levels instead")
+    parser.add_argument("--digests", action="store_true", help="time hash algorithms on the files and pixels instead")
+    parser.add_argument("--profile", type=int, metavar="N", help="cProfile process_chunk on N files instead")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.rounds = min(args.count, 60), 2
 
+    print(cpu_description())
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if args.folder:
-            paths = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES)[: args.count]
+            paths = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() == ".dcm")[: args.count]
         else:
             (scratch / "source").mkdir()
             paths = write_dicoms(scratch / "source", args.count, args.size)
-        dicoms = [p for p in paths if p.suffix.lower() == ".dcm"]
         items = [images.WorkItem(f"img-{n:06d}", path) for n, path in enumerate(paths, start=1)]
-        os.chdir(scratch)  # the flow writes data/ingest under the working directory
-        bare_loop(dicoms[:5], args.image_size)  # warm imports and caches for both sides
-        ingest_one_thread(items[:5], args.image_size, scratch / "warm")
-
-        bare = _timed(bare_loop, dicoms, args.image_size) if dicoms else float("nan")
-        decode_only = _timed(ingest_decode_resize, paths, args.image_size)
-        single = _timed(ingest_one_thread, items, args.image_size, scratch / "single")
-        fanned = ingest_flow(items, args.image_size, args.workers)
-
-    print(f"{len(paths)} files ({len(dicoms)} DICOM), working size {args.image_size}, {os.cpu_count()} CPUs")
-    print(f"{'bare pydicom + resize (DICOM only, 1 thread)':<52}{len(dicoms) / bare:9.1f} images/s")
-    timings = (
-        ("ingest decode + resize only (1 thread)", decode_only),
-        ("ingest process_chunk, with PNG writes (1 thread)", single),
-        (f"ingest flow fan-out ({args.workers} workers)", fanned),
-    )
-    for name, seconds in timings:
-        print(f"{name:<52}{len(items) / seconds:9.1f} images/s   ratio to bare {bare / seconds * len(items) / max(len(dicoms), 1):5.2f}")
+        os.chdir(scratch)
+        if args.levels:
+            return png_levels(paths, args.image_size, args.rounds)
+        if args.digests:
+            return digests(paths, args.rounds)
+        if args.profile:
+            return profile_ingest(items[: args.profile], args.image_size, scratch / "profile")
+        bare_loop(paths[:5], args.image_size, scratch / "warm")  # warm imports and caches for every side
+        ingest_one_worker(items[:5], args.image_size, scratch / "warm")
+        ingest_flow(items[:5], args.image_size, scratch / "warm", args.workers)  # and Prefect's server
+        methods = {
+            "bare decode + resize + write (1 thread)": lambda out: bare_loop(paths, args.image_size, out),
+            "ingest process_chunk (1 worker, no Prefect)": lambda out: ingest_one_worker(items, args.image_size, out),
+            "ingest flow fan-out (1 worker)": lambda out: ingest_flow(items, args.image_size, out, 1),
+            f"ingest flow fan-out ({args.workers} workers)": lambda out: ingest_flow(items, args.image_size, out, args.workers),
+        }
+        print(f"{len(paths)} DICOMs of {args.size} px -> {args.image_size} px; {args.rounds} alternating rounds")
+        report(alternating_rounds(methods, args.rounds, scratch), len(paths), next(iter(methods)))
 
 
 if __name__ == "__main__":

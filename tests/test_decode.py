@@ -47,6 +47,15 @@ def test_window_on_monochrome1_is_inverted_after_windowing(tmp_path):
     np.testing.assert_allclose(decoded.pixels, 1 - dicom_window(STORED.astype(float), 2048, 1024), atol=1e-6)
 
 
+def test_large_image_is_scaled_band_by_band_exactly_as_one_float64_array(tmp_path):
+    stored = ramp(700, 450, high=4095)  # 315,000 pixels: three bands of the float64 scaling
+    decoded = decode_image(write_dicom(tmp_path / "big.dcm", stored, photometric="MONOCHROME1", window=(1800.5, 2500)))
+    center, width = 1800.5 - 0.5, 2500 - 1  # pydicom's LINEAR window, onto [0, 1] at once; then flipped
+    expected = np.clip(1.0 - np.clip((stored - center) / width + 0.5, 0, 1), 0, 1).astype(np.float32)
+    np.testing.assert_allclose(decoded.pixels, expected, atol=1e-6)
+    assert not np.any(np.diff(decoded.pixels[:, 7]) > 0)  # no seam between bands: values fall monotonically
+
+
 def test_voi_lut_sequence_maps_through_the_table(tmp_path):
     first = 100
     table = np.round(np.sqrt(np.arange(4000 - first) / (3999 - first)) * 1000).astype(int)  # a non-linear LUT

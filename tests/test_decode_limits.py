@@ -125,6 +125,21 @@ def test_values_wider_than_bits_stored_are_refused_not_wrapped(tmp_path):
     signed = write_dicom(tmp_path / "signed.dcm", (STORED.astype(np.int16) - 2048), bits_stored=12)
     assert pydicom.dcmread(signed).PixelRepresentation == 1
     assert decode_image(signed).pixels.shape == (40, 32)  # sign-extended negatives are not "wider"
+    edges = (STORED.astype(np.int16) - 2048)
+    edges[0, :2] = -2048, 2047  # the ends of the signed 12-bit range
+    too_wide = edges.copy()
+    too_wide[1, 1] = 2048
+    declared_12 = {"BitsStored": 12, "HighBit": 11}
+    assert decode_image(_rewrite(write_dicom(tmp_path / "edges.dcm", edges, bits_stored=16), **declared_12)).pixels.shape == (40, 32)
+    assert _reason(_rewrite(write_dicom(tmp_path / "wide.dcm", too_wide, bits_stored=16), **declared_12)) == (
+        "stored values use 16 bits, BitsStored declares 12")  # counted on the unsigned words, as pydicom stores them
+
+
+def test_a_frame_count_that_is_not_a_number_is_quarantined(tmp_path):
+    path = _rewrite(write_dicom(tmp_path / "frames.dcm", STORED, bits_stored=12), NumberOfFrames="97")
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"IS\x02\x0097", b"IS\x02\x001A"))  # pydicom refuses to write it: patch the bytes
+    assert _reason(path).startswith("DICOM NumberOfFrames is not a number (ValueError: ")
 
 
 @pytest.mark.parametrize("changes, reason", [

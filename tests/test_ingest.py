@@ -15,6 +15,7 @@ from cxrsynth.tasks.diffusion.tokenizer import WordTokenizer
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.ingest import images, outputs, select
 from cxrsynth.tasks.sources.base import Localisation, SourceError, SourceRecord
+from cxrsynth.tasks.sources.decode import decode_image
 from tests.conftest import ROOT as REPO
 from tests.conftest import write_tiny_params
 from tests.sourcefiles import ramp, write_csv, write_dicom, write_phantom_collection, write_picture
@@ -50,19 +51,29 @@ def test_same_study_name_under_two_patients_is_two_studies():
 def test_process_item_writes_the_working_image(tmp_path):
     path = write_dicom(tmp_path / "src" / "a.dcm", ramp(40, 20), pixel_spacing=0.5, institution="SITE-B")
     result = images.process_item(images.WorkItem("img-000007", path), 16, tmp_path / "out")
-    assert result.reason is None and result.file_md5 == hashlib.md5(path.read_bytes()).hexdigest()
+    assert result.reason is None and result.file_digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (result.orig_height, result.orig_width, result.scale, result.pad_top, result.pad_left) == (40, 20, 0.4, 0, 4)
     assert result.pixel_spacing_mm == pytest.approx(0.5 / 0.4) and result.site == "SITE-B"
     written = np.asarray(Image.open(tmp_path / "out" / "images" / "img-000007.png"))
     assert written.shape == (16, 16) and written.dtype == np.uint16 and written[:, :4].max() == 0
 
 
+def test_pixel_digest_names_the_pixels_not_the_file(tmp_path):
+    stored = ramp(40, 20)
+    same = [write_dicom(tmp_path / f"{name}.dcm", stored, patient_id=name) for name in ("a", "b")]
+    other = write_dicom(tmp_path / "c.dcm", stored[::-1].copy())
+    first, second, third = (images.process_item(images.WorkItem(f"img-00000{n}", p), 16, tmp_path / "out")
+                            for n, p in enumerate([*same, other]))
+    assert first.file_digest != second.file_digest and first.pixel_digest == second.pixel_digest != third.pixel_digest
+    assert first.pixel_digest == hashlib.sha256(decode_image(same[0]).pixels.tobytes()).hexdigest()
+
+
 def test_missing_and_non_image_files_are_quarantined_with_reasons(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
     missing = images.process_item(images.WorkItem("img-000001", tmp_path / "gone.dcm"), 16, tmp_path / "out")
     text = images.process_item(images.WorkItem("img-000002", tmp_path / "notes.jpg"), 16, tmp_path / "out")
-    assert (missing.reason, missing.file_md5) == ("file not found", "missing")
-    assert text.reason.startswith("not an image") and text.file_md5 != "missing"
+    assert (missing.reason, missing.file_digest) == ("file not found", "missing")
+    assert text.reason.startswith("not an image") and text.file_digest != "missing"
 
 
 def test_nih_style_spacing_is_rescaled_to_the_file():

@@ -12,7 +12,7 @@ def _listing(*entries):
     records = [SourceRecord(row=row, patient_key=patient, study_key="s", image_path=Path(f"{row}.png"))
                for row, (patient, _) in enumerate(entries, start=1)]
     pseudonyms = select.pseudonymise(records)
-    results = {p.image_id: ImageResult(p.image_id, pixel_md5=digest or "missing", reason=None if digest else "file not found")
+    results = {p.image_id: ImageResult(p.image_id, pixel_digest=digest or "missing", reason=None if digest else "file not found")
                for p, (_, digest) in zip(pseudonyms, entries)}
     return records, pseudonyms, results
 

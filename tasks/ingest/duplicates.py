@@ -36,7 +36,7 @@ def duplicate_groups(pseudonyms: list[Pseudonym], results: dict[str, ImageResult
     for position, pseudonym in enumerate(pseudonyms):
         result = results[pseudonym.image_id]
         if result.reason is None:
-            by_pixels[result.pixel_md5].append(position)
+            by_pixels[result.pixel_digest].append(position)
     return [group for group in by_pixels.values() if len(group) > 1]
 
 

@@ -103,7 +103,7 @@ def input_digest(records: list[SourceRecord], pseudonyms: list[Pseudonym], resul
         result = results[pseudonym.image_id]
         entry = {
             "ids": [pseudonym.patient_id, pseudonym.study_id],  # the grouping, by pseudonym
-            "file": result.file_md5,
+            "file": result.file_digest,
             "masks": list(result.mask_md5s),
             "labels": {f: record.labels.get(f) for f in FINDINGS},
             "view": record.view,
