@@ -31,10 +31,12 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
     generation.write_condition_masks(maps, root)
     todo = generation.pending(requests, root)
     started = time.perf_counter()
-    generated = sum(SAMPLE.run(params, params.generate.workers, todo, lambda part: {
+    workers = params.generate.workers
+    generated = sum(SAMPLE.run(params, workers, todo, lambda part: {
         "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
         "generate": params.generate, "root": str(root), "device": str(device),
-        "torch_threads": params.runtime.torch_threads,
+        # on threads, every part runs at once in this process and gets its share of the CPUs
+        "torch_threads": params.runtime.torch_threads, "parts_at_once": SAMPLE.rule.count(len(todo), workers),
     }))
     return generation.run_stats(len(requests), generated, time.perf_counter() - started)
 
