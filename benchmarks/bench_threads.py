@@ -9,7 +9,9 @@ on any CPU (no affinity), like a user's other program or a second stage. Rounds 
 of the settings and of alone / busy, so a change in the machine's load hits all alike.
 
 Printed per setting: step time alone, step time beside the busy process, the slowdown (busy / alone,
-median of per-round ratios), and the cost alone against torch's default (alone / default alone).
+median of per-round ratios), the cost alone against torch's default (alone / default alone), and how
+often the process's threads went to sleep per step alone (voluntary context switches: an OpenMP
+thread that stops spinning sleeps, and waking it costs time: where a setting's cost alone comes from).
 Targets (issue 12): slowdown <= 2.2x on 2 cores; alone <= 1.05x the default. ``*`` marks the setting
 the ``cxrsynth`` command applies (``tasks/threads.py``).
 
@@ -79,9 +81,20 @@ def busy_process(busy: bool):
             spinner.wait()
 
 
+def voluntary_switches() -> int:
+    """How many times this process's threads went to sleep so far (an OpenMP thread that stops spinning
+    sleeps on a futex: one voluntary context switch)."""
+    total = 0
+    for thread in Path("/proc/self/task").iterdir():
+        for line in (thread / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                total += int(line.split()[1])
+    return total
+
+
 def child_step_seconds(count: int | str | None, batch: int, steps: int, phases: list[str]) -> dict[str, float]:
     """Seconds per training step (steady state) of the default-profile U-Net in this process, alone and
-    beside a busy process, in the order of ``phases``."""
+    beside a busy process, in the order of ``phases``; and the thread sleeps per step alone."""
     import torch
 
     torch_default = torch.get_num_threads()
@@ -103,7 +116,10 @@ def child_step_seconds(count: int | str | None, batch: int, steps: int, phases: 
     seconds = {}
     for phase in phases:
         with busy_process(phase == "busy"):
+            slept = voluntary_switches()
             seconds[phase] = batch / bare_loop(config, batch, steps, tokens)
+            if phase == "alone":
+                seconds["sleeps"] = (voluntary_switches() - slept) / steps
     return seconds
 
 
@@ -124,7 +140,7 @@ def measure(name: str, phases: list[str], args) -> dict[str, float]:
 
 
 def run_rounds(names: list[str], args) -> dict[str, dict[str, list[float]]]:
-    times: dict[str, dict[str, list[float]]] = {name: {"alone": [], "busy": []} for name in names}
+    times: dict[str, dict[str, list[float]]] = {name: {"alone": [], "busy": [], "sleeps": []} for name in names}
     for round_index in range(args.rounds):
         forward = round_index % 2 == 0
         phases = ["alone", "busy"] if forward else ["busy", "alone"]
@@ -143,6 +159,7 @@ def summary(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, flo
         "busy_s": statistics.median(t["busy"]),
         "slowdown": statistics.median(b / a for a, b in zip(t["alone"], t["busy"], strict=True)),
         "alone_vs_default": statistics.median(a / d for a, d in zip(t["alone"], default_alone, strict=True)),
+        "sleeps_per_step": statistics.median(t["sleeps"]),
     } for name, t in times.items()}
 
 
@@ -151,11 +168,12 @@ def print_table(results: dict[str, dict[str, float]], args) -> None:
     print(f"CPU: {cpu_summary()}")
     print(f"bare U-Net training step, batch {args.batch}, {args.steps - 1} timed steps x {args.rounds} rounds "
           f"(medians; slowdown and cost are medians of per-round ratios)")
-    print(f"{'setting':14s} {'alone s/step':>12s} {'busy s/step':>12s} {'slowdown':>9s} {'alone/default':>14s}")
+    print(f"{'setting':14s} {'alone s/step':>12s} {'busy s/step':>12s} {'slowdown':>9s} {'alone/default':>14s} "
+          f"{'sleeps/step':>12s}")
     for name, r in results.items():
         mark = "*" if name == chosen else " "
         print(f"{mark}{name:13s} {r['alone_s']:12.2f} {r['busy_s']:12.2f} {r['slowdown']:8.2f}x "
-              f"{r['alone_vs_default']:13.3f}x")
+              f"{r['alone_vs_default']:13.3f}x {r['sleeps_per_step']:12.0f}")
     if chosen:
         r = results[chosen]
         print(f"chosen ({chosen}, {threads.wait_policy(dict(SETTINGS[chosen][0]))}): {r['slowdown']:.2f}x beside "

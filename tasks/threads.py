@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 SPINCOUNT_ENV = "GOMP_SPINCOUNT"
-# How long an idle OpenMP thread spins before it sleeps (libgomp's default is 300000 spins, a few
-# hundred microseconds). Chosen by benchmarks/bench_threads.py: see the choice recorded in README.
+# How many times an idle OpenMP thread polls before it sleeps. libgomp's default, 300000, is about 3 ms
+# by its own estimate of 100000 spins a millisecond: a thread whose partner was preempted holds its
+# core that long, which is the collapse beside a busy process. It shortens spinning only when its own
+# threads outnumber the CPUs, and it cannot see other processes. 10000 (about 0.1 ms) gives a shared
+# core back within a small part of a scheduler time slice, yet spins through short gaps between
+# parallel regions that never spinning (OMP_WAIT_POLICY=PASSIVE, about 5 % slower alone) pays a
+# futex wake-up for. Chosen with benchmarks/bench_threads.py, where 1000 and 10000 both avoided the
+# collapse on a loaded machine; of the two, the longer spin risks less alone. Confirm on a quiet one.
 SPINCOUNT_DEFAULT = "10000"
 
 
@@ -116,6 +122,20 @@ def set_torch_threads(requested: int | None, sharing: int = 1) -> ThreadSetting:
     except RuntimeError:  # torch allows it once, before inter-op work starts; a second stage in-process keeps it
         pass
     return ThreadSetting(threads, usable, max(1, sharing), requested, wait_policy())
+
+
+@dataclass(frozen=True)
+class ThreadRequest:
+    """The threads a mapped task asks for (``runtime.torch_threads``) and how many such tasks run at once
+    as threads of one process; applied where the task runs, since only there is a Dask worker known."""
+
+    torch_threads: int | None = None
+    tasks_at_once: int = 1
+
+    def apply(self) -> ThreadSetting:
+        """This task's share of the usable CPUs: among the tasks running at once here, or, in a Dask
+        worker, among the worker's threads."""
+        return set_torch_threads(self.torch_threads, sharing=dask_worker_tasks() or self.tasks_at_once)
 
 
 def logged_params() -> dict[str, object]:

@@ -96,7 +96,8 @@ def test_a_part_takes_its_share_of_the_cpus(project, monkeypatch):
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
     monkeypatch.setattr(torch, "set_num_interop_threads", lambda count: None)  # fixed once per process
     try:
-        generation.sample_part(root / MODEL_DIR, requests.iloc[:1], maps, SETTINGS, root, parts_at_once=4)
+        generation.sample_part(root / MODEL_DIR, requests.iloc[:1], maps, SETTINGS, root,
+                               cpu=threads.ThreadRequest(tasks_at_once=4))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)

@@ -144,11 +144,15 @@ def test_loader_workers_run_one_thread_each():
         torch.set_num_threads(1)
 
 
-def test_dask_worker_tasks_is_the_workers_thread_count():
+def test_a_mapped_task_takes_its_share_where_it_runs(eight_cpus):
     distributed = pytest.importorskip("distributed")
-    assert threads.dask_worker_tasks() is None  # not in a worker
+    request = threads.ThreadRequest(torch_threads=None, tasks_at_once=4)
+    assert threads.dask_worker_tasks() is None  # not in a worker: the tasks at once are threads of this process
+    assert (request.apply().threads, torch.get_num_threads()) == (2, 2)
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=3, dashboard_address=None) as client:
         assert client.submit(threads.dask_worker_tasks).result() == 3
+        in_worker = client.submit(request.apply).result()  # the worker's 3 threads share its CPUs
+    assert (in_worker.sharing, in_worker.threads) == (3, 2)
 
 
 def test_logged_params_are_the_setting_in_effect():

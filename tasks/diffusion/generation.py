@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import CONDITION_NAMES, Conditions
+from cxrsynth.tasks import threads
 from cxrsynth.tasks.diffusion.data import readable_rows, training_rows
 from cxrsynth.tasks.diffusion.grids import pairs, tile, write_rgb
 from cxrsynth.tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
@@ -32,7 +33,6 @@ from cxrsynth.tasks.diffusion.model_io import ModelConfig
 from cxrsynth.tasks.diffusion.plan import finding_counts, generation_plan, needs_mask
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
-from cxrsynth.tasks import threads
 from cxrsynth.tasks.findings import FINDINGS, PRESENT, finding_index
 from cxrsynth.tasks.io import read_mask, read_png16, write_json, write_mask, write_png16
 from cxrsynth.tasks.masks import labelmap
@@ -248,13 +248,11 @@ def sample_requests(pipeline: GenerationPipeline, todo: pd.DataFrame, maps: dict
 
 
 def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.ndarray], generate: GenerateParams,
-                root: str | Path, device: str = "cpu", torch_threads: int | None = None, parts_at_once: int = 1) -> int:
+                root: str | Path, device: str = "cpu", cpu: threads.ThreadRequest = threads.ThreadRequest()) -> int:
     """One worker's part of the plan (a thread, or a Dask worker that shares the project folder):
-    loads the model where it runs, then samples and writes the part's images. Its torch threads are its
-    share of the CPUs: ``parts_at_once`` parts run as threads of this process, or, in a Dask worker,
-    as many as the worker runs tasks at once."""
-    sharing = threads.dask_worker_tasks() or parts_at_once
-    print(threads.set_torch_threads(torch_threads, sharing=sharing).describe())
+    takes its share of the CPUs (``cpu``), loads the model where it runs, then samples and writes the
+    part's images."""
+    print(cpu.apply().describe())
     pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler, mixed_precision="auto")
     return sample_requests(pipeline, todo, maps, generate, root)
 
