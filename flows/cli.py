@@ -112,6 +112,13 @@ def exit_on_sigterm(grace_seconds: float = SIGTERM_GRACE_S) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything imports torch: libgomp reads its spin-wait settings once, when torch loads it, and
+    # every stage process (DVC runs each as `cxrsynth stage`, or this process runs it) and the workers
+    # they start inherit them. An environment variable rather than a param: a param is read only after
+    # torch is loaded; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
+    from cxrsynth.tasks.threads import apply_spin_default
+
+    apply_spin_default()
     args = build_parser().parse_args(argv)
     if args.command == "stage":
         kwargs = {"params_path": args.params}

@@ -13,6 +13,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from cxrsynth.tasks import threads  # noqa: E402
 from cxrsynth.tasks.params import Params, load_params  # noqa: E402
 
 
@@ -25,12 +26,10 @@ def seed_everything(seed: int) -> None:
 
 
 def setup(params_path: str) -> Params:
-    """Load and validate params, then fix seeds and torch threads for this process."""
+    """Load and validate params, then fix seeds and torch threads for this process (printed here; every
+    MLflow stage run logs them too)."""
     params = load_params(params_path)
-    if params.runtime.torch_threads:
-        import torch
-
-        torch.set_num_threads(params.runtime.torch_threads)
+    print(threads.set_torch_threads(params.runtime.torch_threads).describe())
     seed_everything(params.seed)
     return params
 

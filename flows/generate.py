@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.flows.fanout import ChunkRule, Fanout
-from cxrsynth.tasks import manifest, stages, tracking
+from cxrsynth.tasks import manifest, stages, threads, tracking
 from cxrsynth.tasks.diffusion import generation
 from cxrsynth.tasks.device import resolve_device
 from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE
@@ -31,10 +31,12 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
     generation.write_condition_masks(maps, root)
     todo = generation.pending(requests, root)
     started = time.perf_counter()
-    generated = sum(SAMPLE.run(params, params.generate.workers, todo, lambda part: {
+    workers = params.generate.workers
+    generated = sum(SAMPLE.run(params, workers, todo, lambda part: {
         "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
         "generate": params.generate, "root": str(root), "device": str(device),
-        "torch_threads": params.runtime.torch_threads,
+        # on threads, every part runs at once in this process and gets its share of the CPUs
+        "cpu": threads.ThreadRequest(params.runtime.torch_threads, SAMPLE.rule.count(len(todo), workers)),
     }))
     return generation.run_stats(len(requests), generated, time.perf_counter() - started)
 

@@ -426,7 +426,9 @@ class TrackingParams(Section):
 class RuntimeParams(Section):
     dask_address: str | None = Field(None, description="Dask scheduler address; threads when unset")
     torch_threads: int | None = Field(
-        None, ge=1, description="torch CPU threads of each stage process; null: torch's default"
+        None, ge=1, description="torch CPU threads of each stage process; null: OMP_NUM_THREADS if set, else every CPU "
+        "the process may use (its affinity mask); capped at those CPUs, and at a fair share of them for each of "
+        "several sampling parts or Dask tasks running at once"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where torch runs; auto: CUDA when available, else CPU"

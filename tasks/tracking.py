@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from cxrsynth.tasks import stages
+from cxrsynth.tasks import stages, threads
 from cxrsynth.tasks.params import Params
 
 PIPELINE_RUN_ENV = "CXRSYNTH_PIPELINE_RUN"
@@ -100,8 +100,8 @@ def stage_run(
     extra_params: Mapping[str, object] | None = None,
     inputs: tuple[str | Path, ...] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open the MLflow run of one stage execution: its declared params, commit, DVC's hashes of what
-    it reads (``inputs``, by default every dep) and grouping tags."""
+    """Open the MLflow run of one stage execution: its declared params, this process's torch threads,
+    commit, DVC's hashes of what it reads (``inputs``, by default every dep) and grouping tags."""
     configure(params)
     command = spec.command[0] or spec.name
     tags = {
@@ -118,7 +118,8 @@ def stage_run(
     parent = os.environ.get(PARENT_RUN_ENV) or None
     with mlflow.start_run(run_name=run_name or command, tags=tags, parent_run_id=parent,
                           nested=parent is not None) as run:
-        logged = {"seed": params.seed, **declared_params(params, spec.params), **(extra_params or {})}
+        logged = {"seed": params.seed, **declared_params(params, spec.params), **threads.logged_params(),
+                  **(extra_params or {})}
         mlflow.log_params({key: _param_value(value) for key, value in logged.items()})
         yield run
 

@@ -3,8 +3,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from cxrsynth.tasks import manifest
+from cxrsynth.tasks import manifest, threads
 from cxrsynth.tasks.diffusion import generation
 from cxrsynth.tasks.diffusion.labels import label_attributes, read_lesions
 from cxrsynth.tasks.diffusion.lesion_masks import inside_share, lung_field_prior, swap_laterality
@@ -85,6 +86,21 @@ def test_generation_writes_images_and_resumes(project):
     changed = SETTINGS.model_copy(update={"sampler": "ddim"})
     _, _, _, other = _run(root, frame, prepared, changed)  # another plan: earlier images are not reused
     assert other["generated"] == len(requests)
+
+
+def test_a_part_takes_its_share_of_the_cpus(project, monkeypatch):
+    """Parts sampled at once as threads of one process split its CPUs, rather than each taking all."""
+    root, frame, prepared = project
+    _, requests, maps = generation.plan_for(frame, root, SETTINGS, prepared.config)
+    generation.write_condition_masks(maps, root)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(torch, "set_num_interop_threads", lambda count: None)  # fixed once per process
+    try:
+        generation.sample_part(root / MODEL_DIR, requests.iloc[:1], maps, SETTINGS, root,
+                               cpu=threads.ThreadRequest(tasks_at_once=4))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_images_do_not_depend_on_batch_size(project, tmp_path_factory):

@@ -1,9 +1,11 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from cxrsynth.tasks import stages, tracking
+from cxrsynth.tasks import stages, threads, tracking
 from cxrsynth.tasks.params import load_params, parse_params
 from cxrsynth.tasks.stages import StageSpecError
 from tests.conftest import ROOT, TINY_PARAMS
@@ -105,7 +107,11 @@ def test_stage_run_logs_declared_params_and_dvc_hashes(tmp_path, monkeypatch):
         run_id = run.info.run_id
     logged = mlflow.MlflowClient(params.tracking.mlflow_uri).get_run(run_id).data
     assert logged.params == {"seed": str(params.seed), "mix.cap_per_finding": str(params.mix.cap_per_finding),
-                             "mix.seed": str(params.mix.seed), "variant": "ratio_0.5"}
+                             "mix.seed": str(params.mix.seed), "variant": "ratio_0.5",
+                             # this process's thread setting, logged by every stage run
+                             "runtime.threads": str(torch.get_num_threads()),
+                             "runtime.usable_cpus": str(len(os.sched_getaffinity(0))),
+                             "runtime.omp_wait_policy": threads.wait_policy()}
     digests = {k: v for k, v in logged.tags.items() if k.startswith("cxrsynth.input_md5.")}
     assert digests == {"cxrsynth.input_md5.data/prepare_masks": "aa.dir"}  # generate has no lock entry yet
     assert logged.tags["cxrsynth.stage"] == "mix" and logged.tags["cxrsynth.dvc_stage"] == "mix@0.5"

@@ -99,7 +99,10 @@ def check_images(frame: pd.DataFrame, root: str | Path, image_size: int) -> tupl
 
 def seed_worker(worker_id: int) -> None:
     """Each loader worker seeds numpy, random and its copy of the augmentation from torch's per-worker
-    seed, which the loader's seeded generator fixes: same seed, same augmented batches."""
+    seed, which the loader's seeded generator fixes: same seed, same augmented batches. One torch thread
+    per worker: the workers share the CPUs with the training process (torch's worker loop sets it too;
+    said here so a loader built elsewhere with this function keeps it)."""
+    torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import CONDITION_NAMES, Conditions
+from cxrsynth.tasks import threads
 from cxrsynth.tasks.diffusion.data import readable_rows, training_rows
 from cxrsynth.tasks.diffusion.grids import pairs, tile, write_rgb
 from cxrsynth.tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
@@ -247,11 +248,11 @@ def sample_requests(pipeline: GenerationPipeline, todo: pd.DataFrame, maps: dict
 
 
 def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.ndarray], generate: GenerateParams,
-                root: str | Path, device: str = "cpu", torch_threads: int | None = None) -> int:
+                root: str | Path, device: str = "cpu", cpu: threads.ThreadRequest = threads.ThreadRequest()) -> int:
     """One worker's part of the plan (a thread, or a Dask worker that shares the project folder):
-    loads the model where it runs, then samples and writes the part's images."""
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
+    takes its share of the CPUs (``cpu``), loads the model where it runs, then samples and writes the
+    part's images."""
+    print(cpu.apply().describe())
     pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler, mixed_precision="auto")
     return sample_requests(pipeline, todo, maps, generate, root)
 
