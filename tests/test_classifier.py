@@ -214,6 +214,8 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, blob_project):
     runs = mlflow.search_runs(experiment_names=["cxrsynth"]).set_index("tags.mlflow.runName")
     assert runs.loc["train_classifier:ratio_1", "params.ratio"] == "1"
     assert runs.loc["train_classifier:classical_aug", "params.augmentation"] == "True"
+    assert runs.loc["train_classifier:ratio_1", "params.runtime.precision"] == "fp32"  # the tiny profile: float32
+    assert runs.loc["train_classifier:ratio_1", "params.runtime.precision_reason"] == "classifier.mixed_precision = no"
     run_id = runs.loc["train_classifier:ratio_1", "run_id"]
     assert len(mlflow.MlflowClient().get_metric_history(run_id, "val_loss")) == len(history)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "classifier")}

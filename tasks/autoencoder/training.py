@@ -137,7 +137,7 @@ def train_step(run: _Run, images: torch.Tensor, terms: AutoencoderLossParams,
     run.ema.update_parameters(run.autoencoder)
     if adversarial_on:
         parts["discriminator"] = _discriminator_step(run, images, reconstruction, terms.adversarial_weight)
-    return {"loss": float(loss), **parts}
+    return {"loss": float(loss.detach()), **parts}
 
 
 @dataclass
