@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -38,11 +37,10 @@ import torch
 TORCH_THREADS = torch.get_num_threads()  # before tests.diffusion_data sets one thread for the test suite
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_diffusion import _manifest  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
 
+from cxrsynth.tasks import manifest  # noqa: E402
 from cxrsynth.tasks.classifier import train_classifier  # noqa: E402
 from cxrsynth.tasks.classifier.training import VariantImages  # noqa: E402
 from cxrsynth.tasks.device import CPUINFO, NATIVE_BF16_FLAGS, autocast, cpu_flags, native_bf16  # noqa: E402
@@ -69,6 +67,10 @@ def machine() -> dict:
     native, why = native_bf16()
     return {"cpu": model, "flags": flags, "native_bf16": native, "reason": why, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
+
+
+def _manifest(root: Path):
+    return manifest.read(root / "data/prepare_masks/manifest.parquet")
 
 
 def profile(quick: bool) -> Params:
@@ -151,17 +153,19 @@ def bench_step(args) -> dict:
         ratios = [a / b for a, b in zip(times[name], times[base], strict=True)]
         result[name]["ratio_to_fp32"] = statistics.median(ratios)
         result[name]["round_ratios"] = ratios
+    for name in (n for n in variants if n.startswith("bf16_")):  # what channels_last or compile add to bf16
+        result[name]["ratio_to_bf16"] = statistics.median(a / b for a, b in zip(times[name], times["bf16"], strict=True))
     if args.compile:
         result["bf16_compile"]["first_step_s"] = first["bf16_compile"]
     result["shape"] = {"batch": batch, "image_size": params.ingest.image_size,
                        "channels": list(params.diffusion.unet.channels)}
     print(f"\nstep time ({batch} x {params.ingest.image_size} px, channels {list(params.diffusion.unet.channels)}, "
           f"median of {args.rounds} rounds x {args.steps} steps)")
-    print(f"{'variant':24s} {'s/step':>8s} {'/ fp32':>8s}  per-round ratios")
+    print(f"{'variant':24s} {'s/step':>8s} {'/ fp32':>8s} {'/ bf16':>8s}  per-round ratios to fp32")
     for name in times:
         row = result[name]
-        ratio = row.get("ratio_to_fp32")
-        print(f"{name:24s} {row['median_s']:8.3f} {'' if ratio is None else f'{ratio:8.3f}':>8s}  "
+        ratios = [f"{row[key]:8.3f}" if key in row else "" for key in ("ratio_to_fp32", "ratio_to_bf16")]
+        print(f"{name:24s} {row['median_s']:8.3f} {ratios[0]:>8s} {ratios[1]:>8s}  "
               f"{' '.join(f'{r:.3f}' for r in row.get('round_ratios', []))}")
     if args.compile:
         print(f"bf16_compile: first step (compile) {first['bf16_compile']:.1f} s")

@@ -61,6 +61,7 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     assert names == sorted([f"evaluate:{v}" for v in variants] + ["evaluate:synthetic"])
     ratio_run = runs[runs["tags.mlflow.runName"] == "evaluate:ratio_0.5"].iloc[0]
     assert ratio_run["params.ratio"] == "0.5" and ratio_run["params.variant"] == "ratio_0.5"
+    assert ratio_run["params.runtime.precision"] == "fp32"  # the classifiers' inference precision (tiny: float32)
     assert "metrics.per_finding.nodule.auroc" in runs.columns
     assert "metrics.synthetic.lesions.condition_accuracy_by_type.label_mask.nodule.detected" in runs.columns
     synthetic_run = runs[runs["tags.mlflow.runName"] == "evaluate:synthetic"].iloc[0]
