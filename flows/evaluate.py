@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks import reader_study, stages, tracking
-from cxrsynth.tasks.classifier import resolve_device
+from cxrsynth.tasks.classifier import classifier_precision, resolve_device
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_csv, write_json
 from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures, textual
@@ -41,9 +41,10 @@ def load_image_sets(params: Params, dag: Dag) -> dict[str, inputs.ImageSet]:
 
 
 @task(name="predict variant", cache_policy=NO_CACHE)
-def predict_variant(directory: Path, test_frame: pd.DataFrame, batch_size: int, device: torch.device):
+def predict_variant(directory: Path, test_frame: pd.DataFrame, params: Params, device: torch.device):
     model = classifiers.load(directory, device)
-    return model, classifiers.predict(model, test_frame, batch_size=batch_size)
+    precision = classifier_precision(params.classifier, device).dtype
+    return model, classifiers.predict(model, test_frame, batch_size=params.evaluate.batch_size, precision=precision)
 
 
 def scoring(params: Params) -> downstream.Scoring:
@@ -76,7 +77,8 @@ def synthetic_set_metrics(params: Params, sets: dict, network: FeatureNetwork, r
     test, train, synthetic = sets["test"], sets["train"], sets["synthetic"]
     features = synthetic_metrics.Features(*(extract_features(network, s.images, config.batch_size, device, name)
                                             for name, s in (("test", test), ("train", train), ("synthetic", synthetic))))
-    synthetic_probabilities = classifiers.predict(reference_model, synthetic.frame, batch_size=config.batch_size)
+    synthetic_probabilities = classifiers.predict(reference_model, synthetic.frame, batch_size=config.batch_size,
+                                                  precision=classifier_precision(params.classifier, device).dtype)
     memorisation, nearest = synthetic_metrics.memorisation_metrics(
         features, synthetic, train, test, config.memorisation_threshold)
     metrics = {
@@ -105,11 +107,16 @@ def _reader_study(params: Params, sets: dict) -> dict:
     return {"n_items": len(items), "study": key["study"]}
 
 
+def _precision_params(params: Params) -> dict[str, str]:
+    """The classifiers' inference precision (the feature network of FID and the segmenter run in float32)."""
+    return classifier_precision(params.classifier, resolve_device(params.runtime.device)).params()
+
+
 def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]], downstream_by_variant: dict) -> None:
     for variant, ratio in variants:
         with tracking.stage_run(dag.stage_for("evaluate"), params, run_name=f"evaluate:{variant}",
                                 inputs=(classifiers.variant_dir(dag, variant),),
-                                extra_params={"variant": variant, "ratio": ratio}):
+                                extra_params={"variant": variant, "ratio": ratio, **_precision_params(params)}):
             flat = tracking.flatten(json_ready(downstream_by_variant[variant]))
             tracking.log_metrics(numeric(flat))  # a finding with too few cases has None: nothing logged
             mlflow.set_tags(textual(flat))  # its status, each comparison's reading, the best baseline's name
@@ -118,7 +125,8 @@ def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]
 
 def _log_synthetic_run(params: Params, dag: Dag, metrics: dict) -> None:
     read = (dag.input("evaluate", "prepare_masks", "manifest.parquet"), dag.input("evaluate", "generate", "manifest.parquet"))
-    with tracking.stage_run(dag.stage_for("evaluate"), params, run_name="evaluate:synthetic", inputs=read):
+    with tracking.stage_run(dag.stage_for("evaluate"), params, run_name="evaluate:synthetic", inputs=read,
+                            extra_params=_precision_params(params)):
         flat = tracking.flatten({key: metrics[key] for key in ("synthetic", "test_split", "quarantined")})
         tracking.log_metrics(numeric(flat))
         for name in ("evaluation.md", "evaluation.html"):
@@ -140,7 +148,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     test = sets["test"]
     labels = inputs.evaluation_labels(test.frame)
 
-    predictions = {variant: predict_variant(classifiers.variant_dir(dag, variant), test.frame, config.batch_size, device)
+    predictions = {variant: predict_variant(classifiers.variant_dir(dag, variant), test.frame, params, device)
                    for variant, _ in variants}
     models = {variant: model for variant, (model, _) in predictions.items()}
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}

@@ -13,7 +13,7 @@ from cxrsynth.flows.common import setup
 from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import manifest, stages, threads, tracking
 from cxrsynth.tasks.diffusion import generation
-from cxrsynth.tasks.device import resolve_device
+from cxrsynth.tasks.device import precision_params, resolve_device
 from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.io import write_json
@@ -49,8 +49,8 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     spec = dag.stage_for("generate")
     model_dir = dag.input(spec.name, "train_diffusion", "model")
     weights = model_dir / WEIGHTS_FILE
-    with tracking.stage_run(spec, params):
-        device = resolve_device(params.runtime.device)
+    device = resolve_device(params.runtime.device)
+    with tracking.stage_run(spec, params, extra_params=precision_params(generation.SAMPLING_PRECISION, device)):
         config = GenerationPipeline.load_config(model_dir)  # the model itself is loaded where its part is sampled
         checkpoint_digest = tracking.md5_digest(weights)
         real = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))

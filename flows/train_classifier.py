@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks import mixing, stages, tracking
-from cxrsynth.tasks.classifier import resolve_device, train_classifier
+from cxrsynth.tasks.classifier import classifier_precision, resolve_device, train_classifier
 from cxrsynth.tasks.classifier.training import VariantImages
 from cxrsynth.tasks.classifier.data import check_images
 from cxrsynth.tasks.classifier.outputs import write_outputs
@@ -26,7 +26,9 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
     ratio = mixing.ratio_of(variant, params)
     dag = stages.load()
     spec = dag.stage_for("train_classifier", variant)
-    extra = {"variant": variant, "ratio": "none" if ratio is None else ratio}
+    device = resolve_device(params.runtime.device)
+    extra = {"variant": variant, "ratio": "none" if ratio is None else ratio,
+             **classifier_precision(params.classifier, device).params()}
     with tracking.stage_run(spec, params, run_name=f"train_classifier:{variant}", extra_params=extra):
         frame, variant_config = mixing.read_variant(variant, mixing.variant_path(dag, variant, params, spec.name))
         mlflow.log_params({"augmentation": variant_config["augmentation"] is not None,
@@ -35,7 +37,6 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
         for row in quarantine.itertuples():
             print(f"quarantined {row.image_id}: {row.reason}")
         train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
-        device = resolve_device(params.runtime.device)
         result = task(train_classifier, cache_policy=NO_CACHE)(
             VariantImages(train, val, params.ingest.image_size, "."), variant_config, params.classifier, device,
             on_epoch=lambda row: tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),

@@ -19,7 +19,7 @@ from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.diffusion import train_stage
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint
 from cxrsynth.tasks.diffusion.previews import preview_grid, preview_indices
-from cxrsynth.tasks.diffusion.training import TrainHooks
+from cxrsynth.tasks.diffusion.training import TrainHooks, training_precision
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params, load_params
 
@@ -46,8 +46,10 @@ def mlflow_hooks(params: Params, prepared: train_stage.TrainingSetup, losses: Lo
 
     def on_sample(step, ema_model):
         train = params.diffusion.train
-        grid = preview_grid(prepared.pipeline(ema_model), prepared.dataset, preview, train.sample_steps,
-                            train.sample_guidance, seed=params.seed)
+        pipeline = prepared.pipeline(ema_model)
+        pipeline.to(pipeline.device, train.mixed_precision)  # the grids sample in the training's precision
+        grid = preview_grid(pipeline, prepared.dataset, preview, train.sample_steps, train.sample_guidance,
+                            seed=params.seed)
         mlflow.log_image(grid, f"samples/step_{step:07d}.png")
 
     return TrainHooks(on_checkpoint=lambda step, path, history: losses(history), on_sample=on_sample)
@@ -79,7 +81,8 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
     params, replica = setup(params_path), replica_from_env()
     dag = stages.load()
     spec = dag.stage_for("train_diffusion")
-    with tracking.stage_run(spec, params):
+    precision = training_precision(params.diffusion.train, train_stage.training_device(params, replica))
+    with tracking.stage_run(spec, params, extra_params=precision.params()):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         prepared = train_stage.training_setup(params, frame)
         losses = LossLogger()

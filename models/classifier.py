@@ -35,7 +35,11 @@ class FindingClassifier(nn.Module):
         return layers.flatten(layers.pool(layers.relu(self.network.features(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.class_layers.out(self.features(x))
+        features = self.features(x)
+        # The last layer in float32 even under autocast: bf16 logits would round probabilities into
+        # ties that change an AUROC; the layer is a few thousand weights, so it costs nothing.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.network.class_layers.out(features.float())
 
 
 def build_classifier(architecture: str) -> FindingClassifier:

@@ -1,8 +1,29 @@
-"""The torch device a stage runs on, from ``runtime.device``, and the mixed precision it allows."""
+"""The torch device a stage runs on, from ``runtime.device``, and the mixed precision it runs in.
+
+Mixed precision (``*.mixed_precision``: auto, no, fp16, bf16) means torch autocast around the
+networks' forward passes; weights, optimizer state, EMA and losses stay float32. ``auto`` picks bf16
+on a CUDA card that has it (else fp16) and on a CPU that computes bf16 natively: Intel AMX
+(``amx_bf16``) or AVX-512 BF16 (``avx512_bf16``, also AMD Zen 4 and later); float32 elsewhere, where
+bf16 is emulated and slower than float32.
+
+The CPU's flags come from ``/proc/cpuinfo``: torch's own probes do not tell native from emulated
+bf16 (``torch.backends.cpu.get_cpu_capability()`` says "AVX512" on CPUs with and without it, and
+``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is true on any AVX-512BW CPU).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
+
+CPUINFO = Path("/proc/cpuinfo")
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -14,10 +35,95 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision applies on CUDA only: bf16 where the card has it under "auto", else fp16."""
-    if device.type != "cuda" or setting == "no":
-        return None
+@functools.cache
+def _cpuinfo_text() -> str:
+    try:
+        return CPUINFO.read_text(errors="replace")
+    except OSError:  # not Linux, or a sandbox without /proc
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The feature flags the first CPU lists in ``cpuinfo`` (the text of /proc/cpuinfo, read when None)."""
+    text = _cpuinfo_text() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):  # x86, ARM
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
+    """Whether the CPU computes bf16 natively, and the reason in words (its flags, or their absence)."""
+    flags = cpu_flags(cpuinfo)
+    found = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+    if found:
+        return True, f"cpu flags {','.join(found)}"
+    if not flags:
+        return False, f"no cpu flags readable from {CPUINFO}"
+    return False, f"cpu has neither {' nor '.join(NATIVE_BF16_FLAGS)}"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The autocast dtype chosen (None: float32 throughout) and why."""
+
+    dtype: torch.dtype | None
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return PRECISION_NAMES[self.dtype]
+
+    def params(self) -> dict[str, str]:
+        """What a stage logs to MLflow beside its own params."""
+        return {"runtime.precision": self.name, "runtime.precision_reason": self.reason}
+
+
+def choose_precision(setting: str, device: torch.device, key: str = "mixed_precision",
+                     cpuinfo: str | None = None) -> Precision:
+    """The precision of ``setting`` (auto, no, fp16, bf16; ``key`` names it in errors) on ``device``.
+    ``cpuinfo`` replaces /proc/cpuinfo's text (tests)."""
+    if setting == "no":
+        return Precision(None, f"{key} = no")
+    if setting not in ("auto", "fp16", "bf16"):
+        raise ValueError(f"{key}: {setting!r} is not one of auto, no, fp16, bf16")
+    if device.type == "cuda":
+        return _cuda_precision(setting, key)
+    if device.type != "cpu":
+        return Precision(None, f"autocast is not used on {device.type}")
+    if setting == "fp16":
+        raise ValueError(f"{key}: fp16 autocast is for CUDA only; on a CPU use bf16, auto or no")
+    native, why = native_bf16(cpuinfo)
+    if setting == "bf16":
+        return Precision(torch.bfloat16, f"{key} = bf16 ({why}{'' if native else ': emulated, slower than fp32'})")
+    return Precision(torch.bfloat16, why) if native else Precision(None, why)
+
+
+def _cuda_precision(setting: str, key: str) -> Precision:
     if setting == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}[setting]
+        if torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, "cuda device supports bf16")
+        return Precision(torch.float16, "cuda device without bf16")
+    return Precision({"fp16": torch.float16, "bf16": torch.bfloat16}[setting], f"{key} = {setting}")
+
+
+def autocast_dtype(setting: str, device: torch.device, key: str = "mixed_precision",
+                   cpuinfo: str | None = None) -> torch.dtype | None:
+    """The autocast dtype of ``setting`` on ``device`` (None: float32); see ``choose_precision``."""
+    return choose_precision(setting, device, key, cpuinfo).dtype
+
+
+def precision_params(setting: str, device: torch.device | str, key: str = "mixed_precision") -> dict[str, str]:
+    """``runtime.precision`` and ``runtime.precision_reason`` of a stage, for its MLflow params."""
+    return choose_precision(setting, torch.device(device), key).params()
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> Iterator[None]:
+    """Autocast to ``dtype`` on ``device``'s type; nothing when ``dtype`` is None."""
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(torch.device(device).type, dtype=dtype):
+        yield

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cxrsynth.tasks.findings import FINDINGS, check_finding
 
 ConditionType = Literal["label", "mask", "text", "label+mask", "label+text", "mask+text", "label+mask+text"]
+MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+MIXED_PRECISION = ("autocast of the forward passes (weights, optimizer state and losses stay float32); auto: bf16 on a CPU "
+                   "with AMX or AVX-512 BF16 and on a CUDA card that has it (else fp16 there), float32 elsewhere; "
+                   "bf16 forces it; fp16: CUDA only; no: float32")
 
 
 def positive_range(value: tuple[float, float], name: str) -> tuple[float, float]:
@@ -203,9 +207,7 @@ class DiffusionTrainParams(Section):
     )
     checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
     sample_every: int = Field(500, ge=1, description="steps between sample grids logged to MLflow (and the last step)")
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        "auto", description="autocast on CUDA (auto: bf16 where supported, else fp16; no: off); CPU runs in float32"
-    )
+    mixed_precision: MixedPrecision = Field("auto", description=MIXED_PRECISION)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
     grad_clip: float = Field(1.0, ge=0, description="largest gradient norm; 0 turns clipping off")
     cache_images: bool = Field(True, description="keep decoded training images in memory (small sets)")
@@ -250,6 +252,7 @@ class AutoencoderParams(Section):
     learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of the autoencoder (and discriminator)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the weights' moving average; the EMA weights are saved")
     checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
+    mixed_precision: MixedPrecision = Field("auto", description=MIXED_PRECISION)
     loss: AutoencoderLossParams = Field(AutoencoderLossParams(), description="the loss terms and their weights")
 
 
@@ -389,6 +392,9 @@ class ClassifierParams(Section):
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     patience: int = Field(4, ge=1, description="epochs without validation AUROC gain before stopping")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+    mixed_precision: MixedPrecision = Field(
+        "auto", description=MIXED_PRECISION + "; also the evaluation's predictions (its feature network stays float32)"
+    )
     seed: int = Field(0, description="initial weights and batch order, the same for every variant")
 
 

@@ -144,7 +144,8 @@ def make_project(root: str | Path, n_images: int = 24, size: int = 32, seed: int
 
 
 def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> DiffusionParams:
-    """Diffusion params small enough for a unit test step in well under a second."""
+    """Diffusion params small enough for a unit test step in well under a second; float32 unless
+    ``mixed_precision`` says otherwise, so a test computes the same numbers on every CPU."""
     return DiffusionParams.model_validate({
         "timesteps": 50,
         "unet": {"channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
@@ -152,7 +153,8 @@ def tiny_diffusion(conditions=("label", "mask", "text"), **train) -> DiffusionPa
         "conditions": list(conditions),
         "label_dim": 16,
         "text_encoder": {"max_tokens": 12, "dim": 16, "layers": 1, "min_word_count": 1},
-        "train": {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "sample_every": 100, **train},
+        "train": {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "sample_every": 100, "mixed_precision": "no",
+                  **train},
     })
 
 

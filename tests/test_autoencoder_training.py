@@ -1,12 +1,13 @@
 import pytest
 import torch
 
+from cxrsynth.tasks import device
 from cxrsynth.tasks.autoencoder.training import load_perceptual_network, train_autoencoder
 from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch
 from cxrsynth.tasks.params import AutoencoderParams
 
 TINY = dict(downsampling=2, latent_channels=2, base_channels=8, steps=6, batch_size=4, checkpoint_every=2,
-            learning_rate=1e-3)
+            learning_rate=1e-3, mixed_precision="no")  # float32: the same numbers on every CPU
 
 
 class Interrupt(Exception):
@@ -67,3 +68,22 @@ def test_perceptual_term_needs_a_local_network(tmp_path):
                                                                  "perceptual_network": str(tmp_path / "features.pt")}),
                                 seed=0, checkpoint_dir=tmp_path / "run", perceptual=perceptual)
     assert "perceptual" in outcome.last_parts
+
+
+@pytest.mark.skipif(not device.native_bf16()[0], reason=f"this CPU lacks native bf16 ({device.native_bf16()[1]})")
+def test_bf16_trains_the_autoencoder_and_discriminator_with_float32_weights(tmp_path):
+    settings = params(steps=3, mixed_precision="bf16", loss={"adversarial_weight": 0.1})
+    convs: list[torch.dtype] = []
+    original = torch.nn.Conv2d.forward
+
+    def recording(self, x):
+        output = original(self, x)
+        convs.append(output.dtype)
+        return output
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Conv2d, "forward", recording)
+        outcome = train_autoencoder(images(size=32), settings, seed=0, checkpoint_dir=tmp_path)
+    assert set(convs) == {torch.bfloat16}
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in outcome.history) and "discriminator" in outcome.last_parts
+    assert {v.dtype for v in outcome.ema_model.state_dict().values() if v.is_floating_point()} == {torch.float32}

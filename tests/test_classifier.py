@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.transforms import Flip, RandAxisFlip, RandFlip
 
-from cxrsynth.tasks import manifest
+from cxrsynth.tasks import device, manifest
 from cxrsynth.tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
 from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
 from cxrsynth.tasks.classifier.training import EarlyStopping, VariantImages
@@ -19,7 +19,9 @@ AUGMENT = parse_params({}).mix.augmentation.model_dump(mode="json")
 
 
 def _settings(**overrides):
-    return parse_params({"classifier": {"epochs": 2, "batch_size": 8, "patience": 2, **overrides}}).classifier
+    """Float32 unless ``mixed_precision`` says otherwise: the same numbers on every CPU."""
+    return parse_params({"classifier": {"epochs": 2, "batch_size": 8, "patience": 2, "mixed_precision": "no",
+                                        **overrides}}).classifier
 
 
 def _project(tmp_path, splits=None, size=16):
@@ -122,6 +124,39 @@ def test_class_weighting_changes_training(tmp_path):
     assert weighted.history.train_loss[0] != plain.history.train_loss[0]
 
 
+@pytest.mark.skipif(not device.native_bf16()[0], reason=f"this CPU lacks native bf16 ({device.native_bf16()[1]})")
+def test_classifier_trains_and_predicts_under_bf16_with_float32_logits(tmp_path):
+    train, val = _project(tmp_path)
+    convs: list[torch.dtype] = []
+    original = torch.nn.Conv2d.forward
+
+    def recording(self, x):
+        output = original(self, x)
+        convs.append(output.dtype)
+        return output
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Conv2d, "forward", recording)
+        result = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                                  _settings(mixed_precision="bf16"))
+    assert set(convs) == {torch.bfloat16}
+    assert np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert {v.dtype for v in result.model.state_dict().values() if v.is_floating_point()} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert result.model(torch.zeros(2, 1, 16, 16)).dtype == torch.float32  # the head stays float32
+    fast = predict(result.model, val, root=tmp_path, precision=torch.bfloat16)
+    assert fast.dtype == np.float32 and np.abs(fast - predict(result.model, val, root=tmp_path)).max() < 0.05
+    features = extract_features(result.model, val, root=tmp_path, precision=torch.bfloat16)
+    assert features.dtype == np.float32
+
+
+def test_fp16_classifier_on_the_cpu_is_refused_naming_the_key(tmp_path):
+    train, val = _project(tmp_path, {"train": 4, "val": 2})
+    with pytest.raises(ValueError, match=r"classifier\.mixed_precision: fp16 autocast is for CUDA only"):
+        train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                         _settings(mixed_precision="fp16"))
+
+
 def test_check_images_quarantines_missing_and_wrong_sized(tmp_path):
     train, _ = _project(tmp_path, {"train": 4, "val": 1})
     write_png16(tmp_path / train.path.iloc[1], np.zeros((8, 8), np.float32))
@@ -179,6 +214,8 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, blob_project):
     runs = mlflow.search_runs(experiment_names=["cxrsynth"]).set_index("tags.mlflow.runName")
     assert runs.loc["train_classifier:ratio_1", "params.ratio"] == "1"
     assert runs.loc["train_classifier:classical_aug", "params.augmentation"] == "True"
+    assert runs.loc["train_classifier:ratio_1", "params.runtime.precision"] == "fp32"  # the tiny profile: float32
+    assert runs.loc["train_classifier:ratio_1", "params.runtime.precision_reason"] == "classifier.mixed_precision = no"
     run_id = runs.loc["train_classifier:ratio_1", "run_id"]
     assert len(mlflow.MlflowClient().get_metric_history(run_id, "val_loss")) == len(history)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "classifier")}

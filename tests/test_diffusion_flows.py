@@ -5,8 +5,10 @@ import json
 import mlflow
 import pandas as pd
 import pytest
+import torch
 
 from cxrsynth.tasks import manifest
+from cxrsynth.tasks.device import choose_precision
 from tests.conftest import write_tiny_params
 from tests.diffusion_data import make_project
 
@@ -51,6 +53,8 @@ def test_train_diffusion_flow_writes_model_curve_metrics_and_mlflow_run(trained,
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"model", "samples", "loss.csv", "checkpoint"} <= artifacts
     assert run.data.params["diffusion.loss.lesion_weight"] == "2.0"
+    assert run.data.params["runtime.precision"] == "fp32"  # the tiny profile trains in float32
+    assert run.data.params["runtime.precision_reason"] == "diffusion.train.mixed_precision = no"
 
 
 def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeypatch):
@@ -67,6 +71,12 @@ def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeyp
     assert json.loads((root / "metrics/generate.json").read_text())["planned"] == len(synthetic)
     again = generate_flow("params.yaml")
     assert again["generated"] == 0 and again["kept_from_earlier_run"] == len(synthetic)
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    run = mlflow.search_runs(experiment_names=["cxrsynth"], filter_string="tags.`cxrsynth.stage` = 'generate'",
+                             output_format="list")[0]
+    sampling = choose_precision("auto", torch.device("cpu"))  # generate samples under auto: this CPU's flags decide
+    assert run.data.params["runtime.precision"] == sampling.name
+    assert run.data.params["runtime.precision_reason"] == sampling.reason
 
 
 def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch, checkpoints
 from cxrsynth.tasks.diffusion.data import batch_conditions
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.diffusion.train_stage import loss_table, training_metrics, write_training_outputs
-from cxrsynth.tasks.diffusion.training import TrainHooks, make_ema, train_diffusion
+from cxrsynth.tasks import device
+from cxrsynth.tasks.diffusion.schedulers import training_scheduler
+from cxrsynth.tasks.diffusion.training import TrainHooks, diffusion_loss, draw_step, make_ema, train_diffusion
 from tests.diffusion_data import save_tiny_bert, tiny_diffusion, tiny_setup
 
 COMBINATIONS = [c for n in (1, 2, 3) for c in itertools.combinations(("label", "mask", "text"), n)]
@@ -30,6 +32,71 @@ def test_every_condition_combination_trains_a_step_and_samples(tmp_path, conditi
     images = prepared.pipeline(outcome.ema_model)(cond, [1, 2, 3], 2, 2.0)
     assert images.shape == (3, 1, 16, 16) and torch.isfinite(images).all()
     assert 0 <= images.min() and images.max() <= 1
+
+
+NATIVE_BF16, WHY = device.native_bf16()
+needs_native_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason=f"this CPU lacks native bf16 ({WHY})")
+
+
+def _record_conv_dtypes(model) -> list[torch.dtype]:
+    """The output dtype of the model's first convolution at every forward pass."""
+    seen: list[torch.dtype] = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    return seen
+
+
+@needs_native_bf16
+def test_bf16_on_the_cpu_trains_and_samples_with_float32_state(tmp_path):
+    diffusion = tiny_diffusion(steps=3, mixed_precision="bf16")
+    _, prepared = tiny_setup(tmp_path, diffusion)
+    convs = _record_conv_dtypes(prepared.model)
+    outcome = train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
+    assert set(convs) == {torch.bfloat16}  # the forward passes ran in bf16 ...
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in outcome.history)
+    saved = torch.load(tmp_path / "ck/step_00000003.pt", weights_only=False)
+    optimizer_state = [t for state in saved["optimizer"]["state"].values() for t in state.values() if t.ndim]
+    assert {t.dtype for t in [*saved["model"].values(), *saved["ema"].values(), *optimizer_state]
+            if t.is_floating_point()} == {torch.float32}  # ... the weights, EMA and Adam moments stay float32
+    batch = default_collate([prepared.dataset[i] for i in range(3)])
+    pipeline = prepared.pipeline(outcome.ema_model).to("cpu", "bf16")
+    assert pipeline.autocast == torch.bfloat16
+    images = pipeline(batch_conditions(batch), [1, 2, 3], 3, 2.0)
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    full = prepared.pipeline(outcome.ema_model)(batch_conditions(batch), [1, 2, 3], 3, 2.0)
+    assert (images - full).abs().max() < 0.1  # bf16 sampling draws the fp32 images, give or take rounding
+
+
+def test_the_loss_is_float32_under_bf16_autocast(tmp_path):
+    diffusion = tiny_diffusion()
+    _, prepared = tiny_setup(tmp_path, diffusion)
+    batch = default_collate([prepared.dataset[i] for i in range(4)])
+    draws = draw_step(4, batch["image"].shape[1:], diffusion, 50, torch.Generator().manual_seed(0))
+    outputs: list[torch.Tensor] = []
+    prepared.model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+    scheduler = training_scheduler(prepared.config.process)
+    losses = diffusion_loss(prepared.model, scheduler, batch, diffusion, draws, torch.device("cpu"), torch.bfloat16)
+    assert outputs[0].dtype == torch.bfloat16
+    assert {name: value.dtype for name, value in losses.items()} == dict.fromkeys(losses, torch.float32)
+    plain = diffusion_loss(prepared.model, scheduler, batch, diffusion, draws, torch.device("cpu"))
+    assert outputs[1].dtype == torch.float32
+    assert losses["loss"].item() == pytest.approx(plain["loss"].item(), rel=0.05)
+
+
+def test_auto_on_a_cpu_without_bf16_flags_trains_in_float32(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "_cpuinfo_text", lambda: "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    diffusion = tiny_diffusion(steps=1, mixed_precision="auto")
+    _, prepared = tiny_setup(tmp_path, diffusion)
+    convs = _record_conv_dtypes(prepared.model)
+    train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
+    assert convs == [torch.float32]
+
+
+def test_fp16_on_the_cpu_is_refused_naming_the_key(tmp_path):
+    diffusion = tiny_diffusion(steps=1, mixed_precision="fp16")
+    _, prepared = tiny_setup(tmp_path, diffusion)
+    with pytest.raises(ValueError, match=r"diffusion\.train\.mixed_precision: fp16 autocast is for CUDA only"):
+        train_diffusion(prepared, diffusion, tmp_path / "ck", seed=0)
 
 
 class Interrupted(RuntimeError):

@@ -97,6 +97,7 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     assert sorted(nodule_metrics) == ["metrics.per_finding.nodule.n_negative", "metrics.per_finding.nodule.n_positive"]
     assert ratio_run["tags.per_finding.nodule.status"] == "too few positives (4 < 5)"
     assert "metrics.synthetic.lesions.condition_accuracy_by_type.label_mask.pneumothorax.detected" in runs.columns
+    assert ratio_run["params.runtime.precision"] == "fp32"  # the classifiers' inference precision (tiny: float32)
     synthetic_run = runs[runs["tags.mlflow.runName"] == "evaluate:synthetic"].iloc[0]
     top_level = {a.path for a in mlflow.MlflowClient().list_artifacts(synthetic_run["run_id"])}
     assert {"auroc_by_ratio.png", "auroc_by_ratio.csv"} <= top_level

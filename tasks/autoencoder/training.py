@@ -26,6 +26,7 @@ from cxrsynth.models.autoencoder import (
     build_discriminator,
     kl_divergence,
 )
+from cxrsynth.tasks.device import autocast, autocast_dtype
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from cxrsynth.tasks.diffusion.data import StepBatches
 from cxrsynth.tasks.diffusion.model_io import mapping_digest
@@ -51,8 +52,14 @@ class _Run:
     optimizer: torch.optim.Optimizer
     discriminator: nn.Module | None
     optimizer_d: torch.optim.Optimizer | None
+    precision: torch.dtype | None = None  # autocast of the networks' forward passes (not saved: a resume may differ)
     step: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
+
+    def forward(self, network: nn.Module, *inputs: torch.Tensor) -> object:
+        """``network(*inputs)`` under the run's autocast."""
+        with autocast(inputs[0].device, self.precision):
+            return network(*inputs)
 
     def snapshot(self, digest: str, config: dict) -> dict:
         state = {"model": self.autoencoder.state_dict(), "ema": self.ema.state_dict(),
@@ -74,6 +81,7 @@ class _Run:
 
 
 def _new_run(params: AutoencoderParams, seed: int, device: torch.device) -> _Run:
+    precision = autocast_dtype(params.mixed_precision, device, "autoencoder.mixed_precision")
     torch.manual_seed(seed)
     autoencoder = build_autoencoder(config_of(params)).to(device)
     adversarial = params.loss.adversarial_weight > 0
@@ -83,30 +91,33 @@ def _new_run(params: AutoencoderParams, seed: int, device: torch.device) -> _Run
         optimizer=torch.optim.Adam(autoencoder.parameters(), lr=params.learning_rate),
         discriminator=discriminator,
         optimizer_d=torch.optim.Adam(discriminator.parameters(), lr=params.learning_rate) if adversarial else None,
+        precision=precision,
     )
 
 
 def _generator_loss(run: _Run, images: torch.Tensor, terms: AutoencoderLossParams, adversarial_on: bool,
                     perceptual: FeaturePerceptualLoss | None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    reconstruction, z_mu, z_sigma = run.autoencoder(images)
+    # The losses take float32 outputs: L1, KL and the adversarial terms lose digits in bf16.
+    reconstruction, z_mu, z_sigma = (output.float() for output in run.forward(run.autoencoder, images))
     parts = {"l1": F.l1_loss(reconstruction, images), "kl": kl_divergence(z_mu, z_sigma)}
     loss = parts["l1"] + terms.kl_weight * parts["kl"]
     if perceptual is not None and terms.perceptual_weight > 0:
         parts["perceptual"] = perceptual(reconstruction, images)
         loss = loss + terms.perceptual_weight * parts["perceptual"]
     if adversarial_on:
-        logits = run.discriminator(reconstruction.contiguous())[-1]
+        logits = run.forward(run.discriminator, reconstruction.contiguous())[-1].float()
         parts["adversarial"] = PatchAdversarialLoss(criterion="least_squares")(
             logits, target_is_real=True, for_discriminator=False)
         loss = loss + terms.adversarial_weight * parts["adversarial"]
-    return loss, {name: float(value) for name, value in parts.items()}, reconstruction
+    return loss, {name: float(value.detach()) for name, value in parts.items()}, reconstruction
 
 
 def _discriminator_step(run: _Run, images: torch.Tensor, reconstruction: torch.Tensor, weight: float) -> float:
     adversarial = PatchAdversarialLoss(criterion="least_squares")
-    fake = adversarial(run.discriminator(reconstruction.detach().contiguous())[-1], target_is_real=False,
+    fake = adversarial(run.forward(run.discriminator, reconstruction.detach().contiguous())[-1].float(),
+                       target_is_real=False, for_discriminator=True)
+    real = adversarial(run.forward(run.discriminator, images.contiguous())[-1].float(), target_is_real=True,
                        for_discriminator=True)
-    real = adversarial(run.discriminator(images.contiguous())[-1], target_is_real=True, for_discriminator=True)
     loss = weight * 0.5 * (fake + real)
     run.optimizer_d.zero_grad(set_to_none=True)
     loss.backward()
@@ -126,7 +137,7 @@ def train_step(run: _Run, images: torch.Tensor, terms: AutoencoderLossParams,
     run.ema.update_parameters(run.autoencoder)
     if adversarial_on:
         parts["discriminator"] = _discriminator_step(run, images, reconstruction, terms.adversarial_weight)
-    return {"loss": float(loss), **parts}
+    return {"loss": float(loss.detach()), **parts}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier
 from cxrsynth.tasks.classifier.data import LabelledImages, inference_loader
+from cxrsynth.tasks.device import autocast
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks import torch_files
 
@@ -54,20 +55,27 @@ def _image_batches(images_or_frame, root: str | Path, batch_size: int) -> Iterat
 
 
 @torch.no_grad()
-def _apply(model: FindingClassifier, images_or_frame, root, batch_size: int, head) -> np.ndarray:
+def _apply(model: FindingClassifier, images_or_frame, root, batch_size: int, head,
+           precision: torch.dtype | None) -> np.ndarray:
+    """``head`` over the batches under autocast to ``precision``; float32 out (NumPy has no bf16)."""
     model.eval()
     device = next(model.parameters()).device
-    outputs = [head(images.to(device)).cpu().numpy()
-               for images in tqdm(_image_batches(images_or_frame, root, batch_size), desc="classifier", leave=False, unit="batch")]
+    outputs = []
+    for images in tqdm(_image_batches(images_or_frame, root, batch_size), desc="classifier", leave=False, unit="batch"):
+        with autocast(device, precision):
+            outputs.append(head(images.to(device)).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.empty((0, 0), dtype=np.float32)
 
 
-def predict(model: FindingClassifier, frame, root: str | Path = ".", batch_size: int = 64) -> np.ndarray:
-    """Probabilities (n, len(FINDINGS)) in FINDINGS order, for a manifest frame's rows or an image array."""
-    probabilities = _apply(model, frame, root, batch_size, lambda x: torch.sigmoid(model(x)))
+def predict(model: FindingClassifier, frame, root: str | Path = ".", batch_size: int = 64,
+            precision: torch.dtype | None = None) -> np.ndarray:
+    """Probabilities (n, len(FINDINGS)) in FINDINGS order, for a manifest frame's rows or an image array;
+    the network under autocast to ``precision`` (None: float32; see ``tasks.device.autocast_dtype``)."""
+    probabilities = _apply(model, frame, root, batch_size, lambda x: torch.sigmoid(model(x)), precision)
     return probabilities.reshape(-1, len(FINDINGS))
 
 
-def extract_features(model: FindingClassifier, images_or_frame, root: str | Path = ".", batch_size: int = 64) -> np.ndarray:
+def extract_features(model: FindingClassifier, images_or_frame, root: str | Path = ".", batch_size: int = 64,
+                     precision: torch.dtype | None = None) -> np.ndarray:
     """Penultimate features (n, model.feature_dim), for a manifest frame's rows or an image array."""
-    return _apply(model, images_or_frame, root, batch_size, model.features).reshape(-1, model.feature_dim)
+    return _apply(model, images_or_frame, root, batch_size, model.features, precision).reshape(-1, model.feature_dim)

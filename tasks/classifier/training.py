@@ -15,11 +15,13 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier, masked_bce
+from cxrsynth.tasks.device import Precision, autocast, choose_precision
 from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, inference_loader, pos_weight, training_loader
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.params import ClassifierParams
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
+PRECISION_KEY = "classifier.mixed_precision"
 
 
 def scorable_findings(labels: np.ndarray) -> list[int]:
@@ -70,12 +72,23 @@ class TrainResult:
     pos_weight: list[float] | None = None
 
 
-def _train_epoch(model, loader, optimizer, weights, device, epoch: int) -> float:
+def classifier_precision(settings: ClassifierParams, device: torch.device | str) -> Precision:
+    """The autocast of the classifier's training and inference on ``device`` (``classifier.mixed_precision``)."""
+    return choose_precision(settings.mixed_precision, torch.device(device), PRECISION_KEY)
+
+
+def logits(model: FindingClassifier, images: torch.Tensor, precision: torch.dtype | None) -> torch.Tensor:
+    """The model's float32 logits, its forward pass under autocast to ``precision`` (None: float32)."""
+    with autocast(images.device, precision):
+        return model(images).float()
+
+
+def _train_epoch(model, loader, optimizer, weights, device, epoch: int, precision: torch.dtype | None) -> float:
     model.train()
     total, batches = 0.0, 0
     for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch"):
         optimizer.zero_grad(set_to_none=True)
-        loss = masked_bce(model(batch["image"].to(device)), batch["labels"].to(device), weights)
+        loss = masked_bce(logits(model, batch["image"].to(device), precision), batch["labels"].to(device), weights)
         loss.backward()
         optimizer.step()
         total, batches = total + loss.item(), batches + 1
@@ -83,16 +96,16 @@ def _train_epoch(model, loader, optimizer, weights, device, epoch: int) -> float
 
 
 @torch.no_grad()
-def _validate(model, loader, device) -> tuple[float, np.ndarray]:
+def _validate(model, loader, device, precision: torch.dtype | None) -> tuple[float, np.ndarray]:
     """Unweighted masked BCE (comparable across variants) and the predicted probabilities."""
     model.eval()
     total, count, probabilities = 0.0, 0, []
     for batch in loader:
-        logits = model(batch["image"].to(device))
+        scores = logits(model, batch["image"].to(device), precision)
         labels = batch["labels"].to(device)
-        total += masked_bce(logits, labels).item() * len(labels)
+        total += masked_bce(scores, labels).item() * len(labels)
         count += len(labels)
-        probabilities.append(torch.sigmoid(logits).cpu().numpy())
+        probabilities.append(torch.sigmoid(scores).cpu().numpy())
     return total / max(count, 1), np.concatenate(probabilities)
 
 
@@ -119,6 +132,7 @@ def train_classifier(
         raise ValueError(f"variant {variant_config.get('variant')!r} needs training and validation rows "
                          f"(has {len(train)} and {len(val)})")
     device = torch.device(device)
+    precision = classifier_precision(settings, device).dtype
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(settings.seed)
     model = build_classifier(settings.architecture).to(device)
@@ -136,8 +150,8 @@ def train_classifier(
     stopping = EarlyStopping(settings.patience)
     best_state, rows = None, []
     for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {variant_config.get('variant', '')}", unit="epoch"):
-        train_loss = _train_epoch(model, loader, optimizer, weights, device, epoch)
-        val_loss, probabilities = _validate(model, val_loader, device)
+        train_loss = _train_epoch(model, loader, optimizer, weights, device, epoch, precision)
+        val_loss, probabilities = _validate(model, val_loader, device, precision)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                "val_macro_auroc": macro_auroc(val_data.labels, probabilities)}
         rows.append(row)

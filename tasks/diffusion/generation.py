@@ -44,6 +44,8 @@ from cxrsynth.tasks.reports.records import FindingState
 
 OUT = Path("data/generate")
 PLAN_FILE = "plan.json"
+# Sampling runs under bf16 autocast where the device computes it natively, float32 elsewhere (tasks.device).
+SAMPLING_PRECISION = "auto"
 REQUEST_COLUMNS = [
     "image_id", "finding", "condition_type", "seed", "template_image_id", "flipped", "moved", "prompt", "view",
     "pixel_spacing_mm", "mask_path", "n_lesions",
@@ -253,7 +255,7 @@ def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.nd
     takes its share of the CPUs (``cpu``), loads the model where it runs, then samples and writes the
     part's images."""
     print(cpu.apply().describe())
-    pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler, mixed_precision="auto")
+    pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler, mixed_precision=SAMPLING_PRECISION)
     return sample_requests(pipeline, todo, maps, generate, root)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import Conditions
-from cxrsynth.tasks.device import autocast_dtype
+from cxrsynth.tasks.device import autocast, autocast_dtype
 from cxrsynth.tasks.diffusion.model_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -78,10 +78,11 @@ class GenerationPipeline:
         return next(self.denoiser.parameters()).device
 
     def to(self, device: torch.device | str, mixed_precision: str = "no") -> "GenerationPipeline":
-        """Move the denoiser; ``mixed_precision`` (auto, no, fp16, bf16) applies on CUDA only."""
+        """Move the denoiser; its forward passes run under ``mixed_precision`` (auto, no, fp16, bf16; see
+        ``tasks.device.choose_precision``: auto is bf16 on a CPU with AMX or AVX-512 BF16)."""
         device = torch.device(device)
         self.denoiser.to(device)
-        self.autocast = autocast_dtype(mixed_precision, device)
+        self.autocast = autocast_dtype(mixed_precision, device, "sampling mixed_precision")
         return self
 
     def with_sampler(self, sampler: str) -> "GenerationPipeline":
@@ -136,14 +137,14 @@ class GenerationPipeline:
         was_training = self.denoiser.training
         self.denoiser.eval()
         step_options = _step_options(scheduler, generators)
-        precision = torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None)
-        with precision:
+        with autocast(device, self.autocast):
             guided = GuidedDenoiser(self.denoiser, cond, cond.dropped(), guidance_scale)
         for timestep in tqdm(scheduler.timesteps, desc=f"{self.sampler} x{len(seeds)}", disable=not progress,
                              leave=False):
             model_input = scheduler.scale_model_input(noisy, timestep)
-            with precision:
+            with autocast(device, self.autocast):
                 output = guided(model_input, timestep)
+            # The scheduler's update stays float32: its coefficients lose digits in bf16 over the steps.
             noisy = scheduler.step(output.float(), timestep, noisy, **step_options).prev_sample
         self.denoiser.train(was_training)
         return ((noisy.clamp(-1, 1) + 1) / 2).cpu()

@@ -8,7 +8,6 @@ exactly where the interrupted one stood.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.denoiser import ConditionalDenoiser
 from cxrsynth.models.losses import CleanEstimate, lesion_preserving_loss
-from cxrsynth.tasks.device import autocast_dtype
+from cxrsynth.tasks.device import Precision, autocast, choose_precision
 from cxrsynth.tasks.diffusion.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
@@ -51,6 +50,7 @@ from cxrsynth.tasks.params import DiffusionParams, DiffusionTrainParams
 # leave the average quickly (a fixed 0.999 would still hold 22 % of the initial weights after 1500 steps).
 EMA_WARMUP = 10
 PARTS_WINDOW = 50  # steps over which the final loss parts are averaged
+PRECISION_KEY = "diffusion.train.mixed_precision"
 
 
 @dataclass
@@ -90,8 +90,9 @@ class TrainOutcome:
     parts: dict[str, float] = field(default_factory=dict)  # loss parts, mean of this run's last PARTS_WINDOW steps
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def training_precision(settings: DiffusionTrainParams, device: torch.device | str) -> Precision:
+    """The autocast of the training forward passes on ``device`` (``diffusion.train.mixed_precision``)."""
+    return choose_precision(settings.mixed_precision, torch.device(device), PRECISION_KEY)
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
@@ -131,13 +132,17 @@ def draw_step(size: int, image_shape: torch.Size, diffusion: DiffusionParams, nu
 
 
 def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], diffusion: DiffusionParams,
-                   draws: StepDraws, device: torch.device) -> dict[str, torch.Tensor]:
-    """One batch's lesion-preserving loss under the drawn condition dropout, timesteps and noise."""
+                   draws: StepDraws, device: torch.device, precision: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """One batch's lesion-preserving loss under the drawn condition dropout, timesteps and noise. The
+    forward pass runs under autocast to ``precision`` (None: float32); the loss is float32 either way."""
     clean = batch["image"].to(device, non_blocking=True)
     cond = batch_conditions(batch).with_keep(**draws.keep).to(device)
     timesteps, noise = draws.timesteps.to(device), draws.noise.to(device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
-    output = model(noisy, timesteps, cond)
+    with autocast(device, precision):
+        output = model(noisy, timesteps, cond)
+    # Outside autocast and in float32: the x0 estimate, the masked MSE and the SSIM term lose digits in bf16.
+    output = output.float()
     weights = diffusion.loss
     # The lesion terms use every known lesion pixel, whether or not the mask condition was dropped.
     lesion = cond.masks.amax(dim=1, keepdim=True)
@@ -242,7 +247,7 @@ def train_diffusion(
     device, hooks, settings = torch.device(device), hooks or TrainHooks(), diffusion.train
     check_batch(settings.batch_size, replica)
     scheduler = training_scheduler(setup.config.process)
-    precision = autocast_dtype(settings.mixed_precision, device)
+    precision = training_precision(settings, device).dtype
     run = _start_run(setup, settings, checkpoint_dir, seed, device, precision)
     resumed_from, trainable = run.step, [p for p in run.model.parameters() if p.requires_grad]
     forward = wrap(run.model, replica, device)
@@ -258,8 +263,7 @@ def train_diffusion(
         run.model.train()
         draws = draw_step(settings.batch_size, batch["image"].shape[1:], diffusion,
                           scheduler.config.num_train_timesteps, run.generator).rows(replica)
-        with autocast(device, precision):
-            losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device)
+        losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device, precision)
         _optimise(run, losses["loss"], trainable, settings.grad_clip)
         run.step += 1
         images += settings.batch_size

@@ -42,6 +42,8 @@ def load(directory: Path, device: torch.device | str = "cpu"):
     return load_classifier(directory, device)
 
 
-def predict(model, frame: pd.DataFrame, root: str | Path = ".", batch_size: int = 64) -> np.ndarray:
-    """Probabilities (n, len(FINDINGS)) of the manifest rows ``frame``."""
-    return np.asarray(classifier_predict(model, frame, root=root, batch_size=batch_size), dtype=np.float64)
+def predict(model, frame: pd.DataFrame, root: str | Path = ".", batch_size: int = 64,
+            precision: torch.dtype | None = None) -> np.ndarray:
+    """Probabilities (n, len(FINDINGS)) of the manifest rows ``frame`` (network under autocast to ``precision``)."""
+    return np.asarray(classifier_predict(model, frame, root=root, batch_size=batch_size, precision=precision),
+                      dtype=np.float64)
