@@ -80,11 +80,11 @@ def deployment(name: str, cron: str, timezone: str = "UTC", params_path: str = "
 
 
 def run_flow(target: str, flow_name: str, **kwargs) -> None:
-    """Run one flow (``flow_name``, also what a stage's wrapper runs) under a Prefect API that dies with this
-    process, after closing the runs a killed one left."""
+    """Run one flow (``flow_name``, also what a stage's wrapper runs) under a Prefect API (the configured one,
+    else a temporary server that does not outlive the run for long), after closing the runs a killed one left."""
     from cxrsynth.flows.prefect_api import close_stale_flow_runs, owner_tags, prefect_api
 
-    with prefect_api():
+    with prefect_api(warm_up=lambda: load_flow(target)):  # the flow's imports overlap a server's start-up
         for run_id in close_stale_flow_runs(flow_name):
             print(f"flow run {run_id} of {flow_name} was left running by a process that is gone: marked Crashed")
         with _pipeline_tags(), owner_tags():
