@@ -1,8 +1,9 @@
 """Start-up cost of a stage: one temporary Prefect server per stage process against one shared by the run.
 
 ``dvc repro`` runs every stage as a new process. Before: each started its own temporary Prefect API
-server (``CXRSYNTH_PREFECT_SERVER=process``). After (the default): the stages of a project share one,
-started by the first and stopped after an idle grace; the stage's imports run while it starts.
+server (``CXRSYNTH_PREFECT_SERVER=process``) and left through the interpreter's teardown. After (the
+default): the stages of a project share one, started by the first and stopped after an idle grace;
+the stage's imports run while it starts; a finished stage leaves without the teardown (cli.FinishedRun).
 
 Measured in a scratch project on the tiny profile, with no ``PREFECT_API_URL``:
 
@@ -34,7 +35,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("process", "shared")  # CXRSYNTH_PREFECT_SERVER: before, after
+# CXRSYNTH_PREFECT_SERVER: before (a server per stage, and the interpreter's teardown at exit), after
+MODES = ("process", "shared")
 PHASES = ("imports: torch", "imports: prefect", "imports: mlflow", "imports: cxrsynth", "API ready (after imports)",
           "stale flow-run check", "flow-run bookkeeping", "params + dvc.yaml", "MLflow run", "API released",
           "interpreter start + exit")
@@ -58,10 +60,13 @@ def cpu_description() -> str:
 # ---------------------------------------------------------------------------------------------- the no-op stage (child)
 
 
-def noop_stage() -> None:
-    """What cli.run_flow does for a stage, with a clock on each phase; prints the phases as JSON."""
+def noop_stage(fast_exit: bool) -> None:
+    """What ``cxrsynth stage`` does (cli.main, cli.run_flow), with a clock on each phase; prints the phases as JSON."""
     started = time.perf_counter()
     phases: dict[str, float] = {}
+    from cxrsynth.flows.cli import FinishedRun
+
+    finished = FinishedRun() if fast_exit else None
 
     def timed(name, action):
         begin = time.perf_counter()
@@ -106,6 +111,8 @@ def noop_stage() -> None:
     timed("API released", lambda: api.__exit__(None, None, None))
     phases["in process"] = time.perf_counter() - started
     print("PHASES " + json.dumps(phases), flush=True)
+    if finished is not None:
+        finished.succeeded = True
 
 
 # ---------------------------------------------------------------------------------------------- parent
@@ -130,12 +137,19 @@ def environment(project: Path, mode: str) -> dict[str, str]:
     return env
 
 
+# Before: cli.main called with its arguments, which leaves through the interpreter's teardown as every run did.
+BEFORE_CLI = "import sys; from cxrsynth.flows.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def run_stage(kind: str, project: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
     """One stage process: its wall seconds and, for the no-op stage, its phases."""
+    after = env["CXRSYNTH_PREFECT_SERVER"] == "shared"
     if kind == "noop":
-        command = [sys.executable, str(Path(__file__).resolve()), "--child"]
-    else:
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", "after" if after else "before"]
+    elif after:
         command = [sys.executable, "-m", "cxrsynth.flows.cli", "stage", "phantom"]
+    else:
+        command = [sys.executable, "-c", BEFORE_CLI, "stage", "phantom"]
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - started
@@ -207,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", type=int, default=4, help="stages per run (as dvc repro runs them)")
     parser.add_argument("--kinds", nargs="+", default=["noop", "phantom"], choices=["noop", "phantom"])
     parser.add_argument("--quick", action="store_true", help="1 round of 2 stages: a sanity run")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["before", "after"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        noop_stage()
+        noop_stage(fast_exit=args.child == "after")
         return 0
     if args.quick:
         args.rounds, args.stages = 1, 2
