@@ -183,6 +183,7 @@ def _shared_server(warm_up: Callable[[], object]) -> Iterator[str]:
     if lease is None:
         print("the project's shared Prefect server serves another database; starting one for this process",
               file=sys.stderr)
+        warm_up()
         with _own_server() as url:
             yield url
         return

@@ -210,7 +210,7 @@ def spawn_detached(paths: StatePaths, command: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
            IDLE_SECONDS_ENV: str(idle_seconds())}
     with paths.log.open("w") as log:
-        return subprocess.Popen(command, env=env, cwd=paths.root, stdin=subprocess.DEVNULL, stdout=log,
+        return subprocess.Popen(command, env=env, cwd=paths.root.parent, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
