@@ -200,19 +200,19 @@ def summarise(kind: str, stages: int, walls: dict[str, list[list[float]]]) -> No
 
 
 def print_phases(phases: dict[str, list[list[dict[str, float]]]]) -> None:
-    print("\nno-op stage, where the seconds go (median; shared: the first stage of a run | a later one)")
-    print(f"{'phase':<30}{'process':>10}{'shared 1st':>12}{'shared later':>14}")
-    columns = {
-        "process": [row for run in phases["process"] for row in run],
-        "shared 1st": [run[0] for run in phases["shared"]],
-        "shared later": [row for run in phases["shared"] for row in run[1:]],
-    }
+    """Median seconds per phase; the first stage of a run apart (it also creates Prefect's and MLflow's databases)."""
+    print("\nno-op stage, where the seconds go (median; the first stage of a run | a later one)")
+    columns = {}
+    for mode in MODES:
+        columns[f"{mode} 1st"] = [run[0] for run in phases[mode]]
+        columns[f"{mode} later"] = [row for run in phases[mode] for row in run[1:]]
+    print(f"{'phase':<28}" + "".join(f"{name:>15}" for name in columns))
     for phase in (*PHASES, "total"):
         cells = []
         for rows in columns.values():
             values = [sum(row.values()) if phase == "total" else row.get(phase, 0.0) for row in rows]
             cells.append(statistics.median(values) if values else float("nan"))
-        print(f"{phase:<30}{cells[0]:>10.2f}{cells[1]:>12.2f}{cells[2]:>14.2f}")
+        print(f"{phase:<28}" + "".join(f"{cell:>15.2f}" for cell in cells))
 
 
 def main(argv: list[str] | None = None) -> int:
