@@ -1,10 +1,11 @@
-"""The whole DAG on the tiny profile, as a user runs it, from a fresh copy of the repository.
+"""The whole DAG on the tiny profile (two ratios), as a user runs it, from a fresh copy of the repository.
 
 1. the ``pipeline`` flow under a local Prefect server runs every stage through DVC; the server's
    API lists the pipeline and every stage flow run, and MLflow holds one evaluate run per variant
    with its ratio, nested under the pipeline's parent run;
 2. a second ``dvc repro`` does nothing;
-3. ``dvc exp run -S`` on the ratio list re-runs only the stages that depend on it.
+3. ``dvc exp run -S`` on the ratio list re-runs only the stages that depend on it, all three under the
+   one temporary Prefect server they share (no ``PREFECT_API_URL`` there).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,9 @@ from tests.conftest import ROOT, TINY_PARAMS
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+# The tiny profile with two ratios, not three (step 3 adds a third): each ratio is two more stage processes
+# (mix, train_classifier; about 20 s each, mostly imports), and two exercise the ratio foreach as three do.
+RATIOS = [0.5, 1]
 
 
 def _copy_repository(target: Path) -> Path:
@@ -40,7 +45,9 @@ def _copy_repository(target: Path) -> Path:
         if source.is_file():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / relative)
-    shutil.copy(TINY_PARAMS, target / "params.yaml")
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    params["mix"]["ratios"] = RATIOS
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return target
 
 
@@ -164,6 +171,7 @@ def test_dag_end_to_end(project, tmp_path):
     # 3. one more ratio: only its mix and classifier, and evaluate, run
     new_ratio = max(params["mix"]["ratios"]) * 2
     ratios = [*params["mix"]["ratios"], new_ratio]
+    experiment_started = datetime.now(timezone.utc)
     experiment_output = _run(
         [str(BIN / "dvc"), "exp", "run", "-S", f"mix.ratios=[{','.join(map(str, ratios))}]"], root, env, timeout=900
     )
@@ -173,3 +181,25 @@ def test_dag_end_to_end(project, tmp_path):
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert set(metrics["downstream"]) == {*variants, f"ratio_{new_ratio}"}
     assert f"ratio_{new_ratio}," in (root / "plots/evaluate/auroc_by_ratio.csv").read_text()
+    assert _flows_run_on_one_shared_server(root, since=experiment_started) == {"mix", "train_classifier", "evaluate"}
+
+
+def _flows_run_on_one_shared_server(root: Path, since: datetime) -> set[str]:
+    """The flows of the runs started after ``since``, all completed under the project's shared temporary server,
+    which was up before the first of them (one server for the whole run, not one per stage); it is then stopped."""
+    import signal
+
+    from cxrsynth.flows import prefect_server
+
+    state = prefect_server.read_state(prefect_server.state_paths(root))
+    assert state is not None and prefect_server.runs_server(state.pid), "no shared Prefect server after dvc exp run"
+    try:
+        query = {"limit": 200, "flow_runs": {"start_time": {"after_": since.isoformat()}}}
+        runs = httpx.post(f"{state.url}/flow_runs/filter", json=query, timeout=30).json()
+        flows = {flow["id"]: flow["name"] for flow in httpx.post(f"{state.url}/flows/filter", json={}, timeout=30).json()}
+    finally:
+        os.kill(state.pid, signal.SIGTERM)
+    assert runs and all(run["state_type"] == "COMPLETED" for run in runs), runs
+    first_start = min(datetime.fromisoformat(run["start_time"]) for run in runs)
+    assert datetime.fromtimestamp(state.started, timezone.utc) < first_start, "a server was started after the first stage"
+    return {flows[run["flow_id"]] for run in runs}

@@ -234,7 +234,8 @@ def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypa
     # The stage as DVC runs it, in its own process with debug logging and its own Prefect home,
     # so every log line and the Prefect database it fills are captured and searched.
     environment = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(root / "prefect_home"),
-                   "PREFECT_LOGGING_LEVEL": "DEBUG", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+                   "PREFECT_LOGGING_LEVEL": "DEBUG", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                   "CXRSYNTH_PREFECT_SERVER": "shared"}
     completed = subprocess.run([sys.executable, "-m", "cxrsynth.flows.cli", "stage", "ingest"], cwd=root, env=environment,
                                capture_output=True, text=True, timeout=240)
     logs = completed.stdout + completed.stderr
@@ -249,9 +250,12 @@ def test_no_patient_identifier_reaches_outputs_mlflow_or_logs(tmp_path, monkeypa
     vocabulary = WordTokenizer.build(frame.report, min_count=1, max_tokens=64).vocabulary
     assert "pneumothorax" in vocabulary and not {"margaret", "houlihan", "lakeview", "55120931"} & set(vocabulary)
     texts = {"stage logs": logs}
-    outputs = [p for folder in ("data", "metrics", "mlruns", "prefect_home") for p in (root / folder).rglob("*") if p.is_file()]
+    # .cxrsynth: the shared Prefect server's record and log
+    outputs = [p for folder in ("data", "metrics", "mlruns", "prefect_home", ".cxrsynth")
+               for p in (root / folder).rglob("*") if p.is_file()]
     outputs.append(root / "mlflow.db")
     assert len(outputs) > 8 and any(p.suffix == ".db" and "prefect_home" in str(p) for p in outputs)
+    assert any(p.name == "prefect-server.log" for p in outputs)
     for path in outputs:
         texts[str(path)] = path.read_bytes().decode("latin-1")
         if path.suffix == ".parquet":  # compressed columns: check the decoded values too

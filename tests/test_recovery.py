@@ -1,5 +1,6 @@
 """Clean recovery after a kill: no server left behind, stale runs closed, same weights same bytes, serve leaves on SIGTERM."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import mlflow
 import pytest
 import torch
 
-from cxrsynth.flows import cli, prefect_api
+from cxrsynth.flows import cli, prefect_api, prefect_server
 from cxrsynth.tasks import torch_files, tracking
 from cxrsynth.tasks.classifier.inference import save_classifier
 from cxrsynth.tasks.diffusion.checkpoints import save_checkpoint
@@ -172,8 +173,28 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _servers_of(paths) -> list[int]:
+    """Live processes running the shared server of the project whose state folder is ``paths.root``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            if prefect_server.SERVER_MODULE.encode() in command and str(paths.root).encode() in command:
+                found.append(int(entry))
+    return [pid for pid in found if prefect_server.process_alive(pid)]
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return condition()
+
+
 @pytest.mark.slow
 def test_a_killed_stage_leaves_no_server_and_its_runs_are_closed_on_the_next_start(tmp_path):
+    """The project's shared server (started by the stage, detached) stops within its idle grace once the stage
+    that used it is killed, and after the next, finished, run as well."""
     import numpy as np
     import yaml
 
@@ -188,7 +209,10 @@ def test_a_killed_stage_leaves_no_server_and_its_runs_are_closed_on_the_next_sta
     params["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    idle_s = 3
+    env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               CXRSYNTH_PREFECT_SERVER="shared", CXRSYNTH_PREFECT_IDLE_SECONDS=str(idle_s))
+    paths = prefect_server.state_paths(tmp_path)
     command = [sys.executable, "-m", "cxrsynth.flows.cli", "stage", "ingest"]
 
     stage = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,17 +224,17 @@ def test_a_killed_stage_leaves_no_server_and_its_runs_are_closed_on_the_next_sta
         experiment = client.get_experiment_by_name("cxrsynth") if (tmp_path / "mlflow.db").exists() else None
         running = experiment and client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     assert running, "the stage never opened its MLflow run"
-    servers = _children(stage.pid)
-    assert servers, "no temporary server child"
+    server = prefect_server.read_state(paths)
+    assert server and server.pid in _children(stage.pid), "the stage did not start the project's server"
+    assert prefect_server.runs_server(server.pid)
     stage.kill()
     stage.wait()
-    deadline = time.monotonic() + 30
-    while not all(map(_gone, servers)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert all(map(_gone, servers)), "the temporary Prefect server outlived the killed stage"
+    assert _wait_for(lambda: _gone(server.pid), idle_s + 30), "the temporary Prefect server outlived the killed stage"
+    assert not paths.state.exists(), "the stopped server's record was left behind"
 
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert _wait_for(lambda: not _servers_of(paths), idle_s + 30), "the server outlived the finished run"
     killed = client.get_run(running[0].info.run_id)
     assert killed.info.status == "KILLED"
     assert killed.data.tags[tracking.KILLED_REASON_TAG].startswith(f"process {socket.gethostname()}:{stage.pid} ended")
