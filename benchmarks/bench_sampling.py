@@ -1,6 +1,6 @@
 """Sampling speed against quality, per sampler and step count, in one table.
 
-For each run (sampler, steps): images/s, the speed-up over DDIM at 50 steps, FID against held-out
+For each run (sampler, steps, and fp32 or bf16 autocast: ``unipc:15:bf16``): images/s, the speed-up over DDIM at 50 steps, FID against held-out
 real images in the evaluation feature space, and that FID relative to DDIM-50's. Every run samples
 the same conditions with the same seeds; guidance is batched as cond + uncond. FID on a few hundred
 images is noisy, so the table also gives the noise floor: DDIM-50 again under other seeds (its FID
@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,20 @@ from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features,
 from cxrsynth.tasks.metrics.fidelity import fid_kid  # noqa: E402
 from cxrsynth.tasks.metrics.inputs import load_set, read_real  # noqa: E402
 
-BASELINE = ("ddim", 50)
+
+
+class Run(NamedTuple):
+    """One table row: a sampler, its step count and the denoiser's precision (fp32, or bf16 autocast)."""
+
+    sampler: str
+    steps: int
+    precision: str = "fp32"
+
+    def __str__(self) -> str:
+        return f"{self.sampler}:{self.steps}" + (":bf16" if self.precision == "bf16" else "")
+
+
+BASELINE = Run("ddim", 50)
 DEFAULT_RUNS = ("ddim:50,dpm_solver:20,dpm_solver:15,dpm_solver:10,unipc:20,unipc:15,unipc:10,"
                 "dpm_solver_3m:15,dpm_solver_3m:10")
 NOISE_FLOOR_SEED_OFFSET = 10**6  # the second DDIM-50 set's seeds: disjoint from the first's
@@ -90,14 +104,15 @@ def cpu_description() -> str:
     return f"{model}; flags: {', '.join(shown) or 'no AVX-512 / AMX'}; torch threads {torch.get_num_threads()}"
 
 
-def parse_runs(text: str) -> list[tuple[str, int]]:
-    """``sampler:steps,...`` -> [(sampler, steps)], DDIM-50 (the baseline) first."""
+def parse_runs(text: str) -> list[Run]:
+    """``sampler:steps[:bf16],...`` -> runs, DDIM-50 in float32 (the baseline) first."""
     runs = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        sampler, _, steps = item.partition(":")
-        if sampler not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-            raise SystemExit(f"--runs: {item!r} is not sampler:steps with sampler one of {SAMPLERS}")
-        runs.append((sampler, int(steps)))
+        sampler, _, rest = item.partition(":")
+        steps, _, precision = rest.partition(":")
+        if sampler not in SAMPLERS or not steps.isdigit() or int(steps) < 1 or precision not in ("", "bf16"):
+            raise SystemExit(f"--runs: {item!r} is not sampler:steps[:bf16] with sampler one of {SAMPLERS}")
+        runs.append(Run(sampler, int(steps), precision or "fp32"))
     return [BASELINE] + [run for run in dict.fromkeys(runs) if run != BASELINE]
 
 
@@ -167,14 +182,16 @@ def project_bench(args) -> Bench:
                  f"model {args.model}, features: {network.name}")
 
 
-def sample(bench: Bench, sampler: str, steps: int, seeds: list[int], count: int, args) -> tuple[np.ndarray, float]:
-    """The first ``count`` images (N, H, W) under one sampler, and the seconds they took."""
-    pipeline, images = bench.pipeline.with_sampler(sampler), []
+def sample(bench: Bench, run: Run, seeds: list[int], count: int, args) -> tuple[np.ndarray, float]:
+    """The first ``count`` images (N, H, W) of one run, and the seconds they took."""
+    pipeline = bench.pipeline.with_sampler(run.sampler).to(bench.pipeline.device,
+                                                            "bf16" if run.precision == "bf16" else "no")
+    images = []
     started = time.perf_counter()
     for start in range(0, count, args.batch):
         rows = slice(start, min(start + args.batch, count))
         part = Conditions(**{name: value[rows] for name, value in vars(bench.cond).items()})
-        images.append(pipeline(part, seeds[rows], steps, args.guidance)[:, 0].numpy())
+        images.append(pipeline(part, seeds[rows], run.steps, args.guidance)[:, 0].numpy())
     return np.concatenate(images), time.perf_counter() - started
 
 
@@ -182,30 +199,30 @@ def fid(bench: Bench, first: np.ndarray, second: np.ndarray) -> float:
     return fid_kid(bench.network, first, second, seed=0)["fid"]
 
 
-def measure(bench: Bench, runs: list[tuple[str, int]], args) -> dict:
+def measure(bench: Bench, runs: list[Run], args) -> dict:
     """FID of every run over all images, then images/s and the per-round speed-up over DDIM-50 (the FID
     pass is round 0; the timing rounds alternate the run order)."""
     count, seeds = len(bench.cond), list(range(len(bench.cond)))
-    for sampler in dict.fromkeys(s for s, _ in runs):  # warm-up: first calls allocate
-        sample(bench, sampler, 2, seeds, min(count, args.batch), args)
-    rounds: list[dict[tuple[str, int], float]] = [{}]
-    fids: dict[tuple[str, int], float] = {}
+    for warm_up in dict.fromkeys(Run(run.sampler, 2, run.precision) for run in runs):  # first calls allocate
+        sample(bench, warm_up, seeds, min(count, args.batch), args)
+    rounds: list[dict[Run, float]] = [{}]
+    fids: dict[Run, float] = {}
     baseline_images = None
     for run in runs:
-        images, seconds = sample(bench, *run, seeds, count, args)
+        images, seconds = sample(bench, run, seeds, count, args)
         rounds[0][run] = count / seconds
         fids[run] = fid(bench, bench.real, images)
         baseline_images = images if run == BASELINE else baseline_images
-        print(f"  {run[0]} {run[1]}: {rounds[0][run]:.2f} img/s, FID {fids[run]:.4g}", file=sys.stderr)
+        print(f"  {run}: {rounds[0][run]:.2f} img/s, FID {fids[run]:.4g}", file=sys.stderr)
     other_seeds = [seed + NOISE_FLOOR_SEED_OFFSET for seed in seeds]
-    floor_images, _ = sample(bench, *BASELINE, other_seeds, count, args)
+    floor_images, _ = sample(bench, BASELINE, other_seeds, count, args)
     floor = {"ddim_50_other_seeds_fid": fid(bench, bench.real, floor_images),
              "ddim_50_vs_ddim_50_fid": fid(bench, baseline_images, floor_images)}
     timed = min(count, args.batch)
     for round_index in range(1, args.rounds + 1):
         rounds.append({})
         for run in runs if round_index % 2 == 0 else runs[::-1]:
-            _, seconds = sample(bench, *run, seeds, timed, args)
+            _, seconds = sample(bench, run, seeds, timed, args)
             rounds[-1][run] = timed / seconds
         print(f"  timing round {round_index} done", file=sys.stderr)
     return {"rates": {run: statistics.median(r[run] for r in rounds) for run in runs},
@@ -213,17 +230,17 @@ def measure(bench: Bench, runs: list[tuple[str, int]], args) -> dict:
             "fids": fids, "floor": floor}
 
 
-def table(bench: Bench, runs: list[tuple[str, int]], result: dict, args) -> str:
+def table(bench: Bench, runs: list[Run], result: dict, args) -> str:
     rates, speedups, fids, floor = result["rates"], result["speedups"], result["fids"], result["floor"]
     base_fid = fids[BASELINE]
     lines = [f"sampling: {bench.description}",
              f"{len(bench.cond)} images per run vs {len(bench.real)} real, batch {args.batch}, "
              f"guidance {args.guidance}, {args.rounds} alternating timing rounds; {cpu_description()}",
-             f"{'sampler':<16}{'steps':>6}{'img/s':>9}{'speed-up':>10}{'FID':>9}{'FID/ddim50':>12}  within 10 %",
-             "-" * 74]
+             f"{'sampler':<16}{'steps':>6}{'prec.':>6}{'img/s':>9}{'speed-up':>10}{'FID':>9}{'FID/ddim50':>12}  within 10 %",
+             "-" * 80]
     for run in runs:
         relative = fids[run] / base_fid
-        lines.append(f"{run[0]:<16}{run[1]:>6}{rates[run]:>9.2f}{speedups[run]:>9.2f}x{fids[run]:>9.4g}"
+        lines.append(f"{run.sampler:<16}{run.steps:>6}{run.precision:>6}{rates[run]:>9.2f}{speedups[run]:>9.2f}x{fids[run]:>9.4g}"
                      f"{relative:>12.3f}  {'yes' if abs(relative - 1) <= 0.10 else 'no'}")
     lines.append(f"noise floor: DDIM-50 under other seeds FID {floor['ddim_50_other_seeds_fid']:.4g} "
                  f"({floor['ddim_50_other_seeds_fid'] / base_fid:.3f} x DDIM-50's); "
@@ -263,9 +280,9 @@ def main() -> None:
         bench = project_bench(args) if args.model else toy_bench(args, Path(scratch))
         result = measure(bench, runs, args)
     print(table(bench, runs, result, args))
-    print(json.dumps({f"{s}_{n}": {"images_per_s": result["rates"][(s, n)], "speedup": result["speedups"][(s, n)],
-                                   "fid": result["fids"][(s, n)]}
-                      for s, n in runs} | {"noise_floor": result["floor"]}, indent=2))
+    print(json.dumps({str(run): {"images_per_s": result["rates"][run], "speedup": result["speedups"][run],
+                                 "fid": result["fids"][run]}
+                      for run in runs} | {"noise_floor": result["floor"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ SETTINGS: dict[str, tuple[dict[str, str], int | str | None]] = {
     "passive": ({threads.WAIT_POLICY_ENV: "PASSIVE"}, None),
     "spin_1000": ({threads.SPINCOUNT_ENV: "1000"}, None),
     "spin_10000": ({threads.SPINCOUNT_ENV: "10000"}, None),
+    "spin_30000": ({threads.SPINCOUNT_ENV: "30000"}, None),
     "spin_100000": ({threads.SPINCOUNT_ENV: "100000"}, None),
     "one_thread": ({}, 1),
 }
@@ -59,11 +60,9 @@ def cpu_summary() -> str:
     return f"{model}; {threads.usable_cpus()} usable CPUs; flags: {' '.join(shown) or 'no bf16/AMX'}"
 
 
-def chosen_setting() -> str | None:
-    """The setting the cxrsynth command applies, by its environment."""
-    applied: dict[str, str] = {}
-    threads.apply_spin_default(applied)
-    return next((name for name, (env, count) in SETTINGS.items() if env == applied and count is None), None)
+def chosen_setting() -> str:
+    """The setting stages run under unless the user sets OMP_WAIT_POLICY / GOMP_SPINCOUNT (tasks/threads.py)."""
+    return "default"
 
 
 # ----------------------------------------------------------------------------------------- child side
@@ -174,7 +173,7 @@ def print_table(results: dict[str, dict[str, float]], args) -> None:
         mark = "*" if name == chosen else " "
         print(f"{mark}{name:13s} {r['alone_s']:12.2f} {r['busy_s']:12.2f} {r['slowdown']:8.2f}x "
               f"{r['alone_vs_default']:13.3f}x {r['sleeps_per_step']:12.0f}")
-    if chosen:
+    if chosen in results:
         r = results[chosen]
         print(f"chosen ({chosen}, {threads.wait_policy(dict(SETTINGS[chosen][0]))}): {r['slowdown']:.2f}x beside "
               f"one busy process (target <= 2.2x), {r['alone_vs_default']:.3f}x torch's default alone (target <= 1.05x)")

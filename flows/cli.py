@@ -141,13 +141,6 @@ class FinishedRun:
 def main(argv: list[str] | None = None) -> int:
     """The ``cxrsynth`` command. Run as a program (``argv`` None: the command line), a finished ``stage`` or
     ``pipeline`` leaves without the interpreter's teardown (``FinishedRun``)."""
-    # Before anything imports torch: libgomp reads its spin-wait settings once, when torch loads it, and
-    # every stage process (DVC runs each as `cxrsynth stage`, or this process runs it) and the workers
-    # they start inherit them. An environment variable rather than a param: a param is read only after
-    # torch is loaded; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
-    from cxrsynth.tasks.threads import apply_spin_default
-
-    apply_spin_default()
     args = build_parser().parse_args(argv)
     finished = FinishedRun() if argv is None and args.command in ("stage", "pipeline") else None
     if args.command == "stage":

@@ -1,14 +1,15 @@
-"""Torch's CPU threads in this process: as many as the CPUs it may use (or its share of them), and
-OpenMP threads that stop spinning soon when they wait.
+"""Torch's CPU threads in this process: as many as the CPUs it may use (or its share of them), and the
+OpenMP wait setting it runs under, for the log.
 
 Why: when the cores are shared (a laptop running other things, a Dask worker, two stages at once),
 OpenMP threads that spin at their barriers take the cores from the one thread that has work; a
 diffusion training step beside one busy process on 2 cores was 5.4x slower with torch's defaults,
-where a fair share is about 1.5x (issue 12). ``benchmarks/bench_threads.py`` measures the choices.
+where a fair share is about 1.5x (issue 12). Threads are therefore sized to the CPUs this process may
+use and to the tasks sharing them; ``benchmarks/bench_threads.py`` measures the spin-wait choices.
 
 libgomp, the OpenMP runtime of torch's wheels, reads ``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT`` once,
-when it is loaded (``import torch``), so :func:`apply_spin_default` runs in the ``cxrsynth`` command
-before anything imports torch; child processes (DVC's stage commands, DataLoader workers) inherit it.
+when it is loaded (``import torch``): they belong in the environment of the ``cxrsynth`` command, whose
+child processes (DVC's stage commands, DataLoader workers) inherit them.
 This module imports torch only inside the functions that set threads.
 """
 
@@ -23,24 +24,12 @@ log = logging.getLogger(__name__)
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 SPINCOUNT_ENV = "GOMP_SPINCOUNT"
-# How many times an idle OpenMP thread polls before it sleeps. libgomp's default, 300000, is about 3 ms
-# by its own estimate of 100000 spins a millisecond: a thread whose partner was preempted holds its
-# core that long, which is the collapse beside a busy process. It shortens spinning only when its own
-# threads outnumber the CPUs, and it cannot see other processes. 10000 (about 0.1 ms) gives a shared
-# core back within a small part of a scheduler time slice, yet spins through short gaps between
-# parallel regions that never spinning (OMP_WAIT_POLICY=PASSIVE, about 5 % slower alone) pays a
-# futex wake-up for. Chosen with benchmarks/bench_threads.py, where 1000 and 10000 both avoided the
-# collapse on a loaded machine; of the two, the longer spin risks less alone. Confirm on a quiet one.
-SPINCOUNT_DEFAULT = "10000"
-
-
-def apply_spin_default(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Shorten OpenMP spin-waiting for this process and its children, unless the user already chose
-    (either variable set): True when the default was applied. Effective only before torch is imported."""
-    if WAIT_POLICY_ENV in environ or SPINCOUNT_ENV in environ:
-        return False
-    environ[SPINCOUNT_ENV] = SPINCOUNT_DEFAULT
-    return True
+# libgomp's own spin-waiting is left as it is. Measured with benchmarks/bench_threads.py on a quiet 2-core
+# Xeon (bare U-Net step, batch 16): shorter spinning avoids part of the slowdown beside one busy process
+# (GOMP_SPINCOUNT=10000: 2.0x, OMP_WAIT_POLICY=PASSIVE: 1.75x, torch's default: 2.6-3.1x) but costs 30 %
+# when the machine is not shared (1.30x both), which is how `dvc repro` usually runs; GOMP_SPINCOUNT=30000
+# cost nothing alone and helped nothing beside a busy process. So on shared cores the user sets one of these
+# variables (README, "Threads on shared cores"); every stage logs what it ran under.
 
 
 def wait_policy(environ: MutableMapping[str, str] = os.environ) -> str:
