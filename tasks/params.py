@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cxrsynth.tasks.findings import FINDINGS, check_finding
 
 ConditionType = Literal["label", "mask", "text", "label+mask", "label+text", "mask+text", "label+mask+text"]
-MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+
+
+def _false_is_no(value: object) -> object:
+    # YAML 1.1 reads a bare `no` as false, and `dvc exp run -S` rewrites params.yaml without the quotes
+    # that kept "no" a string.
+    return "no" if value is False else value
+
+
+MixedPrecision = Annotated[Literal["auto", "no", "fp16", "bf16"], BeforeValidator(_false_is_no)]
 MIXED_PRECISION = ("autocast of the forward passes (weights, optimizer state and losses stay float32); auto: bf16 on a CPU "
                    "with AMX or AVX-512 BF16 and on a CUDA card that has it (else fp16 there), float32 elsewhere; "
                    "bf16 forces it; fp16: CUDA only; no: float32")

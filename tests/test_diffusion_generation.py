@@ -94,6 +94,7 @@ def test_a_part_takes_its_share_of_the_cpus(project, monkeypatch):
     _, requests, maps = generation.plan_for(frame, root, SETTINGS, prepared.config)
     generation.write_condition_masks(maps, root)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # an in-process Dask worker in an earlier test sets it
     monkeypatch.setattr(torch, "set_num_interop_threads", lambda count: None)  # fixed once per process
     try:
         generation.sample_part(root / MODEL_DIR, requests.iloc[:1], maps, SETTINGS, root,

@@ -146,3 +146,14 @@ def test_missing_and_empty_sections_are_named(tmp_path):
         load_params(_profile_without(tmp_path, lambda raw: raw.update(mix=None)))
     with pytest.raises(ParamsError, match=r"params\.yaml: empty sections ingest\.split, diffusion\.unet$"):
         load_params(_profile_without(tmp_path, lambda raw: [raw["ingest"].update(split={}), raw["diffusion"].update(unet={})]))
+
+
+def test_a_bare_no_read_as_false_is_no_precision(tmp_path):
+    """YAML 1.1 reads `mixed_precision: no` as false; `dvc exp run -S` writes it back unquoted."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["diffusion"]["train"]["mixed_precision"] = False
+    data["classifier"]["mixed_precision"] = False
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    params = load_params(path)
+    assert params.diffusion.train.mixed_precision == "no" and params.classifier.mixed_precision == "no"
