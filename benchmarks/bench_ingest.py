@@ -52,6 +52,7 @@ from PIL import Image  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
+from cxrsynth.tasks.device import describe_cpu  # noqa: E402
 from cxrsynth.tasks.ingest import images  # noqa: E402
 from cxrsynth.tasks.io import to_uint16  # noqa: E402
 from cxrsynth.tasks.params import parse_params  # noqa: E402
@@ -59,25 +60,8 @@ from cxrsynth.tasks.sources.decode import decode_image  # noqa: E402
 from cxrsynth.tasks.sources.geometry import fit_square  # noqa: E402
 
 SUFFIXES = {".dcm", ".png", ".jpg", ".jpeg"}
-CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f")
 LEVELS = (0, 1, 2, 3, 6, 9)
 DIGESTS = ("md5", "sha1", "sha256", "blake2b")
-
-
-def cpu_description() -> str:
-    """The CPU model, the bf16/AMX flags it has, and how many CPUs this process may use."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    present = [flag for flag in CPU_FLAGS if flag in flags] or ["no bf16/AMX flags"]
-    return f"{model} | {' '.join(present)} | {len(os.sched_getaffinity(0))} CPUs usable"
 
 
 def write_dicoms(folder: Path, count: int, size: int, seed: int = 0) -> list[Path]:
@@ -263,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.count, args.rounds = min(args.count, 60), 2
 
-    print(cpu_description())
+    print(describe_cpu())
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if args.folder:

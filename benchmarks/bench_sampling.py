@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from cxrsynth.models.conditioning import Conditions, concatenate  # noqa: E402
 from cxrsynth.tasks import manifest  # noqa: E402
 from cxrsynth.tasks.diffusion.data import DiffusionDataset, batch_conditions, readable_rows, training_rows  # noqa: E402
 from cxrsynth.tasks.diffusion.labels import read_lesions  # noqa: E402
+from cxrsynth.tasks.device import describe_cpu  # noqa: E402
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline  # noqa: E402
 from cxrsynth.tasks.diffusion.schedulers import SAMPLERS  # noqa: E402
 from cxrsynth.tasks.io import read_png16  # noqa: E402
@@ -87,21 +87,6 @@ class Bench:
     real: np.ndarray  # (N, H, W) held-out real images in [0, 1]
     network: FeatureNetwork
     description: str
-
-
-def cpu_description() -> str:
-    """The CPU model and the bf16 / AMX flags the figures depend on."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    shown = sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512f")))
-    return f"{model}; flags: {', '.join(shown) or 'no AVX-512 / AMX'}; torch threads {torch.get_num_threads()}"
 
 
 def parse_runs(text: str) -> list[Run]:
@@ -235,7 +220,7 @@ def table(bench: Bench, runs: list[Run], result: dict, args) -> str:
     base_fid = fids[BASELINE]
     lines = [f"sampling: {bench.description}",
              f"{len(bench.cond)} images per run vs {len(bench.real)} real, batch {args.batch}, "
-             f"guidance {args.guidance}, {args.rounds} alternating timing rounds; {cpu_description()}",
+             f"guidance {args.guidance}, {args.rounds} alternating timing rounds; {describe_cpu()}",
              f"{'sampler':<16}{'steps':>6}{'prec.':>6}{'img/s':>9}{'speed-up':>10}{'FID':>9}{'FID/ddim50':>12}  within 10 %",
              "-" * 80]
     for run in runs:

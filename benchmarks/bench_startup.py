@@ -42,21 +42,6 @@ PHASES = ("imports: torch", "imports: prefect", "imports: mlflow", "imports: cxr
           "interpreter start + exit")
 
 
-def cpu_description() -> str:
-    """The CPU model and which bf16/AMX flags it has (the figures depend on both)."""
-    model, flags = "unknown CPU", set()
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    wanted = ("avx512_bf16", "amx_bf16", "amx_tile")
-    return f"{model}; {os.cpu_count()} CPUs; " + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-
-
 # ---------------------------------------------------------------------------------------------- the no-op stage (child)
 
 
@@ -228,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds, args.stages = 1, 2
-    print(cpu_description())
+    from cxrsynth.tasks.device import describe_cpu  # here: only the stages this measures import the project
+
+    print(describe_cpu())
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share these CPUs: figures are noisy)")
     workdir = Path(tempfile.mkdtemp(prefix="bench_startup-"))
     try:

@@ -47,19 +47,6 @@ SETTINGS: dict[str, tuple[dict[str, str], int | str | None]] = {
 OMP_VARIABLES = (threads.WAIT_POLICY_ENV, threads.SPINCOUNT_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def cpu_summary() -> str:
-    """The CPU model and the bf16 / AMX flags it reports."""
-    model, flags = "unknown CPU", set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-    shown = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
-    return f"{model}; {threads.usable_cpus()} usable CPUs; flags: {' '.join(shown) or 'no bf16/AMX'}"
-
-
 def chosen_setting() -> str:
     """The setting stages run under unless the user sets OMP_WAIT_POLICY / GOMP_SPINCOUNT (tasks/threads.py)."""
     return "default"
@@ -164,7 +151,9 @@ def summary(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, flo
 
 def print_table(results: dict[str, dict[str, float]], args) -> None:
     chosen = chosen_setting()
-    print(f"CPU: {cpu_summary()}")
+    from cxrsynth.tasks.device import describe_cpu  # here: the parent process otherwise never loads torch
+
+    print(f"CPU: {describe_cpu()}")
     print(f"bare U-Net training step, batch {args.batch}, {args.steps - 1} timed steps x {args.rounds} rounds "
           f"(medians; slowdown and cost are medians of per-round ratios)")
     print(f"{'setting':14s} {'alone s/step':>12s} {'busy s/step':>12s} {'slowdown':>9s} {'alone/default':>14s} "

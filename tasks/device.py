@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f")  # what benchmarks name
 CPUINFO = Path("/proc/cpuinfo")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -51,6 +54,24 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
         if name.strip() in ("flags", "Features"):  # x86, ARM
             return frozenset(value.split())
     return frozenset()
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The first CPU's model name in ``cpuinfo`` (the text of /proc/cpuinfo, read when None)."""
+    text = _cpuinfo_text() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name":
+            return value.strip()
+    return platform.processor() or "unknown CPU"
+
+
+def describe_cpu(cpuinfo: str | None = None) -> str:
+    """The CPU model, the flags speed depends on and the CPUs this process may use: what every
+    benchmark prints beside its figures."""
+    shown = [flag for flag in SPEED_FLAGS if flag in cpu_flags(cpuinfo)]
+    return (f"{cpu_model(cpuinfo)}; flags: {' '.join(shown) or 'no AVX-512 / AMX'}; "
+            f"{len(os.sched_getaffinity(0))} usable CPUs")
 
 
 def native_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ from cxrsynth.tasks.device import (
     autocast_dtype,
     choose_precision,
     cpu_flags,
+    describe_cpu,
     native_bf16,
     precision_params,
     resolve_device,
@@ -90,3 +91,9 @@ def test_autocast_runs_matmuls_in_the_dtype_or_leaves_float32():
         assert (a @ a).dtype == torch.bfloat16
     with autocast(CPU, None):
         assert (a @ a).dtype == torch.float32
+
+
+def test_describe_cpu_names_the_model_and_the_flags_speed_depends_on():
+    text = describe_cpu("processor : 0\nmodel name : Some Xeon\nflags : fpu sse2 avx512f amx_bf16 amx_tile\n")
+    assert text.startswith("Some Xeon; flags: amx_bf16 amx_tile avx512f;") and text.endswith("usable CPUs")
+    assert "no AVX-512 / AMX" in describe_cpu("model name : Old\nflags : fpu sse2\n")
