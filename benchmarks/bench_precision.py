@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from torch.utils.data import default_collate  # noqa: E402
 from cxrsynth.tasks import manifest  # noqa: E402
 from cxrsynth.tasks.classifier import train_classifier  # noqa: E402
 from cxrsynth.tasks.classifier.training import VariantImages  # noqa: E402
-from cxrsynth.tasks.device import CPUINFO, NATIVE_BF16_FLAGS, autocast, cpu_flags, native_bf16  # noqa: E402
+from cxrsynth.tasks.device import NATIVE_BF16_FLAGS, autocast, cpu_flags, cpu_model, native_bf16  # noqa: E402
 from cxrsynth.tasks.diffusion.data import DiffusionDataset, batch_conditions, training_rows  # noqa: E402
 from cxrsynth.tasks.diffusion.labels import read_lesions  # noqa: E402
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline  # noqa: E402
@@ -61,8 +60,7 @@ PARTS = ("step", "loss", "fid")
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in CPUINFO.read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if CPUINFO.exists() else platform.processor()
+    model = cpu_model()
     flags = sorted(f for f in cpu_flags() if f in (*NATIVE_BF16_FLAGS, "amx_tile", "avx512f", "avx512_fp16"))
     native, why = native_bf16()
     return {"cpu": model, "flags": flags, "native_bf16": native, "reason": why, "torch": torch.__version__,

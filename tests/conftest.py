@@ -10,8 +10,9 @@ ones, writes the params with ``write_tiny_params`` itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,3 +128,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@contextlib.contextmanager
+def conv_output_dtypes() -> Iterator[list]:
+    """The dtype of every Conv2d output computed inside the block: what autocast really ran."""
+    import torch  # here: most tests never load torch through this module
+
+    dtypes: list = []
+    original = torch.nn.Conv2d.forward
+
+    def recording(self, x):
+        output = original(self, x)
+        dtypes.append(output.dtype)
+        return output
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Conv2d, "forward", recording)
+        yield dtypes

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from tests.conftest import conv_output_dtypes
+
 from cxrsynth.tasks import device
 from cxrsynth.tasks.autoencoder.training import load_perceptual_network, train_autoencoder
 from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch
@@ -73,16 +75,7 @@ def test_perceptual_term_needs_a_local_network(tmp_path):
 @pytest.mark.skipif(not device.native_bf16()[0], reason=f"this CPU lacks native bf16 ({device.native_bf16()[1]})")
 def test_bf16_trains_the_autoencoder_and_discriminator_with_float32_weights(tmp_path):
     settings = params(steps=3, mixed_precision="bf16", loss={"adversarial_weight": 0.1})
-    convs: list[torch.dtype] = []
-    original = torch.nn.Conv2d.forward
-
-    def recording(self, x):
-        output = original(self, x)
-        convs.append(output.dtype)
-        return output
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.nn.Conv2d, "forward", recording)
+    with conv_output_dtypes() as convs:
         outcome = train_autoencoder(images(size=32), settings, seed=0, checkpoint_dir=tmp_path)
     assert set(convs) == {torch.bfloat16}
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in outcome.history) and "discriminator" in outcome.last_parts

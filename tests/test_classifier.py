@@ -12,6 +12,7 @@ from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_png16
 from cxrsynth.tasks.params import parse_params
 from tests.blob_project import real_frame, synthetic_frame, write_images
+from tests.conftest import conv_output_dtypes
 
 torch.set_num_threads(1)
 NODULE = FINDINGS.index("nodule")
@@ -127,16 +128,7 @@ def test_class_weighting_changes_training(tmp_path):
 @pytest.mark.skipif(not device.native_bf16()[0], reason=f"this CPU lacks native bf16 ({device.native_bf16()[1]})")
 def test_classifier_trains_and_predicts_under_bf16_with_float32_logits(tmp_path):
     train, val = _project(tmp_path)
-    convs: list[torch.dtype] = []
-    original = torch.nn.Conv2d.forward
-
-    def recording(self, x):
-        output = original(self, x)
-        convs.append(output.dtype)
-        return output
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.nn.Conv2d, "forward", recording)
+    with conv_output_dtypes() as convs:
         result = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
                                   _settings(mixed_precision="bf16"))
     assert set(convs) == {torch.bfloat16}
