@@ -86,3 +86,24 @@ def test_reconstruction_fidelity_of_an_autoencoder_runs_on_images_in_unit_range(
     assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
     report = reconstruction_fidelity(images, out, np.zeros((3, len(FINDINGS), 32, 32), np.uint8), ["nodule"])
     assert report["image"]["n_pairs"] == 3 and report["lesions"]["nodule"]["n"] == 0
+
+
+def test_model_folder_round_trips_and_refuses_a_mismatched_config(tmp_path):
+    import json
+
+    from cxrsynth.tasks.autoencoder.model_io import load_autoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    autoencoder = build_autoencoder(SMALL)
+    save_autoencoder(tmp_path, autoencoder, SMALL)
+    loaded, config = load_autoencoder(tmp_path)
+    assert config == SMALL
+    assert all(torch.equal(a, b) for a, b in zip(autoencoder.state_dict().values(), loaded.state_dict().values()))
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+    (tmp_path / "config.json").write_text(json.dumps({**json.loads((tmp_path / "config.json").read_text()), "latent_channels": 4}))
+    with pytest.raises(ValueError, match="digest differs"):
+        load_autoencoder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"latent_chanels": 4}))
+    with pytest.raises(ValueError, match="latent_chanels"):
+        load_autoencoder(tmp_path)
