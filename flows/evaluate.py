@@ -13,7 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
-from cxrsynth.tasks import reader_study, stages, tracking
+from cxrsynth.tasks import reader_study, sites, stages, tracking
 from cxrsynth.tasks.classifier import classifier_precision, resolve_device
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_csv, write_json
@@ -32,7 +32,9 @@ READER_KEY = REPORTS / "reader_study_key.json"  # outside the folder handed to r
 
 @task(name="load image sets", cache_policy=NO_CACHE)  # arrays and models: nothing worth hashing
 def load_image_sets(params: Params, dag: Dag) -> dict[str, inputs.ImageSet]:
-    real = inputs.read_real(dag.input("evaluate", "prepare_masks", "manifest.parquet"))
+    # evaluate.train_sites: the real training images are those the variants and the generator learnt from
+    real = sites.training_sites_only(inputs.read_real(dag.input("evaluate", "prepare_masks", "manifest.parquet")),
+                                     params.evaluate.train_sites)
     size = params.ingest.image_size
     sets = {split: inputs.load_set(real[real["split"] == split], ".", size, split) for split in ("test", "train")}
     synthetic = inputs.read_synthetic(dag.input("evaluate", "generate", "manifest.parquet"))

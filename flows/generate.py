@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.flows.fanout import ChunkRule, Fanout
-from cxrsynth.tasks import manifest, stages, threads, tracking
+from cxrsynth.tasks import manifest, sites, stages, threads, tracking
 from cxrsynth.tasks.diffusion import generation
 from cxrsynth.tasks.device import precision_params, resolve_device
 from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE
@@ -54,6 +54,7 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
         config = GenerationPipeline.load_config(model_dir)  # the model itself is loaded where its part is sampled
         checkpoint_digest = tracking.md5_digest(weights)
         real = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
+        real = sites.training_sites_only(real, params.evaluate.train_sites)  # templates as the generator trained
         counts, requests, maps = generation.plan_for(real, ".", settings, config)
         generation.prepare_output(".", generation.plan_digest(requests, {
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,

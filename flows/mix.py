@@ -8,7 +8,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
-from cxrsynth.tasks import manifest, mixing, stages, tracking
+from cxrsynth.tasks import manifest, mixing, sites, stages, tracking
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.stages import Dag, StageSpec
 
@@ -22,13 +22,14 @@ def _log_variant(path, config: dict) -> None:
     print(f"{config['variant']}: {config['counts']}")
 
 
-def _read_real(dag: Dag, spec: StageSpec) -> pd.DataFrame:
+def _read_real(params: Params, dag: Dag, spec: StageSpec) -> pd.DataFrame:
+    """The real train and val rows every variant starts from: those of evaluate.train_sites when set."""
     path = dag.input(spec.name, "prepare_masks", "manifest.parquet")
-    return mixing.real_rows(manifest.read(path), path)
+    return sites.training_sites_only(mixing.real_rows(manifest.read(path), path), params.evaluate.train_sites)
 
 
 def _write_baselines(params: Params, dag: Dag, spec: StageSpec) -> None:
-    real = _read_real(dag, spec)
+    real = _read_real(params, dag, spec)
     for name in params.mix.baselines:
         frame, config = task(mixing.build_baseline, cache_policy=NO_CACHE)(real, name, params)
         path = mixing.write_variant(frame, config, mixing.variant_path(dag, name, params))
@@ -36,7 +37,7 @@ def _write_baselines(params: Params, dag: Dag, spec: StageSpec) -> None:
 
 
 def _write_ratio(params: Params, ratio: int | float, dag: Dag, spec: StageSpec) -> None:
-    real = _read_real(dag, spec)
+    real = _read_real(params, dag, spec)
     synthetic_path = dag.input(spec.name, "generate", "manifest.parquet")
     synthetic = mixing.check_synthetic(manifest.read(synthetic_path), synthetic_path)
     frame, config = task(mixing.build_ratio, cache_policy=NO_CACHE)(real, synthetic, ratio, params)

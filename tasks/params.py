@@ -423,6 +423,13 @@ class EvaluateParams(Section):
     embedding: Literal["pca", "tsne"] = Field(
         "pca", description="2-D projection of the real/synthetic embedding figure"
     )
+    train_sites: list[str] | None = Field(
+        None,
+        description="acquisition sites (the manifest's site pseudonyms: site-1, site-2, ...; metrics/ingest.json "
+        "counts them) whose training and validation images train the diffusion model and every classifier variant; "
+        "null: every site. Test images of every site are scored; with sites named, the report gives each finding's "
+        "AUROC drop from these sites to the others",
+    )
     min_cases: int = Field(
         10, ge=2,
         description="fewest test positives and as many negatives a finding needs for an AUROC, interval, p-value or "
@@ -430,6 +437,15 @@ class EvaluateParams(Section):
     )
     batch_size: int = Field(64, ge=1, description="images per batch in feature extraction and classifier inference")
     seed: int = Field(0, description="bootstrap, KID subsets, lesion segmenter, embedding sample and reader-study draw")
+
+    @field_validator("train_sites")
+    @classmethod
+    def _some_distinct_sites(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list trains on nothing; null trains on every site")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"names a site twice: {value}")
+        return value
 
 
 class TrackingParams(Section):

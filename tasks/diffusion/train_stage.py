@@ -22,6 +22,7 @@ from cxrsynth.tasks.diffusion.tokenizer import build_tokenizer
 from cxrsynth.tasks.diffusion.training import TrainHooks, TrainingSetup, TrainOutcome, train_diffusion
 from cxrsynth.tasks.io import write_text
 from cxrsynth.tasks.params import Params
+from cxrsynth.tasks.sites import training_sites_only
 
 MODEL_DIR = Path("data/train_diffusion/model")
 CHECKPOINT_DIR = Path("data/train_diffusion/checkpoints")
@@ -45,7 +46,8 @@ def run_training(params: Params, prepared: TrainingSetup, replica: Replica = Rep
 def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
     """The training split as a dataset, the tokenizer built from its texts, and a fresh model."""
     diffusion, text = params.diffusion, params.diffusion.text_encoder
-    rows, quarantined = readable_rows(training_rows(frame), root)
+    # evaluate.train_sites: the generator learns from the classifiers' training sites only (tasks/sites.py)
+    rows, quarantined = readable_rows(training_rows(training_sites_only(frame, params.evaluate.train_sites)), root)
     if rows.empty:
         raise ValueError(f"none of the training images could be read ({len(quarantined)} quarantined)")
     tokenizer = build_tokenizer(texts_of(rows, text.source), text.kind, text.max_tokens, text.min_word_count, text.path)

@@ -143,7 +143,16 @@ def metrics(manifest: pd.DataFrame, quarantine: pd.DataFrame, localisations: pd.
             s: {"images": int((manifest["split"] == s).sum()), "patients": int(manifest.loc[manifest["split"] == s, "patient_id"].nunique())}
             for s in ("train", "val", "test")
         },
+        "sites": site_counts(manifest),
         "findings": findings,
+    }
+
+
+def site_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per site pseudonym and split: the names evaluate.train_sites chooses from."""
+    return {
+        str(site): {s: int(((manifest["site"] == site) & (manifest["split"] == s)).sum()) for s in ("train", "val", "test")}
+        for site in sorted(manifest["site"].dropna().unique())
     }
 
 

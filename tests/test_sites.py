@@ -1,0 +1,79 @@
+import pandas as pd
+import pytest
+
+from cxrsynth.tasks import mixing
+from cxrsynth.tasks.ingest.outputs import site_counts
+from cxrsynth.tasks.params import ParamsError, parse_params
+from cxrsynth.tasks.sites import check_train_sites, sites_in, training_sites_only
+
+
+def _frame() -> pd.DataFrame:
+    """Two sites and a row without one, in every split, plus a synthetic training row."""
+    rows = []
+    for split in ("train", "val", "test"):
+        for site in ("site-1", "site-2", None):
+            rows.append({"image_id": f"{split}-{site}", "split": split, "source": "real", "site": site})
+    rows.append({"image_id": "syn-1", "split": "train", "source": "synthetic", "site": None})
+    return pd.DataFrame(rows).astype({"site": "string"})
+
+
+def test_sites_in_lists_named_sites_only():
+    assert sites_in(_frame()) == ["site-1", "site-2"]
+    assert sites_in(pd.DataFrame({"split": ["train"]})) == []
+
+
+def test_no_train_sites_keeps_every_row():
+    frame = _frame()
+    assert training_sites_only(frame, None) is frame
+
+
+def test_train_sites_filter_training_and_validation_rows_and_leave_test_untouched():
+    kept = training_sites_only(_frame(), ["site-1"])
+    assert kept.loc[kept["split"] == "train", "image_id"].tolist() == ["train-site-1", "syn-1"]
+    assert kept.loc[kept["split"] == "val", "image_id"].tolist() == ["val-site-1"]
+    assert kept.loc[kept["split"] == "test", "image_id"].tolist() == ["test-site-1", "test-site-2", "test-None"]
+
+
+def test_an_unknown_site_is_refused_naming_the_key_and_the_sites_the_data_has():
+    with pytest.raises(ValueError, match=r"evaluate\.train_sites: 'SITE-A' not among .* the data has: site-1, site-2"):
+        training_sites_only(_frame(), ["site-1", "SITE-A"])
+
+
+def test_a_site_seen_only_in_test_cannot_train():
+    frame = _frame()
+    frame.loc[frame["split"] == "test", "site"] = "site-3"
+    with pytest.raises(ValueError, match="'site-3' not among"):
+        check_train_sites(frame, ["site-3"])
+
+
+def test_a_source_without_sites_says_so():
+    frame = _frame().assign(site=pd.NA)
+    with pytest.raises(ValueError, match="the source records no acquisition site"):
+        training_sites_only(frame, ["site-1"])
+
+
+def test_mix_variants_start_from_the_training_sites_rows():
+    """What flows/mix.py does: the real train and val rows, then the site filter; no test row remains."""
+    frame = _frame()
+    real = training_sites_only(mixing.real_rows(frame[frame["source"] == "real"], "manifest"), ["site-2"])
+    assert real["image_id"].tolist() == ["train-site-2", "val-site-2"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ([], "an empty list trains on nothing"),
+    (["site-1", "site-1"], "names a site twice"),
+])
+def test_train_sites_param_refuses_empty_and_repeated_lists(value, message):
+    with pytest.raises(ParamsError, match=rf"evaluate\.train_sites: .*{message}"):
+        parse_params({"evaluate": {"train_sites": value}})
+
+
+def test_train_sites_param_defaults_to_every_site():
+    assert parse_params({}).evaluate.train_sites is None
+    assert parse_params({"evaluate": {"train_sites": ["site-2"]}}).evaluate.train_sites == ["site-2"]
+
+
+def test_ingest_metrics_count_images_per_site_and_split():
+    frame = _frame()
+    frame = frame[frame["source"] == "real"]
+    assert site_counts(frame) == {"site-1": {"train": 1, "val": 1, "test": 1}, "site-2": {"train": 1, "val": 1, "test": 1}}
