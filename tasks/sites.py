@@ -17,7 +17,8 @@ what synthetic images do for a classifier that never saw site B.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
@@ -25,11 +26,16 @@ TRAIN_SITES_KEY = "evaluate.train_sites"
 TRAINING_SPLITS = ("train", "val")
 
 
+def site_order(sites: Iterable[str]) -> list[str]:
+    """Distinct site names in natural order: site-2 before site-10."""
+    return sorted(set(sites), key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)])
+
+
 def sites_in(frame: pd.DataFrame) -> list[str]:
-    """The distinct sites ``frame`` names (rows without a site left out), sorted."""
+    """The distinct sites ``frame`` names (rows without a site left out), in natural order."""
     if "site" not in frame.columns:
         return []
-    return sorted(str(site) for site in frame["site"].dropna().unique())
+    return site_order(str(site) for site in frame["site"].dropna().unique())
 
 
 def check_train_sites(frame: pd.DataFrame, train_sites: Sequence[str]) -> None:
