@@ -18,6 +18,7 @@ from cxrsynth.tasks.classifier import classifier_precision, resolve_device
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_csv, write_json
 from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures, textual
+from cxrsynth.tasks.metrics import site_shift
 from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
 from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
 from cxrsynth.tasks.metrics.lesions import SegmenterTraining
@@ -64,6 +65,14 @@ def downstream_metrics(params: Params, labels: np.ndarray, probabilities: dict[s
                       params.generate.rare_findings, settings)
                   for variant, scores in probabilities.items()}
     return downstream.with_best_baseline_comparisons(by_variant, labels, probabilities, variants, settings)
+
+
+@task(name="site-shift metrics", cache_policy=NO_CACHE)
+def site_shift_metrics(params: Params, test_frame: pd.DataFrame, labels: np.ndarray,
+                       probabilities: dict[str, np.ndarray]) -> dict:
+    """Every variant per test site, and the drop from evaluate.train_sites to the other sites."""
+    return site_shift.site_metrics(labels, probabilities, test_frame["site"], params.evaluate.train_sites,
+                                   params.evaluate.min_cases)
 
 
 def _feature_network(params: Params, reference_model) -> FeatureNetwork:
@@ -114,12 +123,13 @@ def _precision_params(params: Params) -> dict[str, str]:
     return classifier_precision(params.classifier, resolve_device(params.runtime.device)).params()
 
 
-def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]], downstream_by_variant: dict) -> None:
+def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]], downstream_by_variant: dict,
+                      sites_by_variant: dict) -> None:
     for variant, ratio in variants:
         with tracking.stage_run(dag.stage_for("evaluate"), params, run_name=f"evaluate:{variant}",
                                 inputs=(classifiers.variant_dir(dag, variant),),
                                 extra_params={"variant": variant, "ratio": ratio, **_precision_params(params)}):
-            flat = tracking.flatten(json_ready(downstream_by_variant[variant]))
+            flat = tracking.flatten(json_ready({**downstream_by_variant[variant], "sites": sites_by_variant[variant]}))
             tracking.log_metrics(numeric(flat))  # a finding with too few cases has None: nothing logged
             mlflow.set_tags(textual(flat))  # its status, each comparison's reading, the best baseline's name
             mlflow.log_artifact(str(FIGURES / f"roc_variant_{variant}.png"), "figures")
@@ -155,6 +165,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     models = {variant: model for variant, (model, _) in predictions.items()}
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}
     downstream_by_variant = downstream_metrics(params, labels, probabilities, variants)
+    site_section = site_shift_metrics(params, test.frame, labels, probabilities)
     roc = pd.concat([downstream.roc_points(v, labels, probabilities[v], config.min_cases) for v, _ in variants],
                     ignore_index=True)
 
@@ -181,6 +192,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
         "test_split": {"n_images": len(test),
                        "n_positive": {f: int(np.nansum(labels[:, i] == 1)) for i, f in enumerate(FINDINGS)}},
         "downstream": downstream_by_variant,
+        "sites": site_section,
         "synthetic": synthetic_section,
         "reader_study": study,
         "quarantined": len(quarantined),
@@ -191,7 +203,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
                                  READER_PAGE.relative_to(REPORTS).as_posix() if study else None)
     report.write_report(text, REPORTS / "evaluation.md", REPORTS / "evaluation.html")
 
-    _log_variant_runs(params, dag, variants, downstream_by_variant)
+    _log_variant_runs(params, dag, variants, downstream_by_variant, site_section["variants"])
     _log_synthetic_run(params, dag, metrics)
     print(f"evaluated {len(variants)} variants on {len(test)} test images; report: {REPORTS / 'evaluation.html'}")
     return metrics

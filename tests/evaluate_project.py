@@ -71,7 +71,8 @@ def build_tiny_project(root: Path, size: int = 32, n_real: int = 48, n_synthetic
             mask_path = f"data/prepare_masks/masks/{image_id}.png"
             write_mask(root / mask_path, labelmap.encode(masks, (size, size)))
         row = _row(image_id, f"data/ingest/images/{image_id}.png", mask_path, present)
-        rows.append({**row, "patient_id": f"p{index:03d}", "split": split, "source": "real"})
+        rows.append({**row, "patient_id": f"p{index:03d}", "split": split, "source": "real",
+                     "site": f"site-{index % 2 + 1}"})
     real = pd.DataFrame(rows)
     manifest.write(real, root / "data/prepare_masks/manifest.parquet", "prepare_masks")
 

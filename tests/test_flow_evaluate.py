@@ -48,6 +48,12 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
         assert nodule["status"] == "too few positives (4 < 5)" and nodule["n_positive"] == 4
         assert all(value is None for key, value in nodule.items() if key not in ("status", "n_positive", "n_negative"))
     assert {"macro", "rare"} <= set(metrics["downstream"]["classical_aug"])
+    sites = metrics["sites"]  # the tiny project alternates site-1 and site-2; every site trained
+    assert set(sites["test_sites"]) == {"site-1", "site-2"} and sites["train_sites"] is None
+    assert sites["variants"]["ratio_1"]["shift"] is None and sum(s["n_images"] for s in sites["test_sites"].values()) == 16
+    per_site = sites["variants"]["ratio_1"]["per_site"]
+    assert sum(per_site[site]["pneumothorax"]["n_positive"] for site in per_site) == 5
+    assert all(per_site[site]["pneumothorax"]["status"].startswith("too few positives") for site in per_site)
     assert metrics["downstream"]["ratio_1"]["rare"]["n_findings"] == 1
     synthetic = metrics["synthetic"]
     assert synthetic["fidelity"]["synthetic_vs_real_test"]["fid"] is not None
@@ -75,6 +81,7 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     assert "](figures/auroc_by_ratio.png)" in report and Path("reports/figures/auroc_by_ratio.png").is_file()
     assert "p vs real_only" in report and "## Caveats" in report
     assert "min. detectable difference" in report and "reading vs real_only" in report
+    assert "## Site shift" in report and "### pneumothorax by site" in report
     nodule_section = report[report.index("### nodule"):report.index("### ", report.index("### nodule") + 1)]
     assert "too few positives (4 < 5)" in nodule_section and "|" not in nodule_section  # no table, no p
     assert not Path("reports/figures/roc_nodule.png").exists() and Path("reports/figures/roc_pneumothorax.png").is_file()
@@ -96,6 +103,7 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     nodule_metrics = [column for column in runs.columns if column.startswith("metrics.per_finding.nodule.")]
     assert sorted(nodule_metrics) == ["metrics.per_finding.nodule.n_negative", "metrics.per_finding.nodule.n_positive"]
     assert ratio_run["tags.per_finding.nodule.status"] == "too few positives (4 < 5)"
+    assert "metrics.sites.per_site.site-1.pneumothorax.n_positive" in runs.columns
     assert "metrics.synthetic.lesions.condition_accuracy_by_type.label_mask.pneumothorax.detected" in runs.columns
     assert ratio_run["params.runtime.precision"] == "fp32"  # the classifiers' inference precision (tiny: float32)
     synthetic_run = runs[runs["tags.mlflow.runName"] == "evaluate:synthetic"].iloc[0]

@@ -33,6 +33,11 @@ EXPLANATIONS = {
     "Too few positives / negatives": "Below evaluate.min_cases test positives or negatives a finding gets no AUROC, "
                                      "interval or p-value: DeLong's variance collapses with one or two positives "
                                      "(an AUROC of 1 with a zero-width interval).",
+    "Site shift": "Each variant's AUROC on the test images of one acquisition site (mean over training seeds, DeLong "
+                  "95% interval of that mean, seed standard deviation beside it when there are several). With "
+                  "evaluate.train_sites the variants and the diffusion model trained and validated on those sites "
+                  "only; the drop is the AUROC on the training sites' test images minus that on the other sites', "
+                  "with its interval and two-sided p (the two groups' DeLong variances added).",
     "AUPRC": "Average precision over the precision-recall curve. Chance level is the finding's prevalence, so for "
              "rare findings it shows what AUROC hides: how many of the flagged images are true positives.",
     "Sensitivity at specificity": "Share of positives caught at the best threshold that still calls at least the "
@@ -162,6 +167,52 @@ def _averages(metrics: dict, variants: Sequence[tuple[str, float]]) -> str:
                    "macro sens.", f"rare AUROC ({first['rare']['n_findings']})", "rare AUPRC", "rare sens."], rows)
 
 
+def _site_cell(cell: dict) -> str:
+    if cell["status"] != "ok":
+        return cell["status"]
+    spread = f" sd {_number(cell['seed_sd'])}" if cell["seed_sd"] else ""
+    return f"{_number(cell['auroc'])} [{_number(cell['auroc_ci_low'])}, {_number(cell['auroc_ci_high'])}]{spread}"
+
+
+def _drop_cells(drop: dict) -> list[str]:
+    if drop["status"] != "ok":
+        return [drop["status"], ""]
+    return [f"{_number(drop['drop'])} [{_number(drop['drop_ci_low'])}, {_number(drop['drop_ci_high'])}]",
+            _p_value(drop["p_value"])]
+
+
+def _site_table(finding: str, block: dict, variants: Sequence[tuple[str, float]]) -> str:
+    test_sites, shifted = block["test_sites"], block["train_sites"] is not None
+    header = ["variant", *(f"{site} (training)" if shifted and info["training"] else site
+                           for site, info in test_sites.items())]
+    if shifted:
+        header += ["drop, training to other sites [95%]", "p"]
+    rows = []
+    for variant, _ in variants:
+        scored = block["variants"][variant]
+        row = [variant, *(_site_cell(scored["per_site"][site][finding]) for site in test_sites)]
+        rows.append(row + (_drop_cells(scored["shift"][finding]) if shifted else []))
+    return f"### {finding.replace('_', ' ')} by site\n\n" + _table(header, rows)
+
+
+def _site_section(metrics: dict, variants: Sequence[tuple[str, float]], rare_findings: Sequence[str]) -> str:
+    """Per rare finding, every variant's AUROC per test site and, with evaluate.train_sites, its drop."""
+    block = metrics.get("sites")
+    if not block or not block["test_sites"]:
+        return "## Site shift\n\nThe data source records no acquisition site: no per-site scores."
+    counts = ", ".join(f"{site} {info['n_images']}" for site, info in block["test_sites"].items())
+    trained = ("every site" if block["train_sites"] is None
+               else f"{', '.join(block['train_sites'])} only (`evaluate.train_sites`)")
+    lines = [f"Test images per site: {counts}. The variants (and the diffusion model) trained on {trained}."]
+    if block["n_without_site"]:
+        lines.append(f"{block['n_without_site']} test image(s) without a site are in no site's column.")
+    lines.append("Cells below `evaluate.min_cases` test positives or negatives say so and give no statistic; "
+                 "every finding's cells are in metrics/evaluate.json (`sites`).")
+    parts = ["## Site shift", " ".join(lines)]
+    parts += [_site_table(finding, block, variants) for finding in rare_findings]
+    return "\n\n".join(parts)
+
+
 def _synthetic_section(metrics: dict, rare_findings: Sequence[str], figures: dict[str, str]) -> str:
     synthetic = metrics["synthetic"]
     if synthetic is None:
@@ -255,6 +306,7 @@ def build_markdown(metrics: dict, variants: Sequence[tuple[str, float]], rare_fi
         parts.append(f"![Rare-finding AUROC against the synthetic ratio, baselines dashed]({figures['auroc_by_ratio']})")
     ordered = list(rare_findings) + [f for f in FINDINGS if f not in rare_findings]
     parts += [_finding_section(f, metrics, variants, specificity, figures.get(f"roc_{f}")) for f in ordered]
+    parts.append(_site_section(metrics, variants, rare_findings))
     parts.append(_synthetic_section(metrics, rare_findings, figures))
     if reader_study:
         parts.append(f"## Reader study\n\nA blinded page of real and synthetic images for readers: "
