@@ -77,3 +77,37 @@ def test_ingest_metrics_count_images_per_site_and_split():
     frame = _frame()
     frame = frame[frame["source"] == "real"]
     assert site_counts(frame) == {"site-1": {"train": 1, "val": 1, "test": 1}, "site-2": {"train": 1, "val": 1, "test": 1}}
+
+
+def test_the_diffusion_model_trains_on_the_training_sites_only(tmp_path):
+    from cxrsynth.tasks.diffusion.train_stage import training_setup
+    from cxrsynth.tasks.params import EvaluateParams, Params
+    from tests.diffusion_data import make_project, tiny_diffusion
+
+    frame = make_project(tmp_path, n_images=16, size=16, seed=0)
+    frame["site"] = ["SITE-A", "SITE-B"] * 8
+    params = Params(diffusion=tiny_diffusion(), evaluate=EvaluateParams(train_sites=["SITE-B"]))
+    prepared = training_setup(params, frame, tmp_path)
+    expected = frame[(frame["split"] == "train") & (frame["site"] == "SITE-B")]
+    assert 0 < len(prepared.dataset) == len(expected) < (frame["split"] == "train").sum()
+
+
+@pytest.mark.slow
+def test_mix_flow_trains_every_variant_on_the_training_sites_only(tmp_path, blob_project):
+    from cxrsynth.flows.mix import mix_flow
+    from cxrsynth.tasks import manifest
+    from tests.blob_project import real_frame, synthetic_frame
+
+    real = real_frame({"train": 20, "val": 6, "test": 6})
+    real["site"] = ["site-1", "site-2"] * 16
+    blob_project(real, synthetic_frame({"nodule": 8}), evaluate={"train_sites": ["site-2"]})
+    mix_flow("params.yaml", variant="baselines")
+    mix_flow("params.yaml", variant="ratio_1")
+    for path in ("data/mix/baselines/real_only.parquet", "data/mix/ratio_1.parquet"):
+        variant = manifest.read(tmp_path / path)
+        real_rows = variant[variant["source"] == "real"]
+        assert set(real_rows["site"]) == {"site-2"} and set(real_rows["split"]) == {"train", "val"}
+        assert len(real_rows) == 13  # 10 of the 20 training and 3 of the 6 validation images
+    ratio = manifest.read(tmp_path / "data/mix/ratio_1.parquet")
+    site_2_train = real[(real["split"] == "train") & (real["site"] == "site-2")]
+    assert (ratio["source"] == "synthetic").sum() == min(int(site_2_train["nodule"].eq(1).sum()), 8)

@@ -108,6 +108,7 @@ def test_stage_run_logs_declared_params_and_dvc_hashes(tmp_path, monkeypatch):
     logged = mlflow.MlflowClient(params.tracking.mlflow_uri).get_run(run_id).data
     assert logged.params == {"seed": str(params.seed), "mix.cap_per_finding": str(params.mix.cap_per_finding),
                              "mix.seed": str(params.mix.seed), "variant": "ratio_0.5",
+                             "evaluate.train_sites": str(params.evaluate.train_sites),
                              # this process's thread setting, logged by every stage run
                              "runtime.threads": str(torch.get_num_threads()),
                              "runtime.usable_cpus": str(len(os.sched_getaffinity(0))),
