@@ -111,3 +111,26 @@ def test_mix_flow_trains_every_variant_on_the_training_sites_only(tmp_path, blob
     ratio = manifest.read(tmp_path / "data/mix/ratio_1.parquet")
     site_2_train = real[(real["split"] == "train") & (real["site"] == "site-2")]
     assert (ratio["source"] == "synthetic").sum() == min(int(site_2_train["nodule"].eq(1).sum()), 8)
+
+
+def test_phantom_images_reach_the_manifest_with_a_pseudonymised_site(tmp_path):
+    """The phantom writes each study's site as the DICOM InstitutionName; ingest reads it back and
+    pseudonymises it, so the manifest's site column names site-1 and site-2."""
+    from cxrsynth.tasks import deid
+    from cxrsynth.tasks.ingest import images, outputs, select
+    from cxrsynth.tasks.params import PhantomParams
+    from cxrsynth.tasks.sources.phantom.collection import read_phantom
+    from cxrsynth.tasks.sources.phantom.study import SITES
+    from cxrsynth.tasks.sources.phantom.writer import generate_patients, write_tables
+
+    config = PhantomParams(n_patients=8, size=32)
+    write_tables(generate_patients(config, 0, 8, tmp_path), tmp_path)
+    records = read_phantom(tmp_path)
+    pseudonyms = select.pseudonymise(records)
+    results = {p.image_id: images.process_item(images.WorkItem(p.image_id, r.image_path), 16, tmp_path / "out")
+               for r, p in zip(records, pseudonyms)}
+    header_sites = [results[p.image_id].site for p in pseudonyms]
+    named = deid.deidentify(records, header_sites)
+    frame = outputs.manifest_frame(named, pseudonyms, results, "phantom", {"train": 0.5, "val": 0.25, "test": 0.25}, 0)
+    assert set(header_sites) == set(SITES) and set(frame["site"]) == {"site-1", "site-2"}
+    assert len(set(zip(header_sites, frame["site"]))) == 2  # one pseudonym per phantom site
