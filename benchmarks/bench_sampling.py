@@ -16,7 +16,7 @@ Model and data:
   conditions come from the training split of ``--manifest`` (prepare_masks' manifest), real images
   from ``--real`` (a manifest: its real test split; or a folder of PNGs), and the feature space is
   evaluate's: ``--feature-network FILE`` (as evaluate.feature_network) or the real-only classifier
-  ``--classifier DIR`` (data/classifiers/real_only).
+  ``--classifier DIR`` (data/classifiers/real_only/seed_0, one seed's classifier).
 - without ``--model``: a small model is trained here on the toy project (tests.diffusion_data) for
   ``--train-steps`` steps, real images are a second toy project drawn with another seed, and the
   feature space is a fixed randomly initialised densenet_small (the project classifier's
@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--real", help="held-out real images: a manifest (its test split) or a PNG folder; "
                         "default: --manifest's test split")
     parser.add_argument("--feature-network", help="local TorchScript / DenseNet121 file, as evaluate.feature_network")
-    parser.add_argument("--classifier", default="data/classifiers/real_only",
+    parser.add_argument("--classifier", default="data/classifiers/real_only/seed_0",
                         help="real-only classifier folder whose features FID uses (evaluate's default)")
     parser.add_argument("--runs", default=DEFAULT_RUNS, help="sampler:steps,... (ddim:50, the baseline, always runs)")
     parser.add_argument("--images", type=int, default=300, help="images per run (and real images)")

@@ -15,9 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks import reader_study, sites, stages, tracking
 from cxrsynth.tasks.classifier import classifier_precision, resolve_device
+from cxrsynth.tasks.classifier.outputs import seed_dirs
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_csv, write_json
-from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures, textual
+from cxrsynth.tasks.metrics import classifiers, downstream, inputs, json_ready, numeric, ratios, report, report_figures, textual, verdict
 from cxrsynth.tasks.metrics import site_shift
 from cxrsynth.tasks.metrics import synthetic as synthetic_metrics
 from cxrsynth.tasks.metrics.features import FeatureNetwork, classifier_features, extract_features, load_feature_network
@@ -44,10 +45,13 @@ def load_image_sets(params: Params, dag: Dag) -> dict[str, inputs.ImageSet]:
 
 
 @task(name="predict variant", cache_policy=NO_CACHE)
-def predict_variant(directory: Path, test_frame: pd.DataFrame, params: Params, device: torch.device):
-    model = classifiers.load(directory, device)
+def predict_variant(directory: Path, test: inputs.ImageSet, params: Params, device: torch.device):
+    """The variant's classifier of every seed (classifier.seeds order) and their test probabilities
+    (seeds, images, findings)."""
     precision = classifier_precision(params.classifier, device).dtype
-    return model, classifiers.predict(model, test_frame, batch_size=params.evaluate.batch_size, precision=precision)
+    models = [classifiers.load(folder, device) for folder in seed_dirs(directory, params.classifier.seeds).values()]
+    return models, np.stack([classifiers.predict(model, test.images, batch_size=params.evaluate.batch_size,
+                                                 precision=precision) for model in models])
 
 
 def scoring(params: Params) -> downstream.Scoring:
@@ -56,15 +60,12 @@ def scoring(params: Params) -> downstream.Scoring:
 
 
 @task(name="downstream metrics", cache_policy=NO_CACHE)
-def downstream_metrics(params: Params, labels: np.ndarray, probabilities: dict[str, np.ndarray],
+def downstream_metrics(params: Params, test: inputs.ImageSet, labels: np.ndarray, probabilities: dict[str, np.ndarray],
                        variants: list[tuple[str, float]]) -> dict:
-    """Every variant against real-only, and every synthetic ratio against the best non-generative baseline."""
-    reference, settings = probabilities[classifiers.REFERENCE], scoring(params)
-    by_variant = {variant: downstream.variant_metrics(
-                      labels, scores, None if variant == classifiers.REFERENCE else reference,
-                      params.generate.rare_findings, settings)
-                  for variant, scores in probabilities.items()}
-    return downstream.with_best_baseline_comparisons(by_variant, labels, probabilities, variants, settings)
+    """Every variant against real-only, every synthetic ratio against the best non-generative baseline
+    and as a share of the ceiling's gain: seed-averaged, test patients resampled together."""
+    return downstream.score_variants(labels, probabilities, test.frame["patient_id"].astype(str).to_numpy(), variants,
+                                     params.generate.rare_findings, scoring(params))
 
 
 @task(name="site-shift metrics", cache_policy=NO_CACHE)
@@ -135,6 +136,19 @@ def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]
             mlflow.log_artifact(str(FIGURES / f"roc_variant_{variant}.png"), "figures")
 
 
+def _log_verdict(params: Params, dag: Dag, rows: dict) -> None:
+    """The verdict in a run of its own and, under the ``pipeline`` flow, on its parent run: flat
+    ``verdict.<finding>.<field>`` metrics, the words as tags, the table as the run's description."""
+    flat = tracking.flatten({"verdict": rows})
+    table = "# cxrsynth verdict\n\n" + verdict.verdict_markdown(rows) + "\n"
+    with tracking.stage_run(dag.stage_for("evaluate"), params, run_name="evaluate:verdict",
+                            extra_params=_precision_params(params)):
+        tracking.log_metrics(numeric(flat))
+        mlflow.set_tags({**textual(flat), "mlflow.note.content": table})
+        mlflow.log_text(table, "verdict.md")
+    tracking.log_to_pipeline_run(numeric(flat), textual(flat), note=table, texts={"verdict.md": table})
+
+
 def _log_synthetic_run(params: Params, dag: Dag, metrics: dict) -> None:
     read = (dag.input("evaluate", "prepare_masks", "manifest.parquet"), dag.input("evaluate", "generate", "manifest.parquet"))
     with tracking.stage_run(dag.stage_for("evaluate"), params, run_name="evaluate:synthetic", inputs=read,
@@ -160,24 +174,25 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     test = sets["test"]
     labels = inputs.evaluation_labels(test.frame)
 
-    predictions = {variant: predict_variant(classifiers.variant_dir(dag, variant), test.frame, params, device)
+    predictions = {variant: predict_variant(classifiers.variant_dir(dag, variant), test, params, device)
                    for variant, _ in variants}
-    models = {variant: model for variant, (model, _) in predictions.items()}
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}
-    downstream_by_variant = downstream_metrics(params, labels, probabilities, variants)
+    downstream_by_variant = downstream_metrics(params, test, labels, probabilities, variants)
     site_section = site_shift_metrics(params, test.frame, labels, probabilities)
-    roc = pd.concat([downstream.roc_points(v, labels, probabilities[v], config.min_cases) for v, _ in variants],
-                    ignore_index=True)
+    verdict_rows = verdict.verdict_table(downstream_by_variant, variants, rare)
+    # ROC curves of the seed-averaged scores (one curve per variant; its AUROC is near the seeds' mean)
+    roc = pd.concat([downstream.roc_points(v, labels, probabilities[v].mean(axis=0), config.min_cases)
+                     for v, _ in variants], ignore_index=True)
 
     ratio_table = ratios.auroc_by_ratio(downstream_by_variant, variants, rare)
     ratios.write_table(ratio_table, dag.stage_for("evaluate").plot("auroc_by_ratio.csv"))
     figure_paths = report_figures.downstream_figures(roc, downstream_by_variant, rare, FIGURES)
     figure_paths["auroc_by_ratio"] = report_figures.ratio_comparison(ratio_table, FIGURES)
 
-    reference_model, synthetic_section, study = models[classifiers.REFERENCE], None, None
+    # the synthetic set is measured with real-only's first-seed classifier, at its own operating points
+    reference_model, synthetic_section, study = predictions[classifiers.REFERENCE][0][0], None, None
     if len(sets["synthetic"]):
-        thresholds = {f: downstream_by_variant[classifiers.REFERENCE]["per_finding"][f]["threshold_at_specificity"]
-                      for f in FINDINGS}
+        thresholds = downstream.operating_thresholds(labels, probabilities[classifiers.REFERENCE][0], scoring(params))
         synthetic_section, features, nearest = synthetic_set_metrics(
             params, sets, _feature_network(params, reference_model), reference_model, thresholds, device)
         figure_paths |= report_figures.synthetic_figures(params, sets, features, nearest, FIGURES)
@@ -188,7 +203,9 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     if quarantined:
         write_csv(REPORTS / "quarantine.csv", pd.DataFrame(quarantined))
     metrics = json_ready({
+        "verdict": verdict_rows,  # first: the answer the project exists for
         "variants": {variant: ratio for variant, ratio in variants},
+        "seeds": list(params.classifier.seeds),
         "test_split": {"n_images": len(test),
                        "n_positive": {f: int(np.nansum(labels[:, i] == 1)) for i, f in enumerate(FINDINGS)}},
         "downstream": downstream_by_variant,
@@ -197,7 +214,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
         "reader_study": study,
         "quarantined": len(quarantined),
     })
-    write_json(dag.stage_for("evaluate").metric(), metrics)
+    write_json(dag.stage_for("evaluate").metric(), metrics, sort_keys=False)  # the verdict first; order fixed by code
     write_csv(dag.stage_for("evaluate").plot("roc.csv"), roc)
     text = report.build_markdown(metrics, variants, rare, config.specificity, _report_paths(figure_paths),
                                  READER_PAGE.relative_to(REPORTS).as_posix() if study else None)
@@ -205,5 +222,6 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
 
     _log_variant_runs(params, dag, variants, downstream_by_variant, site_section["variants"])
     _log_synthetic_run(params, dag, metrics)
+    _log_verdict(params, dag, metrics["verdict"])
     print(f"evaluated {len(variants)} variants on {len(test)} test images; report: {REPORTS / 'evaluation.html'}")
     return metrics

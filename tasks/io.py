@@ -73,8 +73,9 @@ def write_text(path: str | Path, text: str) -> None:
         temp.write_text(text)
 
 
-def write_json(path: str | Path, payload: object) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(path: str | Path, payload: object, sort_keys: bool = True) -> None:
+    """Indented JSON; keys sorted unless the payload's own (deterministic) order is meant to be read first."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
 
 
 def write_parquet(path: str | Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> None:

@@ -403,7 +403,28 @@ class ClassifierParams(Section):
     mixed_precision: MixedPrecision = Field(
         "auto", description=MIXED_PRECISION + "; also the evaluation's predictions (its feature network stays float32)"
     )
-    seed: int = Field(0, description="initial weights and batch order, the same for every variant")
+    seeds: list[int] = Field(
+        [0, 1, 2], min_length=1,
+        description="one classifier per seed for every variant (initial weights and batch order), the same seeds for "
+        "every variant so comparisons pair up; evaluate averages over them and counts their spread (an older "
+        "`seed: N` reads as `seeds: [N]`)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_seed(cls, data):
+        """Params written before seeds were repeated: ``seed: N`` is one seed."""
+        if isinstance(data, dict) and "seed" in data and "seeds" not in data:
+            data = {**data, "seeds": [data["seed"]]}
+            del data["seed"]
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
 
 
 class EvaluateParams(Section):

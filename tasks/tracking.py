@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -122,6 +123,43 @@ def stage_run(
                   **(extra_params or {})}
         mlflow.log_params({key: _param_value(value) for key, value in logged.items()})
         yield run
+
+
+@contextlib.contextmanager
+def child_run(run_name: str, params: Mapping[str, object], tags: Mapping[str, str] | None = None
+              ) -> Iterator[mlflow.ActiveRun]:
+    """A run nested under the active one (one seed of a variant), carrying its grouping tags (pipeline
+    run, stage, commit, input hashes, owner) so that the UI groups and filters it with its parent."""
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError(f"child run {run_name!r} needs an active parent run (open stage_run first)")
+    inherited = {key: value for key, value in mlflow.get_run(parent.info.run_id).data.tags.items()
+                 if key.startswith("cxrsynth.") or key == "mlflow.source.git.commit"}
+    with mlflow.start_run(run_name=run_name, nested=True, tags={**inherited, **(tags or {})}) as run:
+        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        yield run
+
+
+def log_to_pipeline_run(metrics: Mapping[str, float], tags: Mapping[str, str], note: str | None = None,
+                        texts: Mapping[str, str] | None = None) -> str | None:
+    """Log onto the ``pipeline`` flow's parent run, when this stage runs under one: numeric
+    ``metrics`` (None and NaN skipped), ``tags``, ``note`` as the run's description (shown first on its
+    page) and ``texts`` as artifacts (file name -> content). Returns the parent's id, or None (no parent)."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return None
+    client = mlflow.tracking.MlflowClient()
+    clean = {key: float(value) for key, value in metrics.items() if value is not None and value == value}
+    notes = {"mlflow.note.content": note} if note is not None else {}
+    client.log_batch(parent, metrics=[mlflow.entities.Metric(key, value, _now_ms(), 0) for key, value in clean.items()],
+                     tags=[mlflow.entities.RunTag(key, _param_value(value)) for key, value in {**tags, **notes}.items()])
+    for name, text in (texts or {}).items():
+        client.log_text(parent, text, name)
+    return parent
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _param_value(value: object) -> str:

@@ -14,15 +14,21 @@ from cxrsynth.models.classifier import build_classifier
 from cxrsynth.tasks import manifest
 from cxrsynth.tasks.classifier import save_classifier
 from cxrsynth.tasks.classifier.inference import CHECKPOINT
+from cxrsynth.tasks.classifier.outputs import seed_dir, write_variant_config
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_json, write_mask, write_png16
 from cxrsynth.tasks.masks import labelmap
 
 
-def save_untrained_classifier(directory: Path, variant: str, seed: int) -> None:
-    torch.manual_seed(seed)
-    save_classifier(build_classifier("densenet_small"), directory / CHECKPOINT)
-    write_json(directory / "config.json", {"variant": variant, "architecture": "densenet_small", "seed": seed})
+def save_untrained_classifier(directory: Path, variant: str, seeds: list[int], weights_seed: int) -> None:
+    """The variant's folder as train_classifier leaves it: one untrained classifier per seed in
+    ``seed_<s>/`` (initial weights from ``weights_seed`` + s) and the variant's config.json."""
+    for seed in seeds:
+        torch.manual_seed(weights_seed + seed)
+        save_classifier(build_classifier("densenet_small"), seed_dir(directory, seed) / CHECKPOINT)
+        write_json(seed_dir(directory, seed) / "config.json",
+                   {"variant": variant, "architecture": "densenet_small", "seed": seed})
+    write_variant_config(directory, {"variant": variant, "architecture": "densenet_small", "seeds": list(seeds)})
 
 
 def radiograph(rng: np.random.Generator, size: int, lesions: dict[str, np.ndarray]) -> np.ndarray:

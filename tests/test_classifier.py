@@ -7,7 +7,7 @@ from monai.transforms import Flip, RandAxisFlip, RandFlip
 from cxrsynth.tasks import device, manifest
 from cxrsynth.tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
 from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
-from cxrsynth.tasks.classifier.training import EarlyStopping, VariantImages
+from cxrsynth.tasks.classifier.training import EarlyStopping, VariantImages, finding_aurocs
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_png16
 from cxrsynth.tasks.params import parse_params
@@ -79,6 +79,7 @@ def test_macro_auroc_skips_unknown_labels_and_one_class_findings():
     probabilities = np.array([[0.9, 0.1, 0.3], [0.2, 0.5, 0.8], [0.6, 0.2, 0.1], [0.0, 0.3, 0.5]])
     # finding 0: 1,0,1 vs .9,.2,.6 -> 1.0; finding 1 has one class; finding 2: 1,1,0 vs .8,.1,.5 -> 0.5
     assert macro_auroc(labels, probabilities) == pytest.approx(0.75)
+    assert finding_aurocs(labels, probabilities) == pytest.approx({FINDINGS[0]: 1.0, FINDINGS[2]: 0.5})
     assert np.isnan(macro_auroc(labels[:, 1:2], probabilities[:, 1:2]))
 
 
@@ -113,6 +114,30 @@ def test_two_trainings_give_the_same_weights(tmp_path):
     for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
     pd.testing.assert_frame_equal(first.history, second.history)
+
+
+def test_decoded_images_train_the_same_weights_and_seeds_differ(tmp_path):
+    train, val = _project(tmp_path)
+    config = {"variant": "t", "augmentation": AUGMENT, "class_balance": "oversample"}
+    images = VariantImages(train, val, 16, tmp_path)
+    decoded = images.decoded()
+    assert decoded.train_pixels.shape == (len(train), 16, 16) and decoded.val_pixels.dtype == np.float32
+    (tmp_path / train.path.iloc[0]).unlink()  # decoded: the files are not read again
+    from_memory = train_classifier(decoded, config, _settings(seeds=[5, 6]), seed=5)
+    default_seed = train_classifier(decoded, config, _settings(seeds=[5, 6]))  # the first of the seeds
+    other_seed = train_classifier(decoded, config, _settings(seeds=[5, 6]), seed=6)
+    pd.testing.assert_frame_equal(from_memory.history, default_seed.history)
+    assert not from_memory.history["train_loss"].equals(other_seed.history["train_loss"])
+    write_images(train.iloc[:1], tmp_path, 16)
+    from_files = train_classifier(images, config, _settings(seeds=[5]))
+    for (name, a), b in zip(from_memory.model.state_dict().items(), from_files.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_decoded_pixels_must_match_the_rows(tmp_path):
+    train, _ = _project(tmp_path, {"train": 4, "val": 1})
+    with pytest.raises(ValueError, match="3 decoded images for 4 manifest rows"):
+        LabelledImages(train, tmp_path, pixels=np.zeros((3, 16, 16), np.float32))
 
 
 def test_class_weighting_changes_training(tmp_path):
@@ -193,22 +218,38 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, blob_project):
     for variant in ("classical_aug", "class_weighted", "ratio_1"):
         train_classifier_flow("params.yaml", variant=variant)
         folder = tmp_path / "data/classifiers" / variant
-        config = json.loads((folder / "config.json").read_text())
-        history = pd.read_csv(folder / "history.csv")
-        assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_macro_auroc"]
-        assert config["variant"] == variant and config["architecture"] == "densenet_small"
-        assert 1 <= config["best_epoch"] <= len(history) <= 2 and (folder / "curves.png").stat().st_size > 0
+        summary = json.loads((folder / "config.json").read_text())
+        assert summary["seeds"] == [0, 1] and set(summary["per_seed"]) == {"0", "1"}
         val = manifest.read(tmp_path / "data/mix/baselines/real_only.parquet").query("split == 'val'")
-        assert predict(load_classifier(folder), val, root=tmp_path).shape == (12, len(FINDINGS))
+        for seed in (0, 1):
+            config = json.loads((folder / f"seed_{seed}/config.json").read_text())
+            history = pd.read_csv(folder / f"seed_{seed}/history.csv")
+            assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_macro_auroc"]
+            assert config["variant"] == variant and config["seed"] == seed and config["architecture"] == "densenet_small"
+            assert 1 <= config["best_epoch"] <= len(history) <= 2 and (folder / f"seed_{seed}/curves.png").stat().st_size > 0
+            assert predict(load_classifier(folder / f"seed_{seed}"), val, root=tmp_path).shape == (12, len(FINDINGS))
+        weights = [load_classifier(folder / f"seed_{seed}").state_dict() for seed in (0, 1)]
+        assert any(not torch.equal(weights[0][key], weights[1][key]) for key in weights[0])  # two seeds, two models
+        assert summary["mean_best_val_macro_auroc"] == pytest.approx(
+            np.mean([summary["per_seed"][s]["best_val_macro_auroc"] for s in ("0", "1")]))
     assert json.loads((tmp_path / "data/classifiers/ratio_1/config.json").read_text())["rows"]["train"] > 40
-    assert set(json.loads((tmp_path / "data/classifiers/class_weighted/config.json").read_text())["pos_weight"]) == set(FINDINGS)
+    class_weighted = json.loads((tmp_path / "data/classifiers/class_weighted/seed_0/config.json").read_text())
+    assert set(class_weighted["pos_weight"]) == set(FINDINGS)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["cxrsynth"]).set_index("tags.mlflow.runName")
-    assert runs.loc["train_classifier:ratio_1", "params.ratio"] == "1"
+    parent = runs.loc["train_classifier:ratio_1"]
+    assert parent["params.ratio"] == "1" and parent["tags.cxrsynth.variant"] == "ratio_1"
+    assert parent["metrics.mean_best_val_macro_auroc"] == pytest.approx(
+        json.loads((tmp_path / "data/classifiers/ratio_1/config.json").read_text())["mean_best_val_macro_auroc"])
     assert runs.loc["train_classifier:classical_aug", "params.augmentation"] == "True"
-    assert runs.loc["train_classifier:ratio_1", "params.runtime.precision"] == "fp32"  # the tiny profile: float32
-    assert runs.loc["train_classifier:ratio_1", "params.runtime.precision_reason"] == "classifier.mixed_precision = no"
-    run_id = runs.loc["train_classifier:ratio_1", "run_id"]
+    assert parent["params.runtime.precision"] == "fp32"  # the tiny profile: float32
+    assert parent["params.runtime.precision_reason"] == "classifier.mixed_precision = no"
+    for seed in (0, 1):  # one run per seed, nested under the variant's, grouped like it
+        child = runs.loc[f"train_classifier:ratio_1:seed_{seed}"]
+        assert child["tags.mlflow.parentRunId"] == parent["run_id"] and child["params.seed"] == str(seed)
+        assert child["tags.cxrsynth.stage"] == parent["tags.cxrsynth.stage"] and child["params.ratio"] == "1"
+    run_id = runs.loc["train_classifier:ratio_1:seed_1", "run_id"]
+    history = pd.read_csv(tmp_path / "data/classifiers/ratio_1/seed_1/history.csv")
     assert len(mlflow.MlflowClient().get_metric_history(run_id, "val_loss")) == len(history)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "classifier")}
     assert {"classifier/model.pt", "classifier/curves.png"} <= artifacts

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -11,6 +12,7 @@ from cxrsynth.models.classifier import build_classifier
 from cxrsynth.tasks.classifier.inference import CHECKPOINT, load_classifier
 from cxrsynth.tasks.classifier.outputs import plot_history, write_history, write_outputs
 from cxrsynth.tasks.classifier.training import TrainResult
+from cxrsynth.tasks.io import write_json
 
 
 def history() -> pd.DataFrame:
@@ -47,3 +49,17 @@ def test_write_outputs_writes_the_four_files_the_evaluate_stage_reads(tmp_path):
     loaded = load_classifier(tmp_path / "ratio_1")
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_seed_folders_and_the_variant_config(tmp_path):
+    from cxrsynth.tasks.classifier.outputs import seed_dir, seed_dirs, write_variant_config
+
+    variant = tmp_path / "ratio_1"
+    assert seed_dir(variant, 3) == variant / "seed_3"
+    for seed in (0, 1):
+        write_json(seed_dir(variant, seed) / "config.json", {"variant": "ratio_1", "seed": seed})
+    path = write_variant_config(variant, {"variant": "ratio_1", "seeds": [0, 1]})
+    assert path == variant / "config.json" and json.loads(path.read_text())["seeds"] == [0, 1]
+    assert seed_dirs(variant, [0, 1]) == {0: variant / "seed_0", 1: variant / "seed_1"}
+    with pytest.raises(ValueError, match=r"seed\(s\) \[2\] of classifier.seeds \[0, 1, 2\]"):
+        seed_dirs(variant, [0, 1, 2])

@@ -157,7 +157,17 @@ def test_dag_end_to_end(project, tmp_path):
         assert f"evaluate:{variant}" in evaluate_runs, f"no MLflow run for {variant}"
         assert "ratio" in evaluate_runs[f"evaluate:{variant}"].data.params
     stage_runs = [run for run in runs if run.info.run_name != "pipeline"]
-    assert all(run.data.tags.get("mlflow.parentRunId") == pipeline_run.info.run_id for run in stage_runs)
+    seed_runs = [run for run in stage_runs if ":seed_" in run.info.run_name]  # nested under their variant's run
+    variant_runs = {run.info.run_id: run.info.run_name for run in stage_runs if run not in seed_runs}
+    assert len(seed_runs) == len(variants) * len(params["classifier"]["seeds"])
+    assert all(variant_runs[run.data.tags["mlflow.parentRunId"]] == run.info.run_name.rsplit(":", 1)[0]
+               for run in seed_runs)
+    assert all(run.data.tags.get("mlflow.parentRunId") == pipeline_run.info.run_id for run in stage_runs
+               if run not in seed_runs)
+    # the pipeline's run opens with the verdict: the table as its description, the numbers as metrics
+    assert pipeline_run.data.tags["mlflow.note.content"].startswith("# cxrsynth verdict")
+    assert any(key.startswith("verdict.") for key in pipeline_run.data.metrics)
+    assert list(json.loads((root / "metrics/evaluate.json").read_text()))[0] == "verdict"
     assert all(run.data.tags.get("cxrsynth.pipeline_run") == pipeline_run.data.tags["cxrsynth.pipeline_run"]
                for run in stage_runs)
     assert any(key.startswith("cxrsynth.input_md5.") for key in evaluate_runs[f"evaluate:{variants[0]}"].data.tags)

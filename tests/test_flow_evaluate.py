@@ -21,24 +21,33 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     write_tiny_params(tmp_path, evaluate={"min_cases": MIN_CASES})
     params = load_params("params.yaml")
     variants = [*params.mix.baselines, *(variant_name(r) for r in params.mix.ratios)]
-    for seed, variant in enumerate(variants):
-        save_untrained_classifier(tmp_path / "data/classifiers" / variant, variant, seed)
-    save_untrained_classifier(tmp_path / "data/classifiers/ratio_99", "ratio_99", 99)  # not in params: ignored
+    seeds = params.classifier.seeds
+    for index, variant in enumerate(variants):
+        save_untrained_classifier(tmp_path / "data/classifiers" / variant, variant, seeds, 10 * index)
+    save_untrained_classifier(tmp_path / "data/classifiers/ratio_99", "ratio_99", seeds, 99)  # not in params: ignored
 
     from cxrsynth.flows.evaluate import evaluate_flow
 
     evaluate_flow("params.yaml")
 
     metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    assert list(metrics)[0] == "verdict" and list(metrics["verdict"]) == ["pneumothorax", "nodule"]
+    assert metrics["seeds"] == seeds == [0, 1]
+    pneumothorax_verdict = metrics["verdict"]["pneumothorax"]
+    assert pneumothorax_verdict["best_synthetic"] in [variant_name(r) for r in params.mix.ratios]
+    assert pneumothorax_verdict["verdict"] in ("helps", "hurts", "no detectable effect at this test size")
+    assert metrics["verdict"]["nodule"]["verdict"] == "too few positives (4 < 5)"
     assert set(metrics["downstream"]) == set(variants)
     assert metrics["test_split"]["n_positive"]["pneumothorax"] == 5 and metrics["test_split"]["n_positive"]["nodule"] == 4
     scored = metrics["downstream"]["ratio_1"]["per_finding"]["pneumothorax"]
-    for key in ("auroc", "auroc_ci_low", "auroc_ci_high", "auroc_boot_low", "p_vs_real_only", "auprc",
+    for key in ("auroc", "auroc_ci_low", "auroc_ci_high", "auroc_sd", "auroc_min", "auroc_max", "p_vs_real_only",
+                "delta_ci_low_vs_real_only", "delta_ci_high_vs_best_baseline", "auprc",
                 "sensitivity_at_specificity", "n_positive", "min_detectable_difference_vs_real_only",
                 "reading_vs_real_only", "best_baseline", "p_vs_best_baseline",
                 "min_detectable_difference_vs_best_baseline"):
         assert scored[key] is not None, key
     assert scored["status"] == "ok" and scored["auroc_ci_low"] <= scored["auroc"] <= scored["auroc_ci_high"]
+    assert len(scored["auroc_per_seed"]) == 2 and scored["auroc_min"] <= scored["auroc"] <= scored["auroc_max"]
     assert scored["best_baseline"] in params.mix.baselines and scored["min_detectable_difference_vs_real_only"] > 0
     for variant in variants[1:]:  # every comparison states what the split could detect
         assert metrics["downstream"][variant]["per_finding"]["pneumothorax"]["min_detectable_difference_vs_real_only"] > 0
@@ -80,6 +89,7 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     report = Path("reports/evaluation.md").read_text()
     assert "](figures/auroc_by_ratio.png)" in report and Path("reports/figures/auroc_by_ratio.png").is_file()
     assert "p vs real_only" in report and "## Caveats" in report
+    assert report.index("## Verdict") < report.index("## Downstream classification")
     assert "min. detectable difference" in report and "reading vs real_only" in report
     assert "## Site shift" in report and "### pneumothorax by site" in report
     nodule_section = report[report.index("### nodule"):report.index("### ", report.index("### nodule") + 1)]
@@ -94,7 +104,11 @@ def test_evaluate_flow_on_tiny_project(tmp_path, evaluate_project):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=[params.tracking.experiment])
     names = sorted(runs["tags.mlflow.runName"])
-    assert names == sorted([f"evaluate:{v}" for v in variants] + ["evaluate:synthetic"])
+    assert names == sorted([f"evaluate:{v}" for v in variants] + ["evaluate:synthetic", "evaluate:verdict"])
+    verdict_run = runs[runs["tags.mlflow.runName"] == "evaluate:verdict"].iloc[0]
+    assert verdict_run["tags.verdict.pneumothorax.verdict"] == pneumothorax_verdict["verdict"]
+    assert verdict_run["metrics.verdict.pneumothorax.auroc"] == pytest.approx(pneumothorax_verdict["auroc"])
+    assert verdict_run["tags.mlflow.note.content"].startswith("# cxrsynth verdict")
     ratio_run = runs[runs["tags.mlflow.runName"] == "evaluate:ratio_0.5"].iloc[0]
     assert ratio_run["params.ratio"] == "0.5" and ratio_run["params.variant"] == "ratio_0.5"
     assert "metrics.per_finding.pneumothorax.auroc" in runs.columns

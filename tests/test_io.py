@@ -113,3 +113,15 @@ def test_png16_writes_padding_runs_compactly(tmp_path):
 def test_png16_encoder_refuses_what_is_not_a_uint16_image(pixels):
     with pytest.raises(ValueError, match="2-D uint16"):
         encode_png16(pixels)
+
+
+def test_write_json_sorts_keys_unless_told_to_keep_their_order(tmp_path):
+    import json
+
+    from cxrsynth.tasks.io import write_json
+
+    write_json(tmp_path / "sorted.json", {"b": 1, "a": {"d": 2, "c": 3}})
+    write_json(tmp_path / "kept.json", {"b": 1, "a": {"d": 2, "c": 3}}, sort_keys=False)
+    assert list(json.loads((tmp_path / "sorted.json").read_text())) == ["a", "b"]
+    kept = json.loads((tmp_path / "kept.json").read_text())
+    assert list(kept) == ["b", "a"] and list(kept["a"]) == ["d", "c"]

@@ -7,9 +7,14 @@ from cxrsynth.tasks.metrics.downstream import (
     Scoring,
     averages,
     best_baseline,
+    CEILING_KEYS,
+    SEEDED_STATISTICS,
     compare,
     finding_metrics,
+    non_generative,
+    operating_thresholds,
     roc_points,
+    score_variants,
     sensitivity_at_specificity,
     status,
     variant_metrics,
@@ -139,3 +144,73 @@ def test_roc_points_table():
     assert table["fpr"].iloc[0] == 0 and table["tpr"].iloc[-1] == 1
     assert roc_points("x", np.zeros((3, len(FINDINGS))), np.zeros((3, len(FINDINGS))), min_cases=2).empty
     assert roc_points("x", labels, np.zeros((6, len(FINDINGS))), min_cases=4).empty  # 3 positives: no curve
+
+
+SEEDED_VARIANTS = [("real_only", 0.0), ("class_weighted", 0.0), ("ceiling", 0.0), ("ratio_1", 1.0)]
+
+
+def seeded_project(n_cases=200, n_seeds=3, seed=3):
+    """Test labels (nodule common, pneumothorax 3 positives), patients of two images, and per variant
+    (seeds, cases, findings) probabilities: the ceiling best, class weighting next, ratio_1 and real-only weakest."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n_cases, len(FINDINGS)))
+    labels[: n_cases // 3, FINDINGS.index("nodule")] = 1
+    labels[:3, FINDINGS.index("pneumothorax")] = 1
+    labels[n_cases - 5:, FINDINGS.index("nodule")] = np.nan  # uncertain: left out of nodule only
+    strength = {"real_only": 0.3, "class_weighted": 1.2, "ceiling": 3.0, "ratio_1": 0.3}
+    probabilities = {variant: np.stack([np.nan_to_num(labels) * strength[variant] + rng.normal(0, 1, labels.shape)
+                                        for _ in range(n_seeds)]) for variant, _ in SEEDED_VARIANTS}
+    return labels, probabilities, np.arange(n_cases) // 2
+
+
+def test_score_variants_seed_means_spread_and_comparisons():
+    labels, probabilities, groups = seeded_project()
+    scoring = Scoring(0.9, 200, 0, min_cases=10)
+    result = score_variants(labels, probabilities, groups, SEEDED_VARIANTS, ["nodule", "pneumothorax"], scoring)
+    nodule = FINDINGS.index("nodule")
+    known = ~np.isnan(labels[:, nodule])
+    ratio = result["ratio_1"]["per_finding"]["nodule"]
+    per_seed = [finding_metrics(labels[:, nodule], row[:, nodule], scoring)["auroc"] for row in probabilities["ratio_1"]]
+    assert ratio["auroc"] == pytest.approx(np.mean(per_seed)) and ratio["auroc_per_seed"] == pytest.approx(per_seed)
+    assert ratio["auroc_min"] <= ratio["auroc"] <= ratio["auroc_max"] and ratio["auroc_sd"] > 0
+    assert ratio["auroc_ci_low"] < ratio["auroc"] < ratio["auroc_ci_high"]
+    assert ratio["n_positive"] + ratio["n_negative"] == known.sum()
+    # ceiling is not a non-generative baseline: the best one is class weighting, which ratio_1 trails
+    assert non_generative(SEEDED_VARIANTS) == ["real_only", "class_weighted"]
+    assert ratio["best_baseline"] == "class_weighted"
+    assert ratio["reading_vs_best_baseline"] == HURTS and ratio["delta_ci_high_vs_best_baseline"] < 0
+    assert ratio["min_detectable_difference_vs_best_baseline"] > 0
+    assert ratio["p_vs_real_only"] > 0.05 and ratio["delta_ci_low_vs_real_only"] < 0 < ratio["delta_ci_high_vs_real_only"]
+    ceiling = result["ceiling"]["per_finding"]["nodule"]
+    assert ceiling["reading_vs_real_only"] == HELPS and "best_baseline" not in ceiling
+    assert ratio["ceiling_share_status"] == "ok" and abs(ratio["ceiling_share"]) < 0.3  # ratio_1 is real-only's equal
+    assert "p_vs_real_only" not in result["real_only"]["per_finding"]["nodule"]
+    assert "ceiling_share" not in result["ratio_1"]["per_finding"]["cardiomegaly"]  # rare findings only
+
+
+def test_score_variants_prints_nothing_where_too_few_positives():
+    labels, probabilities, groups = seeded_project()
+    result = score_variants(labels, probabilities, groups, SEEDED_VARIANTS, ["nodule", "pneumothorax"],
+                            Scoring(0.9, 50, 0, min_cases=10))
+    cell = result["ratio_1"]["per_finding"]["pneumothorax"]
+    assert cell["status"] == "too few positives (3 < 10)"
+    assert {key: cell[key] for key in SEEDED_STATISTICS} == dict.fromkeys(SEEDED_STATISTICS)
+    assert cell["p_vs_real_only"] is None and cell["p_vs_best_baseline"] is None and cell["best_baseline"] is None
+    assert {key: cell[key] for key in CEILING_KEYS} == {**dict.fromkeys(CEILING_KEYS[:3]),
+                                                        "ceiling_share_status": "too few positives (3 < 10)"}
+    assert result["ratio_1"]["rare"]["n_findings"] == 1
+
+
+def test_score_variants_refuses_unpaired_seeds():
+    labels, probabilities, groups = seeded_project()
+    probabilities["ratio_1"] = probabilities["ratio_1"][:2]
+    with pytest.raises(ValueError, match="from the same seeds"):
+        score_variants(labels, probabilities, groups, SEEDED_VARIANTS, ["nodule"], SCORING)
+
+
+def test_operating_thresholds_only_where_a_finding_is_scored():
+    labels, probabilities, _ = seeded_project()
+    thresholds = operating_thresholds(labels, probabilities["real_only"][0], Scoring(0.9, 0, 0, min_cases=10))
+    nodule = FINDINGS.index("nodule")
+    expected = sensitivity_at_specificity(labels[:195, nodule], probabilities["real_only"][0][:195, nodule], 0.9)[1]
+    assert thresholds["nodule"] == pytest.approx(expected) and thresholds["pneumothorax"] is None

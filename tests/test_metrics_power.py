@@ -7,6 +7,7 @@ from cxrsynth.tasks.metrics.power import (
     HELPS,
     HURTS,
     INCONCLUSIVE,
+    detectable_difference,
     NO_DETECTABLE_EFFECT,
     effect_reading,
     minimum_detectable_difference,
@@ -37,6 +38,17 @@ def test_formula_matches_the_normal_approximation_by_hand():
     assert minimum_detectable_difference(0.001, 0.5) == pytest.approx(0.0885937, rel=1e-5)
     assert minimum_detectable_difference(0.001, 1.0) == 0.0
     assert minimum_detectable_difference(0.004, 0.5) == pytest.approx(2 * 0.0885937, rel=1e-5)
+
+
+def test_detectable_difference_by_hand_and_with_few_degrees_of_freedom():
+    # normal: (1.959964 + 0.841621) * 0.05; t with 2 df: (4.302653 + 1.060660) * 0.05
+    assert detectable_difference(0.05) == pytest.approx(0.1400792, rel=1e-5)
+    assert detectable_difference(0.05, dof=2) == pytest.approx(0.2681656, rel=1e-5)
+    assert detectable_difference(0.05, alpha=0.05, power=0.8, dof=1e9) == pytest.approx(detectable_difference(0.05))
+    with pytest.raises(ValueError):
+        detectable_difference(-0.1)
+    with pytest.raises(ValueError):
+        detectable_difference(0.1, dof=0)
 
 
 @pytest.mark.parametrize("bad", [dict(variance=-1, correlation=0), dict(variance=1, correlation=1.5),

@@ -2,31 +2,35 @@ import numpy as np
 
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.metrics import json_ready
-from cxrsynth.tasks.metrics.downstream import Scoring, variant_metrics, with_best_baseline_comparisons
+from cxrsynth.tasks.metrics.downstream import Scoring, score_variants
 from cxrsynth.tasks.metrics.report import EXPLANATIONS, build_markdown, write_report
+from cxrsynth.tasks.metrics.verdict import verdict_table
 
 VARIANTS = [("real_only", 0.0), ("ratio_1", 1.0)]
-SCORING = Scoring(specificity=0.9, n_boot=20, seed=0, min_cases=10)
+SCORING = Scoring(specificity=0.9, n_boot=200, seed=0, min_cases=10)
+SEEDS = (0, 1)
 
 
 def metrics_without_synthetic(variants=VARIANTS, ratio_gain: float = 0.5) -> dict:
-    """30 test images: 12 nodules, one pneumothorax (too few), 5 consolidations; ratio_1 scores
-    nodule ``ratio_gain`` higher on positives than real-only, class_weighting (if named) nearly as real-only."""
+    """30 test images (one patient each): 12 nodules, one pneumothorax (too few), 5 consolidations;
+    two seeds per variant; ratio_1 scores nodule ``ratio_gain`` higher on positives than real-only,
+    class_weighting (if named) nearly as real-only."""
     rng = np.random.default_rng(0)
     labels = np.zeros((30, len(FINDINGS)))
     labels[:12, FINDINGS.index("nodule")] = 1
     labels[12, FINDINGS.index("pneumothorax")] = 1
     labels[13:18, FINDINGS.index("consolidation")] = 1
-    reference = rng.random(labels.shape)
-    reference[12, FINDINGS.index("pneumothorax")] = 1.0  # ranked first: DeLong alone would say 1.000 [1.000, 1.000]
+    reference = rng.random((len(SEEDS), *labels.shape))
+    reference[:, 12, FINDINGS.index("pneumothorax")] = 1.0  # ranked first: DeLong alone would say 1.000 [1.000, 1.000]
     scores = {"real_only": reference, "ratio_1": np.clip(reference + labels * ratio_gain, 0, 1),
-              "class_weighting": np.clip(reference + rng.normal(0, 0.05, labels.shape), 0, 1)}
+              "class_weighting": np.clip(reference + rng.normal(0, 0.05, reference.shape), 0, 1)}
     rare = ["nodule", "pneumothorax"]
-    by_variant = {v: variant_metrics(labels, scores[v], None if v == "real_only" else reference, rare, SCORING)
-                  for v, _ in variants}
+    downstream = score_variants(labels, {v: scores[v] for v, _ in variants}, np.arange(30), variants, rare, SCORING)
     return json_ready({
+        "verdict": verdict_table(downstream, variants, rare),
+        "seeds": list(SEEDS),
         "test_split": {"n_images": 30},
-        "downstream": with_best_baseline_comparisons(by_variant, labels, scores, variants, SCORING),
+        "downstream": downstream,
         "synthetic": None, "quarantined": 2,
     })
 
@@ -106,3 +110,15 @@ def test_a_small_non_significant_difference_is_no_detectable_effect_never_no_eff
     assert "no effect" not in text.replace("no detectable effect", "").replace("evidence of no effect", "")
     best = metrics["downstream"]["ratio_1"]["per_finding"]["nodule"]["best_baseline"]
     assert f"Against the best non-generative baseline on this finding, {best}" in section(text, "nodule")
+
+
+def test_the_report_opens_with_the_verdict():
+    text = build_markdown(metrics_without_synthetic(), VARIANTS, ["nodule", "pneumothorax"], 0.9, {}, None)
+    verdict = text[text.index("## Verdict"):text.index("## Downstream classification")]
+    assert text.index("## Verdict") < text.index("## Downstream classification") < text.index("### nodule")
+    rows = [line for line in verdict.splitlines() if line.startswith("| nodule") or line.startswith("| pneumothorax")]
+    assert len(rows) == 2 and "ratio_1" in rows[0] and "**helps**" in rows[0] and "no ceiling variant" in rows[0]
+    assert "**too few positives (1 < 10)**" in rows[1]
+    assert "mean over 2 training seed(s) (0, 1)" in verdict
+    nodule = section(text, "nodule")
+    assert "| sd over seeds | min–max |" in nodule

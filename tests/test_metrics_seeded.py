@@ -3,7 +3,15 @@ import pytest
 from scipy.stats import kstest
 from sklearn.metrics import roc_auc_score
 
-from cxrsynth.tasks.metrics.seeded import auroc_rows, compare_seeded
+from cxrsynth.tasks.metrics.seeded import (
+    PatientResamples,
+    SeededAurocs,
+    compare_seeded,
+    difference,
+    estimate,
+    weighted_auroc,
+    welch_dof,
+)
 
 N_SEEDS = 3
 
@@ -23,17 +31,31 @@ def experiment(rng, separation_a, separation_b, n_cases=240, seed_spread=0.15):
     return labels, variant(separation_a), variant(separation_b), groups
 
 
-def test_auroc_rows_matches_sklearn():
+def test_weighted_auroc_matches_sklearn_with_sample_weights():
     rng = np.random.default_rng(0)
     labels = (rng.random(50) < 0.3).astype(int)
-    scores = rng.standard_normal((4, 50)).round(1)  # ties included
-    assert np.allclose(auroc_rows(labels, scores), [roc_auc_score(labels, row) for row in scores])
+    scores = rng.standard_normal(50).round(1)  # ties included
+    weights = rng.integers(0, 3, (5, 50)).astype(float)
+    weights[0] = 1.0
+    expected = [roc_auc_score(labels, scores, sample_weight=row) for row in weights]
+    assert np.allclose(weighted_auroc(labels, scores, weights), expected)
+    no_positive = np.where(labels == 1, 0.0, 1.0)[None]
+    assert np.isnan(weighted_auroc(labels, scores, no_positive)).all()
+
+
+def test_patient_resamples_move_a_patients_images_together():
+    groups = np.array(["a", "a", "b", "c", "c", "c"])
+    weights = PatientResamples.draw(groups, n_boot=200, seed=0).weights
+    assert weights.shape == (200, 6)
+    assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
+    assert (weights[:, [0, 2, 3]].sum(axis=1) == 3).all()  # three patients drawn each time
 
 
 def test_identical_variants_give_uniform_p_values():
     rng = np.random.default_rng(11)
-    p_values = [compare_seeded(*experiment(rng, 1.0, 1.0), n_boot=150, seed=i).p_value for i in range(80)]
-    assert 0.0 <= np.mean(np.array(p_values) < 0.05) <= 0.10
+    p_values = [compare_seeded(*experiment(rng, 1.0, 1.0, n_cases=120), n_boot=150, seed=i).p_value
+                for i in range(100)]
+    assert 0.0 <= np.mean(np.array(p_values) < 0.05) <= 0.15
     assert kstest(p_values, "uniform").pvalue > 0.01
 
 
@@ -58,3 +80,29 @@ def test_mismatched_shapes_are_refused():
     labels, scores_a, scores_b, groups = experiment(np.random.default_rng(1), 1.0, 1.0)
     with pytest.raises(ValueError, match="same seeds and cases"):
         compare_seeded(labels, scores_a, scores_b[:2], groups)
+
+
+def test_estimate_gives_the_seed_mean_its_interval_and_spread():
+    rng = np.random.default_rng(14)
+    labels, scores, _, groups = experiment(rng, 1.0, 1.0)
+    aurocs = SeededAurocs.score(labels, scores, PatientResamples.draw(groups, 200, 0))
+    result = estimate(aurocs)
+    per_seed = [roc_auc_score(labels, row) for row in scores]
+    assert result.mean == pytest.approx(np.mean(per_seed)) and result.per_seed == pytest.approx(per_seed)
+    assert result.minimum == pytest.approx(min(per_seed)) and result.maximum == pytest.approx(max(per_seed))
+    assert result.sd == pytest.approx(np.std(per_seed, ddof=1))
+    assert result.ci_low < result.minimum <= result.maximum < result.ci_high  # the interval counts test cases too
+
+
+def test_difference_of_a_variant_with_itself_is_exactly_zero():
+    rng = np.random.default_rng(15)
+    labels, scores, _, groups = experiment(rng, 1.0, 1.0)
+    aurocs = SeededAurocs.score(labels, scores, PatientResamples.draw(groups, 100, 0))
+    same = difference(aurocs, aurocs)
+    assert (same.difference, same.p_value, same.ci_low, same.ci_high) == (0.0, 1.0, 0.0, 0.0)
+
+
+def test_welch_dof_grows_as_seed_noise_shrinks():
+    assert welch_dof(0.01, 0.0, 3) == np.inf
+    assert welch_dof(0.0, 0.01, 3) == pytest.approx(2)  # seed noise alone: S - 1
+    assert welch_dof(0.01, 0.001, 3) > welch_dof(0.01, 0.01, 3)

@@ -42,7 +42,7 @@ TINY_DIFFERENCES = {
     "diffusion.train.steps", "diffusion.train.batch_size", "diffusion.train.checkpoint_every",
     "diffusion.train.sample_every", "diffusion.train.sample_steps",
     "generate.target_share", "generate.max_per_finding", "generate.steps", "generate.batch_size",
-    "classifier.epochs", "classifier.batch_size", "classifier.patience",
+    "classifier.epochs", "classifier.batch_size", "classifier.patience", "classifier.seeds",
     "evaluate.bootstrap", "evaluate.prdc_k", "evaluate.segmenter_epochs", "evaluate.reader_study_images",
     "runtime.torch_threads",  # the test machine's cores are shared
     # float32: at the tiny sizes bf16 autocast costs more than it saves, and the runs match on every CPU
@@ -157,3 +157,12 @@ def test_a_bare_no_read_as_false_is_no_precision(tmp_path):
     path.write_text(yaml.safe_dump(data))
     params = load_params(path)
     assert params.diffusion.train.mixed_precision == "no" and params.classifier.mixed_precision == "no"
+
+
+def test_classifier_seeds_are_distinct_and_an_old_single_seed_still_reads():
+    assert parse_params({"classifier": {"seed": 3}}).classifier.seeds == [3]
+    assert parse_params({}).classifier.seeds == [0, 1, 2]
+    with pytest.raises(ParamsError, match=r"classifier\.seeds: .*distinct"):
+        parse_params({"classifier": {"seeds": [1, 1]}})
+    with pytest.raises(ParamsError, match=r"classifier\.seeds"):
+        parse_params({"classifier": {"seeds": []}})

@@ -118,6 +118,38 @@ def test_stage_run_logs_declared_params_and_dvc_hashes(tmp_path, monkeypatch):
     assert logged.tags["cxrsynth.stage"] == "mix" and logged.tags["cxrsynth.dvc_stage"] == "mix@0.5"
 
 
+def test_child_runs_and_the_pipeline_parent_run(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    raw["tracking"]["mlflow_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = parse_params(raw)
+    tracking.configure(params)
+    with mlflow.start_run(run_name="pipeline") as pipeline:
+        pipeline_id = pipeline.info.run_id
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    assert tracking.log_to_pipeline_run({"a": 1.0}, {}) is None  # a manual stage run: no parent to log on
+    monkeypatch.setenv(tracking.PARENT_RUN_ENV, pipeline_id)
+    spec = stages.load(ROOT).stage("mix@0.5")
+    with tracking.stage_run(spec, params) as variant:
+        with tracking.child_run("mix:seed_1", {"seed": 1}, tags={"cxrsynth.variant": "ratio_0.5"}) as child:
+            child_id = child.info.run_id
+    assert tracking.log_to_pipeline_run({"verdict.nodule.auroc": 0.7, "skipped": None}, {"verdict.nodule.verdict": "helps"},
+                                        note="# table", texts={"verdict.md": "# table"}) == pipeline_id
+    client = mlflow.MlflowClient(params.tracking.mlflow_uri)
+    logged = client.get_run(child_id).data
+    assert logged.tags["mlflow.parentRunId"] == variant.info.run_id and logged.params == {"seed": "1"}
+    assert logged.tags["cxrsynth.stage"] == "mix" and logged.tags["cxrsynth.variant"] == "ratio_0.5"
+    parent = client.get_run(pipeline_id).data
+    assert parent.metrics == {"verdict.nodule.auroc": 0.7} and parent.tags["verdict.nodule.verdict"] == "helps"
+    assert parent.tags["mlflow.note.content"] == "# table"
+    assert [a.path for a in client.list_artifacts(pipeline_id)] == ["verdict.md"]
+    with pytest.raises(RuntimeError, match="needs an active parent run"):
+        with tracking.child_run("orphan", {}):
+            pass
+
+
 def test_declared_params_cover_sections_and_dotted_keys(tiny_params):
     values = tracking.declared_params(tiny_params, ("seed", "ingest.image_size", "mix.augmentation"))
     assert values["seed"] == tiny_params.seed and values["ingest.image_size"] == tiny_params.ingest.image_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier, masked_bce
 from cxrsynth.tasks.device import Precision, autocast, choose_precision
-from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, inference_loader, pos_weight, training_loader
+from cxrsynth.tasks.classifier.data import (
+    LabelledImages,
+    augmentation,
+    decode_images,
+    inference_loader,
+    pos_weight,
+    training_loader,
+)
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.params import ClassifierParams
 
@@ -30,12 +37,18 @@ def scorable_findings(labels: np.ndarray) -> list[int]:
             if {0.0, 1.0} <= set(labels[:, index][np.isin(labels[:, index], (0.0, 1.0))].tolist())]
 
 
-def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean AUROC over the findings with both classes among their known (0/1) labels; NaN if none."""
-    scores = []
+def finding_aurocs(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """AUROC of each finding with both classes among its known (0/1) labels, by finding name."""
+    aurocs = {}
     for index in scorable_findings(labels):
         known = np.isin(labels[:, index], (0.0, 1.0))
-        scores.append(roc_auc_score(labels[known, index], probabilities[known, index]))
+        aurocs[FINDINGS[index]] = float(roc_auc_score(labels[known, index], probabilities[known, index]))
+    return aurocs
+
+
+def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean AUROC over the findings with both classes among their known (0/1) labels; NaN if none."""
+    scores = list(finding_aurocs(labels, probabilities).values())
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -111,12 +124,20 @@ def _validate(model, loader, device, precision: torch.dtype | None) -> tuple[flo
 
 @dataclass(frozen=True)
 class VariantImages:
-    """A variant's training and validation rows, their images under ``root`` at ``image_size``."""
+    """A variant's training and validation rows, their images under ``root`` at ``image_size``;
+    ``train_pixels`` / ``val_pixels`` hold them decoded once (``decoded``) for training several seeds."""
 
     train: pd.DataFrame
     val: pd.DataFrame
     image_size: int
     root: str | Path = "."
+    train_pixels: np.ndarray | None = field(default=None, repr=False)
+    val_pixels: np.ndarray | None = field(default=None, repr=False)
+
+    def decoded(self) -> "VariantImages":
+        """The same rows with every image read into memory once."""
+        return replace(self, train_pixels=decode_images(self.train, self.root),
+                       val_pixels=decode_images(self.val, self.root))
 
 
 def train_classifier(
@@ -125,8 +146,11 @@ def train_classifier(
     settings: ClassifierParams,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[dict], None] | None = None,
+    *,
+    seed: int | None = None,
 ) -> TrainResult:
-    """Train on ``images.train`` with the variant's augmentation and balancing; stop early on ``images.val``."""
+    """Train on ``images.train`` with the variant's augmentation and balancing; stop early on ``images.val``.
+    ``seed`` (default: the first of ``settings.seeds``) fixes the initial weights and the batch order."""
     train, val, image_size, root = images.train, images.val, images.image_size, images.root
     if train.empty or val.empty:
         raise ValueError(f"variant {variant_config.get('variant')!r} needs training and validation rows "
@@ -134,13 +158,14 @@ def train_classifier(
     device = torch.device(device)
     precision = classifier_precision(settings, device).dtype
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    torch.manual_seed(settings.seed)
+    seed = settings.seeds[0] if seed is None else seed
+    torch.manual_seed(seed)
     model = build_classifier(settings.architecture).to(device)
     transform = augmentation(variant_config["augmentation"], image_size) if variant_config.get("augmentation") else None
-    train_data = LabelledImages(train, root, transform)
-    val_data = LabelledImages(val, root)
+    train_data = LabelledImages(train, root, transform, images.train_pixels)
+    val_data = LabelledImages(val, root, pixels=images.val_pixels)
     balance = variant_config.get("class_balance", "none")
-    loader = training_loader(train_data, settings.batch_size, settings.seed, settings.num_workers, balance == "oversample")
+    loader = training_loader(train_data, settings.batch_size, seed, settings.num_workers, balance == "oversample")
     val_loader = inference_loader(val_data, settings.batch_size, settings.num_workers)
     weights = pos_weight(train).to(device) if balance == "pos_weight" else None
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)

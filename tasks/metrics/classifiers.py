@@ -16,6 +16,10 @@ from cxrsynth.tasks.params import Params, variant_name
 from cxrsynth.tasks.stages import Dag
 
 REFERENCE = "real_only"
+# The more-real-data variant (real rows plus extra real positives of the rare findings): a baseline by
+# its ratio of 0, yet not a non-generative alternative a synthetic variant competes with, but the upper
+# reference of the ceiling share.
+CEILING = "ceiling"
 READER = "evaluate"  # the stage whose deps must hold every classifier it loads
 
 

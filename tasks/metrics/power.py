@@ -8,6 +8,11 @@ a two-sided test at level alpha detects with the given power is
 
     delta_min = (z_{1 - alpha/2} + z_{power}) * sqrt(2 V (1 - r)).
 
+With variants trained on several seeds (``seeded.py``) the difference's standard error is estimated
+directly (test-patient bootstrap plus seed variance, Welch degrees of freedom) and the same plan reads
+``delta_min = (t_{1 - alpha/2, df} + t_{power, df}) * SE`` (``detectable_difference``); with one seed
+and DeLong's variances it is the formula above.
+
 A difference smaller than that is "no detectable effect at this test size", not "no effect":
 ``effect_reading`` turns a difference, its p-value and delta_min into those words.
 """
@@ -15,7 +20,7 @@ A difference smaller than that is "no detectable effect at this test size", not 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from cxrsynth.tasks.metrics.delong import delong
 
@@ -25,10 +30,18 @@ def minimum_detectable_difference(variance: float, correlation: float, alpha: fl
     """delta_min for a paired two-sided test of two AUROCs with equal variance ``variance``."""
     if variance < 0 or not -1.0 <= correlation <= 1.0:
         raise ValueError(f"need variance >= 0 and correlation in [-1, 1], got {variance}, {correlation}")
+    return detectable_difference(float(np.sqrt(2.0 * variance * (1.0 - correlation))), alpha, power)
+
+
+def detectable_difference(standard_error: float, alpha: float = 0.05, power: float = 0.8,
+                          dof: float = np.inf) -> float:
+    """delta_min of a two-sided test at ``alpha`` with ``power``, for a difference estimated with
+    ``standard_error`` referred to a t distribution with ``dof`` degrees of freedom (inf: normal)."""
+    if standard_error < 0 or not dof > 0:
+        raise ValueError(f"need standard_error >= 0 and dof > 0, got {standard_error}, {dof}")
     if not (0 < alpha < 1 and 0 < power < 1):
         raise ValueError(f"need alpha and power in (0, 1), got {alpha}, {power}")
-    spread = np.sqrt(2.0 * variance * (1.0 - correlation))
-    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * spread)
+    return float((student_t.ppf(1 - alpha / 2, dof) + student_t.ppf(power, dof)) * standard_error)
 
 
 def paired_minimum_detectable_difference(labels: np.ndarray, reference_scores: np.ndarray,

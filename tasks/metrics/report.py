@@ -12,24 +12,38 @@ import markdown
 
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_text
+from cxrsynth.tasks.metrics import verdict
 
 FEW_POSITIVES = 20  # below this many test positives an AUROC interval is wide and a p-value fragile
 
 EXPLANATIONS = {
+    "Verdict": "Per rare finding, the synthetic variant with the highest mean test AUROC, read against the best "
+               "non-generative baseline (real_only included): helps / hurts when p < 0.05, else no detectable effect "
+               "at this test size. Both the variant and the baseline are picked on the test split, so read the "
+               "verdict with the intervals beside it.",
+    "Seeds": "Every variant trains one classifier per seed of classifier.seeds, the same seeds for every variant; each "
+             "AUROC is the mean over the seeds, with their standard deviation and range beside it.",
     "AUROC": "Probability that a random positive test image scores above a random negative one (0.5 chance, 1 "
-             "perfect). 95% interval from DeLong's variance; the bootstrap interval resamples positives and negatives.",
-    "p vs real_only": "Paired DeLong test that the variant's AUROC equals the real-only classifier's on the same test "
-                      "images; two-sided, not corrected for the number of variants and findings compared.",
-    "Minimum detectable difference": "Smallest AUROC difference this test split detects with 80% power in a two-sided "
-                                     "paired test at alpha 0.05 (Obuchowski & McClish 1997, from the comparator's "
-                                     "DeLong variance and the two classifiers' correlation on these test images).",
+             "perfect), averaged over the seeds. Its 95% interval counts both test-case sampling (a bootstrap over "
+             "test patients, a patient's images together) and training-seed noise (the seeds' variance over their "
+             "number), on a t distribution with Welch-Satterthwaite degrees of freedom.",
+    "p vs real_only": "Test that the variant's seed-averaged AUROC equals the real-only classifier's: the per-seed "
+                      "differences (seed s against seed s) averaged, their variance from the same patient bootstrap "
+                      "plus the seeds' spread; two-sided, not corrected for the number of variants and findings compared.",
+    "Minimum detectable difference": "Smallest AUROC difference this test split and these seeds detect with 80% power "
+                                     "in a two-sided test at alpha 0.05: (t(0.975) + t(0.8)) times the difference's "
+                                     "standard error (patient bootstrap plus seed variance; the seeded form of "
+                                     "Obuchowski & McClish 1997).",
     "Reading": "helps / hurts: p < 0.05. No detectable effect at this test size: p >= 0.05 and the difference within "
                "the minimum detectable difference; an effect that size could be missed, so it is not evidence of no "
-               "effect. Inconclusive: p >= 0.05 although the difference exceeds it. Each variant is one training run, "
-               "so training-seed noise is not counted.",
-    "Best non-generative baseline": "Per finding, the baseline (real_only included) with the highest test AUROC; each "
-                                    "synthetic ratio is also compared with it. Picked on the test split, the choice "
-                                    "favours the baseline.",
+               "effect. Inconclusive: p >= 0.05 although the difference exceeds it.",
+    "Best non-generative baseline": "Per finding, the baseline (real_only, classical_aug, class_weighted; not the "
+                                    "ceiling) with the highest mean test AUROC; each synthetic ratio is also compared "
+                                    "with it. Picked on the test split, the choice favours the baseline.",
+    "Ceiling share": "(synthetic - real_only) / (ceiling - real_only) of seed-averaged AUROC, where the ceiling trains "
+                     "on as many additional real positives as the synthetic ratio adds synthetic ones: 1, as good as "
+                     "collecting that much more real data; 0, no gain. 95% interval: test patients and seeds resampled "
+                     "jointly for the three variants. Undefined when the ceiling's own gain is not clearly above 0.",
     "Too few positives / negatives": "Below evaluate.min_cases test positives or negatives a finding gets no AUROC, "
                                      "interval or p-value: DeLong's variance collapses with one or two positives "
                                      "(an AUROC of 1 with a zero-width interval).",
@@ -97,9 +111,21 @@ def _reading(value) -> str:
     return "n/a" if value is None else value
 
 
+def _delta(m: dict, against: str) -> str:
+    delta = m.get(f"delta_auroc_vs_{against}")
+    if delta is None:
+        return "n/a"
+    return (f"{delta:+.3f} [{m[f'delta_ci_low_vs_{against}']:+.3f}, {m[f'delta_ci_high_vs_{against}']:+.3f}]"
+            if m.get(f"delta_ci_low_vs_{against}") is not None else f"{delta:+.3f}")
+
+
 def _comparison_cells(m: dict, against: str) -> list[str]:
-    return [_number(m.get(f"delta_auroc_vs_{against}")), _p_value(m.get(f"p_vs_{against}")),
+    return [_delta(m, against), _p_value(m.get(f"p_vs_{against}")),
             _number(m.get(f"min_detectable_difference_vs_{against}")), _reading(m.get(f"reading_vs_{against}"))]
+
+
+def _spread(m: dict) -> list[str]:
+    return [_number(m.get("auroc_sd")), f"{_number(m.get('auroc_min'))}–{_number(m.get('auroc_max'))}"]
 
 
 def _variant_table(finding: str, downstream: dict, variants: Sequence[tuple[str, float]], specificity: float) -> str:
@@ -109,11 +135,11 @@ def _variant_table(finding: str, downstream: dict, variants: Sequence[tuple[str,
         comparison = _comparison_cells(m, "real_only") if variant != "real_only" else [""] * 4
         rows.append([
             variant, _ratio(ratio),
-            f"{_number(m['auroc'])} [{_number(m['auroc_ci_low'])}, {_number(m['auroc_ci_high'])}]",
-            f"[{_number(m['auroc_boot_low'])}, {_number(m['auroc_boot_high'])}]",
+            f"{_number(m['auroc'])} [{_number(m['auroc_ci_low'])}, {_number(m['auroc_ci_high'])}]", *_spread(m),
             *comparison, _number(m["auprc"]), _number(m["sensitivity_at_specificity"]),
         ])
-    return _table(["variant", "ratio", "AUROC [95% DeLong]", "bootstrap 95%", "delta AUROC", "p vs real_only",
+    return _table(["variant", "ratio", "mean AUROC [95% CI]", "sd over seeds", "min–max", "delta AUROC [95% CI]",
+                   "p vs real_only",
                    "min. detectable difference", "reading vs real_only", "AUPRC",
                    f"sensitivity @ {specificity:.0%} spec."], rows)
 
@@ -126,12 +152,20 @@ def _best_baseline_table(finding: str, downstream: dict, variants: Sequence[tupl
     best = downstream[ratios[0][0]]["per_finding"][finding].get("best_baseline")
     if best is None:
         return None
-    rows = [[variant, _ratio(ratio), *_comparison_cells(downstream[variant]["per_finding"][finding], "best_baseline")]
-            for variant, ratio in ratios]
+    cells = [downstream[variant]["per_finding"][finding] for variant, _ in ratios]
+    with_ceiling = any("ceiling_share_status" in cell for cell in cells)
+    rows = [[variant, _ratio(ratio), *_comparison_cells(cell, "best_baseline"), *([_share(cell)] if with_ceiling else [])]
+            for (variant, ratio), cell in zip(ratios, cells)]
     auroc = downstream[best]["per_finding"][finding]["auroc"]
-    return (f"Against the best non-generative baseline on this finding, {best} (AUROC {_number(auroc)}):\n\n"
-            + _table(["variant", "ratio", "delta AUROC", f"p vs {best}", "min. detectable difference",
-                      f"reading vs {best}"], rows))
+    return (f"Against the best non-generative baseline on this finding, {best} (mean AUROC {_number(auroc)}):\n\n"
+            + _table(["variant", "ratio", "delta AUROC [95% CI]", f"p vs {best}", "min. detectable difference",
+                      f"reading vs {best}", *(["ceiling share [95% CI]"] if with_ceiling else [])], rows))
+
+
+def _share(cell: dict) -> str:
+    if cell.get("ceiling_share") is None:
+        return _reading(cell.get("ceiling_share_status"))
+    return f"{cell['ceiling_share']:.2f} [{_number(cell['ceiling_share_ci_low'], 2)}, {_number(cell['ceiling_share_ci_high'], 2)}]"
 
 
 def _finding_section(finding: str, metrics: dict, variants: Sequence[tuple[str, float]], specificity: float,
@@ -275,7 +309,9 @@ def _caveats(metrics: dict) -> str:
         f"Test positives per finding: {counts}. With tens of positives an AUROC interval spans about +-0.1; a "
         "non-significant p-value is weak evidence of no effect, not evidence of none: read it against the minimum "
         "detectable difference beside it.",
-        "p-values are per finding and variant, uncorrected for the number of comparisons; read them as a screen.",
+        "p-values are per finding and variant, uncorrected for the number of comparisons; read them as a screen. "
+        "The verdict's best synthetic variant is picked on the test split, which favours it a little.",
+        "ROC curves are those of the seed-averaged scores; the AUROC in the tables is the mean of the seeds' AUROCs.",
         "Uncertain test labels are left out of that finding; labels not mentioned count as negative.",
         "The default feature space is the real-only classifier's penultimate layer: trained on this collection, "
         "small and task-specific. FID/KID values here are not comparable with Inception-based values elsewhere.",
@@ -299,6 +335,12 @@ def build_markdown(metrics: dict, variants: Sequence[tuple[str, float]], rare_fi
         f"Every number is measured on the real test split ({test['n_images']} images, never seen in training or "
         f"generation). Variants: {', '.join(v for v, _ in variants)}. Rare findings: "
         f"{', '.join(f.replace('_', ' ') for f in rare_findings)}.",
+        "## Verdict",
+        verdict.verdict_markdown(metrics["verdict"]) if metrics.get("verdict") else "No rare finding to judge.",
+        f"Each AUROC is the mean over {len(metrics.get('seeds') or [1])} training seed(s) "
+        f"({', '.join(str(s) for s in metrics.get('seeds') or [])}); intervals and p count both the test patients "
+        "and the seeds. The verdict reads the best synthetic variant against the best non-generative baseline; "
+        "the tables below give every variant.",
         "## Downstream classification",
         _averages(metrics, variants),
     ]
