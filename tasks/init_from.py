@@ -173,25 +173,32 @@ def network_definition(config: dict, network: type[nn.Module]) -> dict | None:
 
 
 def _old_names(state: dict[str, torch.Tensor]) -> bool:
-    """Whether a state dict uses MONAI Generative's attention names (``to_q`` outside ``attn``, ``proj_attn``)."""
-    return any((name.endswith(".to_q.weight") and ".attn.to_q." not in name) or ".proj_attn." in name
-               for name in state)
+    """Whether a state dict shows MONAI Generative's attention names (``proj_attn``, ``to_out.0``, or ``to_q``
+    straight under the block rather than under its ``attn``)."""
+    return any(".proj_attn." in name or ".to_out.0." in name
+               or (name.endswith(".to_q.weight") and not name.split(".")[-3].startswith("attn")) for name in state)
 
 
-def renamed_old_state(state: dict[str, torch.Tensor], definition: dict | None, network: type[nn.Module],
-                      path: Path) -> dict[str, torch.Tensor]:
-    """An older-named state dict in today's names, through the network's own ``load_old_state_dict`` on a
-    network built from the bundle's definition (only plain values: ``$`` expressions are not evaluated)."""
-    if definition is None:
-        raise ValueError(f"{path}: weights in MONAI Generative's older names, and no {network.__name__} definition "
-                         f"in {BUNDLE_CONFIGS}/ to rename them with")
-    arguments = {key: value for key, value in definition.items() if not key.startswith("_")}
-    expressions = sorted(key for key, value in arguments.items() if isinstance(value, str) and value[:1] in "$@%")
-    if expressions:
-        raise ValueError(f"{path}: the {network.__name__} definition computes {expressions}; write them as values")
-    built = network(**arguments)
-    built.load_old_state_dict(dict(state))
-    return built.state_dict()
+def network_arguments(definition: dict, config: dict, where: Path) -> dict:
+    """The keyword arguments of a bundle's network definition, ``@name`` references read from the config;
+    ``$`` expressions are code and are not run."""
+    arguments = {}
+    for key, value in definition.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, str) and value.startswith("@") and value[1:] in config:
+            value = config[value[1:]]
+        if isinstance(value, str) and value.startswith("$"):
+            raise ValueError(f"{where}: the network definition computes {key!r} ({value}); write it as a value")
+        arguments[key] = value
+    return arguments
+
+
+def in_todays_names(state: dict[str, torch.Tensor], network: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` loaded into ``network`` (built as the bundle defines it) through MONAI's
+    ``load_old_state_dict``, which renames older keys and takes today's as they are; read back out."""
+    network.load_old_state_dict(dict(state))
+    return network.state_dict()
 
 
 def bundle_weights(path: Path, part: str) -> dict[str, torch.Tensor]:
@@ -202,9 +209,18 @@ def bundle_weights(path: Path, part: str) -> dict[str, torch.Tensor]:
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if isinstance(state.get("state_dict"), dict):  # saved with its training metadata around it
         state = state["state_dict"]
+    network, config = BUNDLE_NETWORKS[part], bundle_config(path)
+    definition = network_definition(config, network)
+    if definition is not None:
+        built = network(**network_arguments(definition, config, path / BUNDLE_CONFIGS))
+        try:
+            return in_todays_names(state, built)
+        except (KeyError, RuntimeError) as error:
+            raise ValueError(f"{weights}: does not fit the bundle's own {network.__name__} definition "
+                             f"({str(error).splitlines()[0]})") from None
     if _old_names(state):
-        network = BUNDLE_NETWORKS[part]
-        state = renamed_old_state(state, network_definition(bundle_config(path), network), network, weights)
+        raise ValueError(f"{weights}: weights in MONAI Generative's older names, and no {network.__name__} "
+                         f"definition in {path / BUNDLE_CONFIGS} to rename them with")
     return state
 
 

@@ -149,3 +149,17 @@ def test_the_model_folder_records_mask_control_and_reloads(controlled, tmp_path)
 def test_controlnet_without_the_mask_condition_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="mask_control 'controlnet' needs 'mask' in diffusion.conditions"):
         DiffusionParams.model_validate({"mask_control": "controlnet", "conditions": ["label", "text"]})
+
+
+def test_with_init_from_the_loaded_base_is_kept_as_is_and_only_the_branch_trains(tmp_path):
+    concat = tiny_diffusion(("label", "mask"), steps=1)
+    _, prepared = tiny_setup(tmp_path, concat)
+    train_diffusion(prepared, concat, tmp_path / "concat_ck", seed=0)
+    diffusion = control_diffusion(("label", "mask"), branch_steps=2, init_from=str(tmp_path / "concat_ck"))
+    _, controlled = tiny_setup(tmp_path / "control", diffusion)
+    assert controlled.init_report is not None and controlled.init_report.adapted == ["unet.conv_in.conv.weight"]
+    loaded = _base_state(controlled.model)
+    outcome = train_with_control(controlled, diffusion, tmp_path / "ck", seed=0)
+    assert outcome.steps == 2 and not (tmp_path / "ck" / BASE_FOLDER).exists()
+    final = _base_state(outcome.ema_model)
+    assert all(torch.equal(final[name], loaded[name]) for name in loaded)
