@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from pydantic import ValidationError
 from torch import nn
 
 from cxrsynth.tasks.diffusion.checkpoints import config_differences, latest_checkpoint
@@ -209,6 +210,7 @@ def bundle_weights(path: Path, part: str) -> dict[str, torch.Tensor]:
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if isinstance(state.get("state_dict"), dict):  # saved with its training metadata around it
         state = state["state_dict"]
+    # Built at the bundle's own size (the MIMIC-CXR U-Net is large): renaming needs the network's structure.
     network, config = BUNDLE_NETWORKS[part], bundle_config(path)
     definition = network_definition(config, network)
     if definition is not None:
@@ -240,8 +242,12 @@ def init_diffusion(model: nn.Module, config: ModelConfig, path: str | Path) -> I
         state = {DIFFUSION_PREFIX + name: value for name, value in bundle_weights(path, "diffusion").items()}
         return load_matching(model, state, str(path), "MONAI bundle")
     source, state, kind = project_weights(path)
-    refuse_other_config(ModelConfig.model_validate(source).model_dump(mode="json"), config.model_dump(mode="json"),
-                        path, key, MAY_DIFFER)
+    try:
+        source_config = ModelConfig.model_validate(source)
+    except ValidationError as error:
+        keys = sorted({".".join(map(str, e["loc"])) for e in error.errors()})
+        raise ValueError(f"{key}: {path} is not a diffusion model of this project (its config: {keys})") from None
+    refuse_other_config(source_config.model_dump(mode="json"), config.model_dump(mode="json"), path, key, MAY_DIFFER)
     return load_matching(model, state, str(path), kind, adapt_input_conv)
 
 

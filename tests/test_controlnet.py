@@ -163,3 +163,13 @@ def test_with_init_from_the_loaded_base_is_kept_as_is_and_only_the_branch_trains
     assert outcome.steps == 2 and not (tmp_path / "ck" / BASE_FOLDER).exists()
     final = _base_state(outcome.ema_model)
     assert all(torch.equal(final[name], loaded[name]) for name in loaded)
+
+
+def test_a_concat_folder_records_mask_control_and_one_saved_before_the_key_still_loads(tmp_path):
+    _, prepared = tiny_setup(tmp_path, tiny_diffusion(("label", "mask")))
+    prepared.pipeline().save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model/config.json").read_text())
+    assert config["mask_control"] == "concat"
+    del config["mask_control"]  # what a folder written before mask_control existed holds
+    (tmp_path / "model/config.json").write_text(json.dumps(config))
+    assert GenerationPipeline.from_pretrained(tmp_path / "model").config.mask_control == "concat"

@@ -190,6 +190,9 @@ def test_a_missing_or_unrecognised_source_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a model folder"):
         init_diffusion(prepared.model, prepared.config, tmp_path / "empty")
+    save_autoencoder(tmp_path / "autoencoder", build_autoencoder(AUTOENCODER), AUTOENCODER)
+    with pytest.raises(ValueError, match=r"autoencoder is not a diffusion model of this project \(its config: \["):
+        init_diffusion(prepared.model, prepared.config, tmp_path / "autoencoder")
 
 
 def test_the_autoencoder_starts_from_init_from_unless_it_resumes(tmp_path):

@@ -62,10 +62,8 @@ class ModelConfig(BaseModel):
     mask_control: Literal["concat", "controlnet"] = "concat"
 
     def as_dict(self) -> dict:
-        """Plain JSON types: what config.json and checkpoints hold, and what the digest hashes. A key added
-        after models were saved is left out at its default, so those models keep their digest."""
-        data = self.model_dump(mode="json")
-        return {key: value for key, value in data.items() if ADDED_KEYS.get(key, _UNSET) != value}
+        """Plain JSON types: what config.json and checkpoints hold, and (see ``config_digest``) what the digest hashes."""
+        return self.model_dump(mode="json")
 
     @property
     def digest(self) -> str:
@@ -110,7 +108,10 @@ def mapping_digest(mapping: dict) -> str:
 
 
 def config_digest(config: ModelConfig) -> str:
-    return mapping_digest(config.as_dict())
+    """The digest of the config, leaving out keys added since models were first saved while they hold the
+    value those models meant, so earlier model folders and checkpoints keep their digest."""
+    hashed = {key: value for key, value in config.as_dict().items() if ADDED_KEYS.get(key, _UNSET) != value}
+    return mapping_digest(hashed)
 
 
 def load_text_backbone(path: str | Path) -> nn.Module:
