@@ -20,7 +20,6 @@ from cxrsynth.tasks.diffusion import train_stage
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint
 from cxrsynth.tasks.diffusion.previews import preview_grid, preview_indices
 from cxrsynth.tasks.diffusion.training import TrainHooks, training_precision
-from cxrsynth.tasks.init_from import REPORT_FILE, InitReport
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params, load_params
 
@@ -56,14 +55,6 @@ def mlflow_hooks(params: Params, prepared: train_stage.TrainingSetup, losses: Lo
     return TrainHooks(on_checkpoint=lambda step, path, history: losses(history), on_sample=on_sample)
 
 
-def log_init_report(report: InitReport) -> None:
-    """What init_from loaded and did not: the full list as an artifact, the counts as params."""
-    mlflow.log_dict(report.as_dict(), REPORT_FILE)
-    mlflow.log_params({"init_from.kind": report.kind, "init_from.loaded": len(report.loaded),
-                       "init_from.adapted": len(report.adapted), "init_from.not_loaded": len(report.not_loaded),
-                       "init_from.unused": len(report.unused)})
-
-
 def train_diffusion_stage(params_path: str = "params.yaml") -> dict | None:
     """What ``cxrsynth stage train_diffusion`` runs: the flow in this process, or under torchrun."""
     processes = load_params(params_path).diffusion.train.processes
@@ -95,7 +86,7 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         prepared = train_stage.training_setup(params, frame)
         if prepared.init_report is not None:
-            log_init_report(prepared.init_report)
+            tracking.log_init_report(prepared.init_report)
         losses = LossLogger()
         outcome = task(train_stage.run_training, cache_policy=NO_CACHE)(
             params, prepared, replica, mlflow_hooks(params, prepared, losses),

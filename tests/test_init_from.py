@@ -223,11 +223,11 @@ def test_a_diffusers_folder_serves_as_the_pretrained_text_encoder(tmp_path):
     assert hidden.shape == (2, 8, 16)
 
 
-def test_the_flow_logs_the_report_as_an_artifact_and_counts(tmp_path):
+def test_the_report_is_logged_as_an_artifact_and_counts(tmp_path):
     import mlflow
 
-    from cxrsynth.flows.train_diffusion import log_init_report
     from cxrsynth.tasks.init_from import REPORT_FILE
+    from cxrsynth.tasks.tracking import log_init_report
 
     report = load_matching(torch.nn.Linear(2, 3), {"weight": torch.ones(3, 2)}, "src", "test")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
