@@ -85,6 +85,8 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
     with tracking.stage_run(spec, params, extra_params=precision.params()):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         prepared = train_stage.training_setup(params, frame)
+        if prepared.init_report is not None:
+            tracking.log_init_report(prepared.init_report)
         losses = LossLogger()
         outcome = task(train_stage.run_training, cache_policy=NO_CACHE)(
             params, prepared, replica, mlflow_hooks(params, prepared, losses),

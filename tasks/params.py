@@ -262,6 +262,18 @@ class AutoencoderParams(Section):
     checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
     mixed_precision: MixedPrecision = Field("auto", description=MIXED_PRECISION)
     loss: AutoencoderLossParams = Field(AutoencoderLossParams(), description="the loss terms and their weights")
+    init_from: str | None = Field(
+        None, description="local path to start from: an autoencoder model folder or checkpoint of this project, or a "
+        "MONAI bundle folder (models/autoencoder.pth); what matches by name and shape loads, the rest is listed",
+    )
+
+
+class ControlNetParams(Section):
+    steps: int = Field(
+        500, ge=1, description="steps of the control branch (mask_control: controlnet), after the base's train.steps "
+        "(none of those with init_from: the loaded base is kept as it is)",
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the control branch")
 
 
 class DiffusionParams(Section):
@@ -284,6 +296,21 @@ class DiffusionParams(Section):
     )
     loss: LossParams = Field(LossParams(), description="the lesion-preserving loss")
     train: DiffusionTrainParams = Field(DiffusionTrainParams(), description="the training loop")
+    mask_control: Literal["concat", "controlnet"] = Field(
+        "concat", description="how lesion masks enter: as extra input channels of the U-Net (concat), or through a "
+        "MONAI ControlNet branch trained on a frozen base denoiser (controlnet)",
+    )
+    controlnet: ControlNetParams = Field(ControlNetParams(), description="the control branch (mask_control: controlnet)")
+    init_from: str | None = Field(
+        None, description="local path to start from: a model folder or checkpoint of this project, or a MONAI bundle "
+        "folder (models/diffusion_model.pth); what matches by name and shape loads, the rest is listed",
+    )
+
+    @model_validator(mode="after")
+    def _control_needs_masks(self) -> "DiffusionParams":
+        if self.mask_control == "controlnet" and "mask" not in self.conditions:
+            raise ValueError("mask_control 'controlnet' needs 'mask' in diffusion.conditions")
+        return self
 
 
 class GenerateParams(Section):

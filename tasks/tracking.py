@@ -16,11 +16,15 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 
 from cxrsynth.tasks import stages, threads
 from cxrsynth.tasks.params import Params
+
+if TYPE_CHECKING:  # init_from loads torch and MONAI, which most stages never import
+    from cxrsynth.tasks.init_from import InitReport
 
 PIPELINE_RUN_ENV = "CXRSYNTH_PIPELINE_RUN"
 PARENT_RUN_ENV = "CXRSYNTH_PARENT_RUN_ID"
@@ -172,6 +176,16 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def log_init_report(report: InitReport) -> None:
+    """What ``init_from`` loaded and did not: the full list as an artifact, the counts as params."""
+    from cxrsynth.tasks.init_from import REPORT_FILE
+
+    mlflow.log_dict(report.as_dict(), REPORT_FILE)
+    mlflow.log_params({"init_from.kind": report.kind, "init_from.loaded": len(report.loaded),
+                       "init_from.adapted": len(report.adapted), "init_from.not_loaded": len(report.not_loaded),
+                       "init_from.unused": len(report.unused)})
 
 
 # ------------------------------------------------------------------------------ runs left by a killed stage

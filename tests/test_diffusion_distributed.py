@@ -114,3 +114,37 @@ def test_stage_with_two_processes_runs_itself_under_torchrun(tmp_path, diffusion
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["cxrsynth"], output_format="list")
     assert len(runs) == 1  # rank 0 alone tracks
+
+
+def _control_diffusion():
+    plain = _diffusion(steps=2)
+    return plain.model_copy(update={"mask_control": "controlnet",
+                                    "controlnet": plain.controlnet.model_copy(update={"steps": 2})})
+
+
+def _control_replica_trains(rank: int, world_size: int, port: int, root: str) -> None:
+    """One spawned process of ControlNet training: the base's steps, then the branch's on the frozen base."""
+    from cxrsynth.tasks.diffusion.controlnet import train_with_control
+    from cxrsynth.tasks.diffusion.distributed import process_group
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    replica = Replica(rank, world_size, rank)
+    _, prepared = tiny_setup(f"{root}/data_{rank}", _control_diffusion())
+    with process_group(replica, torch.device("cpu")):
+        outcome = train_with_control(prepared, _control_diffusion(), f"{root}/checkpoints", seed=0, replica=replica)
+    torch.save({"weights": _weights(outcome.ema_model), "history": outcome.history}, f"{root}/rank_{rank}.pt")
+
+
+@pytest.mark.slow
+def test_controlnet_training_in_two_processes_matches_one(tmp_path):
+    """Frozen base weights and a branch that runs on every step keep DDP's gradient buckets whole."""
+    from cxrsynth.tasks.diffusion.controlnet import train_with_control
+
+    _, single = tiny_setup(tmp_path / "single", _control_diffusion())
+    reference = train_with_control(single, _control_diffusion(), tmp_path / "single/checkpoints", seed=0)
+    mp.spawn(_control_replica_trains, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank_{r}.pt") for r in (0, 1)]
+    torch.testing.assert_close(ranks[0]["weights"], ranks[1]["weights"], rtol=0, atol=0)
+    torch.testing.assert_close(ranks[0]["weights"], _weights(reference.ema_model), rtol=1e-4, atol=1e-5)
+    assert [step for step, _ in ranks[0]["history"]] == [1, 2, 3, 4]

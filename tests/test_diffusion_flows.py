@@ -103,3 +103,22 @@ def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_pa
     assert len({record["worker"] for record in stream.data}) == 2, "the two parts did not run on two Dask workers"
     assert metrics["generated"] == metrics["planned"] > 1
     assert md5_digest(copies["dask"] / "data/generate/images") == md5_digest(copies["threads"] / "data/generate/images")
+
+
+def test_a_controlnet_model_trains_base_then_branch_through_the_flow_and_generates(tmp_path, monkeypatch):
+    from cxrsynth.flows.generate import generate_flow
+    from cxrsynth.flows.train_diffusion import train_diffusion_flow
+
+    write_tiny_params(tmp_path, diffusion={"mask_control": "controlnet", "train": {"steps": 2},
+                                           "controlnet": {"steps": 2}})
+    monkeypatch.chdir(tmp_path)
+    make_project(tmp_path, n_images=40, size=32, lesion_rate=0.15)
+    metrics = train_diffusion_flow("params.yaml")
+    assert metrics["steps"] == 4
+    checkpoints = tmp_path / "data/train_diffusion/checkpoints"
+    assert [p.name for p in (checkpoints / "base").iterdir()] == ["step_00000002.pt"]
+    assert [p.name for p in checkpoints.glob("step_*.pt")] == ["step_00000002.pt"]
+    assert pd.read_csv(tmp_path / "plots/train_diffusion/loss.csv")["step"].tolist() == [1, 2, 3, 4]
+    config = json.loads((tmp_path / "data/train_diffusion/model/config.json").read_text())
+    assert config["mask_control"] == "controlnet"
+    assert generate_flow("params.yaml")["planned"] > 0

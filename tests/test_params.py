@@ -40,7 +40,7 @@ TINY_DIFFERENCES = {
     "diffusion.unet.num_head_channels", "diffusion.unet.norm_num_groups", "diffusion.label_dim",
     "diffusion.text_encoder.max_tokens", "diffusion.text_encoder.dim", "diffusion.text_encoder.layers",
     "diffusion.train.steps", "diffusion.train.batch_size", "diffusion.train.checkpoint_every",
-    "diffusion.train.sample_every", "diffusion.train.sample_steps",
+    "diffusion.train.sample_every", "diffusion.train.sample_steps", "diffusion.controlnet.steps",
     "generate.target_share", "generate.max_per_finding", "generate.steps", "generate.batch_size",
     "classifier.epochs", "classifier.batch_size", "classifier.patience", "classifier.seeds",
     "evaluate.bootstrap", "evaluate.prdc_k", "evaluate.segmenter_epochs", "evaluate.reader_study_images",

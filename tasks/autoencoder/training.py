@@ -31,6 +31,7 @@ from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint, load_checkpo
 from cxrsynth.tasks.diffusion.data import StepBatches
 from cxrsynth.tasks.diffusion.model_io import mapping_digest
 from cxrsynth.tasks.diffusion.training import make_ema
+from cxrsynth.tasks.init_from import InitReport, init_autoencoder
 from cxrsynth.tasks.params import AutoencoderLossParams, AutoencoderParams
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -148,6 +149,7 @@ class AutoencoderOutcome:
     resumed_from: int
     images_per_s: float
     last_parts: dict[str, float]
+    init_report: InitReport | None = None  # what autoencoder.init_from loaded and did not (None: not used, or resumed)
 
 
 def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int, checkpoint_dir: str | Path,
@@ -160,8 +162,11 @@ def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int
     digest = mapping_digest(config)
     run = _new_run(params, seed, device)
     latest = latest_checkpoint(checkpoint_dir)
+    init_report = None
     if latest is not None:
         run.restore(load_checkpoint(latest, digest, config))
+    elif params.init_from:  # a fresh start from pretrained weights (the EMA copies them at its first update)
+        init_report = init_autoencoder(run.autoencoder, asdict(config_of(params)), params.init_from)
     resumed_from, started, parts = run.step, time.perf_counter(), {}
     bar = tqdm(total=params.steps, initial=run.step, desc="train_autoencoder", unit="step", dynamic_ncols=True)
     for batch in StepBatches(len(images), params.batch_size, seed, run.step, params.steps):
@@ -178,7 +183,7 @@ def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int
     trained = (run.step - resumed_from) * params.batch_size
     return AutoencoderOutcome(ema_model=run.ema.module.eval(), history=run.history, steps=run.step,
                               resumed_from=resumed_from, images_per_s=trained / (time.perf_counter() - started),
-                              last_parts=parts)
+                              last_parts=parts, init_report=init_report)
 
 
 def load_perceptual_network(path: str | Path) -> FeaturePerceptualLoss:

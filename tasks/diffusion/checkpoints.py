@@ -49,13 +49,14 @@ def save_checkpoint(folder: str | Path, step: int, state: dict) -> Path:
     return path
 
 
-def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Every (dotted) key whose value differs between two configs, as 'key: checkpoint A, now B'."""
     keys = sorted(set(saved) | set(current))
     found = []
     for key in keys:
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found += _differences(a, b, f"{prefix}{key}.")
+            found += config_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             found.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
     return found
@@ -65,7 +66,7 @@ def load_checkpoint(path: str | Path, digest: str, config: dict) -> dict:
     """Read a checkpoint, refusing one whose model config differs from ``config``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("digest") != digest:
-        changes = "; ".join(_differences(state.get("config", {}), config)) or "unknown differences"
+        changes = "; ".join(config_differences(state.get("config", {}), config)) or "unknown differences"
         raise CheckpointMismatch(
             f"{path}: checkpoint belongs to a different model ({changes}). Restore those params, or delete "
             f"{Path(path).parent} to train from scratch."

@@ -21,13 +21,15 @@ from torch import nn
 from cxrsynth.models.condition_encoders import LearnedTextEncoder, PretrainedTextEncoder
 from cxrsynth.models.denoiser import ConditionalDenoiser, UNetShape
 from cxrsynth.tasks.diffusion.schedulers import Process
-from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
+from cxrsynth.tasks.diffusion.tokenizer import Tokenizer, pretrained_folders
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks import torch_files
 from cxrsynth.tasks.params import DiffusionParams, UNetParams
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
+_UNSET = object()
+ADDED_KEYS = {"mask_control": "concat"}  # config keys added later -> the value older model folders meant
 
 
 class TextEncoderConfig(BaseModel):
@@ -57,9 +59,10 @@ class ModelConfig(BaseModel):
     unet: UNetParams
     text_encoder: TextEncoderConfig
     process: Process
+    mask_control: Literal["concat", "controlnet"] = "concat"
 
     def as_dict(self) -> dict:
-        """Plain JSON types: what config.json and checkpoints hold, and what the digest hashes."""
+        """Plain JSON types: what config.json and checkpoints hold, and (see ``config_digest``) what the digest hashes."""
         return self.model_dump(mode="json")
 
     @property
@@ -95,6 +98,7 @@ def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokeniz
             max_tokens=text.max_tokens, dim=text.dim, layers=text.layers, vocab_size=tokenizer.vocab_size,
         ),
         process=Process(diffusion.timesteps, diffusion.schedule, diffusion.prediction),
+        mask_control=diffusion.mask_control,
     )
 
 
@@ -104,7 +108,10 @@ def mapping_digest(mapping: dict) -> str:
 
 
 def config_digest(config: ModelConfig) -> str:
-    return mapping_digest(config.as_dict())
+    """The digest of the config, leaving out keys added since models were first saved while they hold the
+    value those models meant, so earlier model folders and checkpoints keep their digest."""
+    hashed = {key: value for key, value in config.as_dict().items() if ADDED_KEYS.get(key, _UNSET) != value}
+    return mapping_digest(hashed)
 
 
 def load_text_backbone(path: str | Path) -> nn.Module:
@@ -114,7 +121,7 @@ def load_text_backbone(path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"diffusion.text_encoder.path: {path} is not a folder holding a pretrained encoder")
-    return AutoModel.from_pretrained(str(path), local_files_only=True)
+    return AutoModel.from_pretrained(str(pretrained_folders(path)[0]), local_files_only=True)
 
 
 def text_backbone_skeleton(folder: str | Path) -> nn.Module:
@@ -139,7 +146,8 @@ def build_model(config: ModelConfig, text_backbone: nn.Module | None = None) -> 
     unet = config.unet
     shape = UNetShape(tuple(unet.channels), tuple(unet.attention_levels), unet.num_res_blocks, unet.num_head_channels,
                       unet.norm_num_groups)
-    return ConditionalDenoiser(len(config.findings), config.label_dim, shape, tuple(config.conditions), encoder)
+    return ConditionalDenoiser(len(config.findings), config.label_dim, shape, tuple(config.conditions), encoder,
+                               mask_control=config.mask_control)
 
 
 def save_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> None:

@@ -67,6 +67,16 @@ class WordTokenizer:
                                                "words": self.vocabulary})
 
 
+def pretrained_folders(path: str | Path) -> tuple[Path, Path]:
+    """(encoder folder, tokenizer folder) of a pretrained text encoder: ``path`` itself, or in a diffusers
+    pipeline folder (a local copy of the one MONAI's MIMIC-CXR bundle takes its CLIP text encoder from,
+    stabilityai/stable-diffusion-2-1-base) its ``text_encoder/`` and ``tokenizer/`` subfolders."""
+    path = Path(path)
+    if (path / PRETRAINED_FOLDER / "config.json").is_file() and (path / "tokenizer").is_dir():
+        return path / PRETRAINED_FOLDER, path / "tokenizer"
+    return path, path
+
+
 class PretrainedTokenizer:
     kind = "pretrained"
 
@@ -81,7 +91,7 @@ class PretrainedTokenizer:
         path = Path(path)
         if not path.is_dir():
             raise ValueError(f"diffusion.text_encoder.path: {path} is not a folder holding a pretrained encoder")
-        return cls(AutoTokenizer.from_pretrained(str(path), local_files_only=True), max_tokens)
+        return cls(AutoTokenizer.from_pretrained(str(pretrained_folders(path)[1]), local_files_only=True), max_tokens)
 
     @property
     def vocab_size(self) -> int:

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from cxrsynth.tasks.device import resolve_device
+from cxrsynth.tasks.diffusion.controlnet import train_with_control
 from cxrsynth.tasks.diffusion.data import (
     DiffusionDataset,
     readable_rows,
@@ -20,6 +21,7 @@ from cxrsynth.tasks.diffusion.labels import read_lesions
 from cxrsynth.tasks.diffusion.model_io import build_model, load_text_backbone, model_config
 from cxrsynth.tasks.diffusion.tokenizer import build_tokenizer
 from cxrsynth.tasks.diffusion.training import TrainHooks, TrainingSetup, TrainOutcome, train_diffusion
+from cxrsynth.tasks.init_from import init_diffusion
 from cxrsynth.tasks.io import write_text
 from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sites import training_sites_only
@@ -38,9 +40,9 @@ def run_training(params: Params, prepared: TrainingSetup, replica: Replica = Rep
                  hooks: TrainHooks | None = None, root: str | Path = ".") -> TrainOutcome:
     """Train (or resume) the prepared model; in the process group when one of several replicas."""
     device = training_device(params, replica)
+    train = train_with_control if params.diffusion.mask_control == "controlnet" else train_diffusion
     with process_group(replica, device):
-        return train_diffusion(prepared, params.diffusion, Path(root) / CHECKPOINT_DIR, params.seed, device, hooks,
-                               replica)
+        return train(prepared, params.diffusion, Path(root) / CHECKPOINT_DIR, params.seed, device, hooks, replica)
 
 
 def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
@@ -57,7 +59,10 @@ def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") 
     config = model_config(diffusion, image_size, tokenizer, dataset.maskable)
     backbone = load_text_backbone(text.path) if text.kind == "pretrained" and "text" in diffusion.conditions else None
     torch.manual_seed(params.seed)  # the initial weights
-    return TrainingSetup(dataset, tokenizer, config, build_model(config, backbone), quarantined)
+    model = build_model(config, backbone)
+    # A resumed run restores its checkpoint over these weights; init_from shapes only the start.
+    report = init_diffusion(model, config, diffusion.init_from) if diffusion.init_from else None
+    return TrainingSetup(dataset, tokenizer, config, model, quarantined, report)
 
 
 def loss_table(history: list[tuple[int, float]]) -> str:

@@ -44,6 +44,7 @@ from cxrsynth.tasks.diffusion.schedulers import (
     training_target,
 )
 from cxrsynth.tasks.diffusion.tokenizer import Tokenizer
+from cxrsynth.tasks.init_from import InitReport
 from cxrsynth.tasks.params import DiffusionParams, DiffusionTrainParams
 
 # EMA warm-up: the decay grows as (1 + n) / (10 + n) towards ema_decay, so early random weights
@@ -56,13 +57,14 @@ PRECISION_KEY = "diffusion.train.mixed_precision"
 @dataclass
 class TrainingSetup:
     """What training starts from: the training split, the tokenizer built from its texts, the typed
-    model config, a fresh model, and the images set aside as unreadable."""
+    model config, a fresh (or ``init_from``-loaded) model, and the images set aside as unreadable."""
 
     dataset: DiffusionDataset
     tokenizer: Tokenizer
     config: ModelConfig
     model: ConditionalDenoiser
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    init_report: InitReport | None = None  # what diffusion.init_from loaded and did not
 
     def pipeline(self, denoiser: nn.Module | None = None) -> GenerationPipeline:
         """The model (or ``denoiser``, e.g. its EMA copy in training) as a generation pipeline."""
