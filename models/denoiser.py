@@ -1,6 +1,7 @@
 """The conditional denoiser: MONAI's DiffusionModelUNet with mask channels and cross-attention context.
 
-Input channels: the noisy image, one channel per finding's lesion mask, and a "mask given"
+Input channels: the noisy image (or, in latent space, its latent channels), one channel per
+finding's lesion mask (max-pooled to the latent grid in latent space), and a "mask given"
 indicator (1 where a mask conditions the image, so an empty given mask, "no lesion here", differs
 from a dropped one). Cross-attention context: one always-present anchor token, one token per
 finding from the label encoder, and the text encoder's tokens. What the network predicts (noise
@@ -17,6 +18,7 @@ from torch import nn
 
 from cxrsynth.models.condition_encoders import LabelEncoder
 from cxrsynth.models.conditioning import Conditions
+from cxrsynth.models.latent import mask_grid
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,21 @@ class ConditionalDenoiser(nn.Module):
         unet: UNetShape,
         conditions: tuple[str, ...] = ("label", "mask", "text"),
         text_encoder: nn.Module | None = None,
+        image_channels: int = 1,
+        mask_downsampling: int = 1,
     ) -> None:
+        """``image_channels``: 1 for pixels, the autoencoder's latent channels in latent space, where
+        ``mask_downsampling`` (its factor) brings the masks down to the latent grid."""
         super().__init__()
         if "text" in conditions and text_encoder is None:
             raise ValueError("the text condition needs a text encoder")
         self.n_findings = n_findings
         self.conditions = tuple(conditions)
+        self.mask_downsampling = mask_downsampling
         self.unet = DiffusionModelUNet(
             spatial_dims=2,
-            in_channels=1 + n_findings + 1,
-            out_channels=1,
+            in_channels=image_channels + n_findings + 1,
+            out_channels=image_channels,
             channels=tuple(unet.channels),
             attention_levels=tuple(unet.attention_levels),
             num_res_blocks=unet.num_res_blocks,
@@ -82,11 +89,12 @@ class ConditionalDenoiser(nn.Module):
         return torch.cat([t.to(tokens[0].dtype) for t in tokens], dim=1)
 
     def mask_channels(self, cond: Conditions, like: torch.Tensor) -> torch.Tensor:
-        """Per-finding masks and the "mask given" indicator, zero where the mask is dropped."""
+        """Per-finding masks (on the latent grid in latent space) and the "mask given" indicator, zero
+        where the mask is dropped."""
         given = (cond.keep_mask if "mask" in self.conditions else torch.zeros_like(cond.keep_mask))
         given = given.to(like.dtype)[:, None, None, None]
-        masks = cond.masks.to(like.dtype) * given
-        return torch.cat([masks, given.expand(-1, 1, *like.shape[2:])], dim=1)
+        masks = mask_grid(cond.masks.to(like.dtype), self.mask_downsampling) * given
+        return torch.cat([masks, given.expand(-1, 1, *masks.shape[2:])], dim=1)
 
     def encode(self, cond: Conditions) -> EncodedConditions:
         """The context tokens and mask channels of ``cond`` (float32 channels, like the training images)."""
