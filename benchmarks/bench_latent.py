@@ -55,7 +55,7 @@ def prepare(scratch: Path, space: str, size: int, args):
     """A toy project at ``size`` px and its training setup (in latent space, with a fresh autoencoder)."""
     root = scratch / f"{space}_{size}"
     print(f"writing {args.images} toy radiographs ({size} px) to {root}", file=sys.stderr)
-    frame = make_project(root, n_images=args.images, size=size, lesion_rate=args.lesion_rate)
+    make_project(root, n_images=args.images, size=size, lesion_rate=args.lesion_rate)
     autoencoder_dir = None
     if space == "latent":
         shape = config_of(AutoencoderParams())

@@ -34,8 +34,8 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path, autoenco
     started = time.perf_counter()
     workers = params.generate.workers
     generated = sum(SAMPLE.run(params, workers, todo, lambda part: {
-        "model_dir": str(root / model_dir), "todo": part,
-        "autoencoder_dir": None if autoencoder_dir is None else str(root / autoencoder_dir), "maps": {i: maps[i] for i in part["image_id"] if i in maps},
+        "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
+        "autoencoder_dir": None if autoencoder_dir is None else str(root / autoencoder_dir),
         "generate": params.generate, "root": str(root), "device": str(device),
         # on threads, every part runs at once in this process and gets its share of the CPUs
         "cpu": threads.ThreadRequest(params.runtime.torch_threads, SAMPLE.rule.count(len(todo), workers)),

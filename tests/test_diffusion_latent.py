@@ -197,3 +197,12 @@ def test_latent_space_without_an_autoencoder_names_the_missing_folder(tmp_path):
     frame = make_project(tmp_path, n_images=8, size=SIZE)
     with pytest.raises(FileNotFoundError, match=r"train_autoencoder/model/config\.json: not found"):
         training_setup(Params(diffusion=latent_diffusion()), frame, tmp_path)
+
+
+@pytest.mark.parametrize("sampler", ["dpm_solver", "unipc"])
+def test_a_solver_clips_x0_to_the_latent_range_without_rescaling_it(sampler):
+    from cxrsynth.tasks.diffusion.schedulers import Process, sampling_scheduler
+
+    scheduler = sampling_scheduler(Process(100, "cosine", "v_prediction"), sampler, clip=2.5)
+    x0 = torch.tensor([[[[-4.0, -1.2], [0.3, 3.0]]]])
+    assert torch.equal(scheduler._threshold_sample(x0), torch.tensor([[[[-2.5, -1.2], [0.3, 2.5]]]]))

@@ -141,8 +141,9 @@ class GenerationPipeline:
     @torch.no_grad()
     def __call__(self, conditions: Conditions, seeds: Sequence[int], steps: int, guidance_scale: float,
                  progress: bool = False) -> torch.Tensor:
-        """Images (B, 1, H, W) in [0, 1] on the CPU (decoded from latents in latent space) for ``conditions`` (kept flags say which conditions
-        apply), one seed per image, ``steps`` sampler steps, classifier-free guidance ``guidance_scale``."""
+        """Images (B, 1, H, W) in [0, 1] on the CPU for ``conditions`` (kept flags say which conditions
+        apply), one seed per image, ``steps`` sampler steps, classifier-free guidance ``guidance_scale``;
+        in latent space the sampled latents decoded to the working resolution."""
         if len(seeds) != len(conditions):
             raise ValueError(f"{len(seeds)} seeds for {len(conditions)} images")
         device, scheduler = self.device, self.scheduler
