@@ -105,7 +105,9 @@ def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_pa
     assert md5_digest(copies["dask"] / "data/generate/images") == md5_digest(copies["threads"] / "data/generate/images")
 
 
-STAND_IN_AUTOENCODER_STAGE = {"cmd": "cxrsynth stage train_autoencoder", "outs": ["data/train_autoencoder/model"]}
+# Outs as train_diffusion's: the model folder beside resumable checkpoints.
+STAND_IN_AUTOENCODER_STAGE = {"cmd": "cxrsynth stage train_autoencoder",
+                              "outs": ["data/train_autoencoder/model", "data/train_autoencoder/checkpoints"]}
 
 
 def with_autoencoder_stage(root):
