@@ -25,8 +25,9 @@ SAMPLE = Fanout(task(generation.sample_part, name="sample_part", cache_policy=NO
                 "generate", "img", ChunkRule(per_worker=1, min_size=1, max_size=None))
 
 
-def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
-    """Sample every image not on disk yet, in ``generate.workers`` parts over the task runner."""
+def sample_all(requests, maps, params: Params, device, model_dir: Path, autoencoder_dir: Path | None = None) -> dict:
+    """Sample every image not on disk yet, in ``generate.workers`` parts over the task runner (a
+    latent-space model with the autoencoder of ``autoencoder_dir``)."""
     root = Path.cwd()  # absolute paths: Dask workers need not share our working directory
     generation.write_condition_masks(maps, root)
     todo = generation.pending(requests, root)
@@ -34,6 +35,7 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path) -> dict:
     workers = params.generate.workers
     generated = sum(SAMPLE.run(params, workers, todo, lambda part: {
         "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
+        "autoencoder_dir": None if autoencoder_dir is None else str(root / autoencoder_dir),
         "generate": params.generate, "root": str(root), "device": str(device),
         # on threads, every part runs at once in this process and gets its share of the CPUs
         "cpu": threads.ThreadRequest(params.runtime.torch_threads, SAMPLE.rule.count(len(todo), workers)),
@@ -52,6 +54,8 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     device = resolve_device(params.runtime.device)
     with tracking.stage_run(spec, params, extra_params=precision_params(generation.SAMPLING_PRECISION, device)):
         config = GenerationPipeline.load_config(model_dir)  # the model itself is loaded where its part is sampled
+        # A latent-space model decodes through train_autoencoder's autoencoder; a pixel-space one reads none.
+        autoencoder_dir = dag.input(spec.name, "train_autoencoder", "model") if config.latent is not None else None
         checkpoint_digest = tracking.md5_digest(weights)
         real = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         real = sites.training_sites_only(real, params.evaluate.train_sites)  # templates as the generator trained
@@ -59,7 +63,7 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
         generation.prepare_output(".", generation.plan_digest(requests, {
             "checkpoint": checkpoint_digest, "sampler": settings.sampler, "steps": settings.steps,
             "guidance_scale": settings.guidance_scale}))
-        stats = sample_all(requests, maps, params, device, model_dir)
+        stats = sample_all(requests, maps, params, device, model_dir, autoencoder_dir)
         synthetic = generation.synthetic_manifest(requests, config.image_size, checkpoint_digest, settings)
         manifest.write(synthetic, dag.output(spec.name, "manifest.parquet"), "generate")
         grids = generation.write_grids(requests, maps) if len(requests) else []

@@ -7,6 +7,7 @@ the flow (tracking, checkpoints, outputs), the other ranks only train (``follow`
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
@@ -69,11 +70,17 @@ def train_diffusion_stage(params_path: str = "params.yaml") -> dict | None:
     return None
 
 
+def autoencoder_input(params: Params, dag: stages.Dag) -> Path | None:
+    """train_autoencoder's model folder in latent space; in pixel space nothing is read from it."""
+    return dag.input("train_diffusion", "train_autoencoder", "model") if params.diffusion.space == "latent" else None
+
+
 def follow(params_path: str, replica: Replica) -> None:
     """A replica other than rank 0: the same set-up and steps, nothing tracked or written."""
-    params = setup(params_path)
-    frame = manifest.read(stages.load().input("train_diffusion", "prepare_masks", "manifest.parquet"))
-    train_stage.run_training(params, train_stage.training_setup(params, frame), replica)
+    params, dag = setup(params_path), stages.load()
+    frame = manifest.read(dag.input("train_diffusion", "prepare_masks", "manifest.parquet"))
+    train_stage.run_training(params, train_stage.training_setup(params, frame, ".", autoencoder_input(params, dag)),
+                             replica)
 
 
 @flow(name="train_diffusion", log_prints=True)
@@ -84,7 +91,7 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
     precision = training_precision(params.diffusion.train, train_stage.training_device(params, replica))
     with tracking.stage_run(spec, params, extra_params=precision.params()):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
-        prepared = train_stage.training_setup(params, frame)
+        prepared = train_stage.training_setup(params, frame, ".", autoencoder_input(params, dag))
         if prepared.init_report is not None:
             tracking.log_init_report(prepared.init_report)
         losses = LossLogger()

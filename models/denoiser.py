@@ -1,13 +1,15 @@
 """The conditional denoiser: MONAI's DiffusionModelUNet with mask channels and cross-attention context.
 
-Mask channels: one per finding's lesion mask, and a "mask given" indicator (1 where a mask
-conditions the image, so an empty given mask, "no lesion here", differs from a dropped one). With
-``mask_control="concat"`` they are extra input channels of the U-Net; with ``"controlnet"`` the U-Net
-sees the noisy image alone and a MONAI ControlNet branch takes the mask channels as its conditioning
-and adds its residuals to the U-Net's skip connections, zeroed for images whose mask is dropped (so
-the mask-free pass of guidance is the base U-Net itself). Cross-attention context: one always-present
-anchor token, one token per finding from the label encoder, and the text encoder's tokens. What the
-network predicts (noise or v) is the diffusion process's business, not the model's.
+Images: pixels, or in latent space the autoencoder's latent channels. Mask channels: one per
+finding's lesion mask (max-pooled to the latent grid in latent space), and a "mask given" indicator
+(1 where a mask conditions the image, so an empty given mask, "no lesion here", differs from a
+dropped one). With ``mask_control="concat"`` they are extra input channels of the U-Net; with
+``"controlnet"`` the U-Net sees the noisy image alone and a MONAI ControlNet branch takes the mask
+channels as its conditioning and adds its residuals to the U-Net's skip connections, zeroed for
+images whose mask is dropped (so the mask-free pass of guidance is the base U-Net itself).
+Cross-attention context: one always-present anchor token, one token per finding from the label
+encoder, and the text encoder's tokens. What the network predicts (noise or v) is the diffusion
+process's business, not the model's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from cxrsynth.models.condition_encoders import LabelEncoder
 from cxrsynth.models.conditioning import Conditions
+from cxrsynth.models.latent import mask_grid
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,11 @@ class ConditionalDenoiser(nn.Module):
         conditions: tuple[str, ...] = ("label", "mask", "text"),
         text_encoder: nn.Module | None = None,
         mask_control: str = "concat",
+        image_channels: int = 1,
+        mask_downsampling: int = 1,
     ) -> None:
+        """``image_channels``: 1 for pixels, the autoencoder's latent channels in latent space, where
+        ``mask_downsampling`` (its factor) brings the masks down to the latent grid."""
         super().__init__()
         if "text" in conditions and text_encoder is None:
             raise ValueError("the text condition needs a text encoder")
@@ -60,14 +67,16 @@ class ConditionalDenoiser(nn.Module):
         self.n_findings = n_findings
         self.conditions = tuple(conditions)
         self.mask_control = mask_control
+        self.mask_downsampling = mask_downsampling
         mask_inputs = n_findings + 1 if mask_control == "concat" else 0
         self.unet = DiffusionModelUNet(
             spatial_dims=2,
-            in_channels=1 + mask_inputs,
-            out_channels=1,
+            in_channels=image_channels + mask_inputs,
+            out_channels=image_channels,
             **_unet_shape(unet, context_dim),
         )
-        self.controlnet = _control_branch(n_findings + 1, unet, context_dim) if mask_control == "controlnet" else None
+        self.controlnet = (_control_branch(image_channels, n_findings + 1, unet, context_dim)
+                           if mask_control == "controlnet" else None)
         # An always-present token: attention has somewhere to go when every condition is dropped.
         self.anchor = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)
         self.label_encoder = LabelEncoder(n_findings, context_dim) if "label" in conditions else None
@@ -84,11 +93,12 @@ class ConditionalDenoiser(nn.Module):
         return torch.cat([t.to(tokens[0].dtype) for t in tokens], dim=1)
 
     def mask_channels(self, cond: Conditions, like: torch.Tensor) -> torch.Tensor:
-        """Per-finding masks and the "mask given" indicator, zero where the mask is dropped."""
+        """Per-finding masks (on the latent grid in latent space) and the "mask given" indicator, zero
+        where the mask is dropped."""
         given = (cond.keep_mask if "mask" in self.conditions else torch.zeros_like(cond.keep_mask))
         given = given.to(like.dtype)[:, None, None, None]
-        masks = cond.masks.to(like.dtype) * given
-        return torch.cat([masks, given.expand(-1, 1, *like.shape[2:])], dim=1)
+        masks = mask_grid(cond.masks.to(like.dtype), self.mask_downsampling) * given
+        return torch.cat([masks, given.expand(-1, 1, *masks.shape[2:])], dim=1)
 
     def encode(self, cond: Conditions) -> EncodedConditions:
         """The context tokens and mask channels of ``cond`` (float32 channels, like the training images)."""
@@ -134,9 +144,9 @@ def _unet_shape(unet: UNetShape, context_dim: int) -> dict:
     )
 
 
-def _control_branch(mask_channels: int, unet: UNetShape, context_dim: int) -> ControlNet:
+def _control_branch(image_channels: int, mask_channels: int, unet: UNetShape, context_dim: int) -> ControlNet:
     """MONAI's ControlNet: a copy of the U-Net's encoder whose zero-initialised outputs add to the U-Net's
     skip connections. Its conditioning embedding keeps the mask at the image's grid (one level, no
     striding), since the mask channels already come at the resolution the U-Net works at."""
-    return ControlNet(spatial_dims=2, in_channels=1, conditioning_embedding_in_channels=mask_channels,
+    return ControlNet(spatial_dims=2, in_channels=image_channels, conditioning_embedding_in_channels=mask_channels,
                       conditioning_embedding_num_channels=(unet.channels[0],), **_unet_shape(unet, context_dim))

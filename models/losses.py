@@ -64,12 +64,14 @@ def lesion_ssim_loss(x0_predicted: torch.Tensor, x0: torch.Tensor, lesion: torch
 
 @dataclass
 class CleanEstimate:
-    """What the SSIM term compares: the clean image the network implies, the true one, and an optional
-    per-image weight (B,)."""
+    """What the SSIM term compares: the clean image the network implies, the true one, an optional
+    per-image weight (B,), and the lesion union at their resolution when it is not the loss's (latent
+    diffusion compares decoded images in pixels while its noise loss lives on the latent grid)."""
 
     predicted: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor | None = None
+    lesion: torch.Tensor | None = None
 
 
 def lesion_preserving_loss(
@@ -80,15 +82,17 @@ def lesion_preserving_loss(
     ssim_weight: float,
     clean: CleanEstimate | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The loss and its parts. ``lesion`` is (B, 1, H, W) 0/1, the union of the image's lesion masks;
-    a weight of 0 skips its term (and its cost)."""
+    """The loss and its parts. ``lesion`` is (B, 1, H, W) 0/1, the union of the image's lesion masks at
+    the prediction's resolution (or (B, C, H, W), one copy per latent channel); a weight of 0 skips its
+    term (and its cost)."""
     base = (prediction.float() - target.float()).pow(2).mean()
     zero = base * 0.0
     lesion_term = lesion_mse(prediction, target, lesion) if lesion_weight > 0 else zero
     if ssim_weight > 0:
         if clean is None:
             raise ValueError("ssim_weight > 0 needs the clean-image estimate")
-        ssim_term = lesion_ssim_loss(clean.predicted, clean.target, lesion, clean.weight)
+        ssim_term = lesion_ssim_loss(clean.predicted, clean.target, lesion if clean.lesion is None else clean.lesion,
+                                     clean.weight)
     else:
         ssim_term = zero
     total = base + lesion_weight * lesion_term + ssim_weight * ssim_term

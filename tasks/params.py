@@ -284,6 +284,10 @@ class DiffusionParams(Section):
     prediction: Literal["epsilon", "v_prediction"] = Field(
         "v_prediction", description="what the network predicts: the noise, or the velocity v"
     )
+    space: Literal["pixel", "latent"] = Field(
+        "pixel", description="where the model diffuses: image pixels, or the latents of train_autoencoder's "
+        "autoencoder (scaled to unit variance on the training split; masks max-pooled to the latent grid)",
+    )
     unet: UNetParams = Field(UNetParams(), description="the MONAI DiffusionModelUNet")
     conditions: list[Literal["label", "mask", "text"]] = Field(
         default_factory=lambda: ["label", "mask", "text"],

@@ -122,3 +122,44 @@ def test_a_controlnet_model_trains_base_then_branch_through_the_flow_and_generat
     config = json.loads((tmp_path / "data/train_diffusion/model/config.json").read_text())
     assert config["mask_control"] == "controlnet"
     assert generate_flow("params.yaml")["planned"] > 0
+
+
+# Outs as train_diffusion's: the model folder beside resumable checkpoints.
+STAND_IN_AUTOENCODER_STAGE = {"cmd": "cxrsynth stage train_autoencoder",
+                              "outs": ["data/train_autoencoder/model", "data/train_autoencoder/checkpoints"]}
+
+
+def with_autoencoder_stage(root):
+    """``root/dvc.yaml``: the source tree's, with a stand-in train_autoencoder stage where the tree has
+    none yet (it comes with the train_autoencoder stage's own branch); the flows read this one."""
+    import yaml
+
+    from cxrsynth.tasks.stages import SOURCE_ROOT
+
+    dag = yaml.safe_load((SOURCE_ROOT / "dvc.yaml").read_text())
+    dag["stages"].setdefault("train_autoencoder", STAND_IN_AUTOENCODER_STAGE)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
+
+
+def test_latent_space_trains_and_generates_through_train_autoencoders_model(tmp_path, monkeypatch):
+    """diffusion.space: latent end to end: train_diffusion encodes with data/train_autoencoder/model,
+    generate decodes with it to images of the working resolution."""
+    from cxrsynth.flows.generate import generate_flow
+    from cxrsynth.flows.train_diffusion import train_diffusion_flow
+    from cxrsynth.models.autoencoder import AutoencoderConfig, build_autoencoder
+    from cxrsynth.tasks.autoencoder.model_io import save_autoencoder
+    from cxrsynth.tasks.io import read_png16
+
+    write_tiny_params(tmp_path, diffusion={"space": "latent"})
+    with_autoencoder_stage(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    make_project(tmp_path, n_images=40, size=32, lesion_rate=0.15)
+    shape = AutoencoderConfig(downsampling=4, latent_channels=3, base_channels=8)
+    save_autoencoder(tmp_path / "data/train_autoencoder/model", build_autoencoder(shape), shape)
+    metrics = train_diffusion_flow("params.yaml")
+    config = json.loads((tmp_path / "data/train_diffusion/model/config.json").read_text())
+    assert config["space"] == "latent" and config["latent"]["scale_factor"] == metrics["latent_scale_factor"] > 0
+    generated = generate_flow("params.yaml")
+    synthetic = manifest.read(tmp_path / "data/generate/manifest.parquet")
+    assert len(synthetic) == generated["planned"] > 0
+    assert {read_png16(tmp_path / path).shape for path in synthetic["path"]} == {(32, 32)}

@@ -3,7 +3,8 @@
 Each sample: the image in [-1, 1], its per-finding masks, whether those masks are complete (every
 present finding that the data set masks at all has a non-empty mask: only then may they condition
 the image, and an empty given mask then truthfully says "no lesion"), the label indices, and the
-tokenized text. Findings the training split never masks (e.g. cardiomegaly when no source
+tokenized text; in latent space also the image's cached, scaled latent (``latent``), which is what
+the model diffuses there. Findings the training split never masks (e.g. cardiomegaly when no source
 outlines hearts) do not count against completeness.
 """
 
@@ -87,6 +88,8 @@ class DiffusionDataset(Dataset):
         self.severity = torch.from_numpy(attributes["severity"])
         self.text = tokenizer.encode(texts_of(self.frame, text_source))
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+        # Latent space: every image's scaled latent (N, C, h, w), encoded once before training.
+        self.latents: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -104,7 +107,9 @@ class DiffusionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, masks = self.pixels(index)
         states = self.states[index]
+        latent = {} if self.latents is None else {"latent": self.latents[index]}
         return {
+            **latent,
             "image": image,
             "masks": masks.float(),
             "mask_known": torch.tensor(masks_complete(masks, states, self.maskable_flags)),
@@ -115,6 +120,11 @@ class DiffusionDataset(Dataset):
             "text_attention": self.text["text_attention"][index],
             "text_present": self.text["text_present"][index],
         }
+
+
+def diffused(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the model diffuses: the latents in latent space, else the images."""
+    return batch["latent"] if "latent" in batch else batch["image"]
 
 
 def batch_conditions(batch: dict[str, torch.Tensor]) -> Conditions:

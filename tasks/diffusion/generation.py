@@ -250,12 +250,14 @@ def sample_requests(pipeline: GenerationPipeline, todo: pd.DataFrame, maps: dict
 
 
 def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.ndarray], generate: GenerateParams,
-                root: str | Path, device: str = "cpu", cpu: threads.ThreadRequest = threads.ThreadRequest()) -> int:
+                root: str | Path, device: str = "cpu", cpu: threads.ThreadRequest = threads.ThreadRequest(),
+                autoencoder_dir: str | Path | None = None) -> int:
     """One worker's part of the plan (a thread, or a Dask worker that shares the project folder):
-    takes its share of the CPUs (``cpu``), loads the model where it runs, then samples and writes the
-    part's images."""
+    takes its share of the CPUs (``cpu``), loads the model (and, in latent space, the autoencoder of
+    ``autoencoder_dir``) where it runs, then samples and writes the part's images."""
     print(cpu.apply().describe())
-    pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler, mixed_precision=SAMPLING_PRECISION)
+    pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler,
+                                                  mixed_precision=SAMPLING_PRECISION, autoencoder=autoencoder_dir)
     return sample_requests(pipeline, todo, maps, generate, root)
 
 

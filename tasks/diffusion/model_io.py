@@ -1,7 +1,8 @@
 """The model's typed config, the digest that identifies it, building the denoiser from it, and its weights file.
 
 The config holds everything that shapes the weights or gives them meaning (network widths, the
-conditions, the text encoder and its vocabulary size, the image size, the diffusion process); its
+conditions, the text encoder and its vocabulary size, the image size, the diffusion process, and in
+latent space the autoencoder's digest, latent shape and the latents' scale); its
 digest is stored in every checkpoint so a run never resumes from weights of a different model.
 The model folder that holds config, weights and tokenizer together is written and read by
 ``tasks.diffusion.pipeline.GenerationPipeline``.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from torch import nn
 
 from cxrsynth.models.condition_encoders import LearnedTextEncoder, PretrainedTextEncoder
@@ -29,7 +30,9 @@ from cxrsynth.tasks.params import DiffusionParams, UNetParams
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 _UNSET = object()
-ADDED_KEYS = {"mask_control": "concat"}  # config keys added later -> the value older model folders meant
+# Config keys added since models were first saved -> the value older model folders meant (pixel
+# space, masks as input channels): left out of the digest while they hold it, so those folders load.
+ADDED_KEYS = {"mask_control": "concat", "space": "pixel", "latent": None}
 
 
 class TextEncoderConfig(BaseModel):
@@ -46,12 +49,27 @@ class TextEncoderConfig(BaseModel):
     vocab_size: int
 
 
+class LatentSpace(BaseModel):
+    """The latent space a latent-diffusion model was trained in: which autoencoder (the digest of its
+    weights), the latent's shape, and the scale and range measured on the scaled training latents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    autoencoder_digest: str
+    downsampling: int  # image side / latent side
+    channels: int
+    scale_factor: float  # latents are multiplied by it: 1 / std of the training latents
+    clip: float  # the samplers clip their x0 estimate to +-clip (pixels: +-1), the scaled training latents' range
+
+
+
+
 class ModelConfig(BaseModel):
     """What shapes the denoiser's weights or gives them meaning; ``config.json`` of a model folder."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image_size: int
+    image_size: int  # the working resolution of the images, in either space
     findings: list[str]
     maskable: list[str]  # findings with masks: what a "complete" conditioning mask means
     conditions: list[Literal["label", "mask", "text"]]
@@ -60,10 +78,34 @@ class ModelConfig(BaseModel):
     text_encoder: TextEncoderConfig
     process: Process
     mask_control: Literal["concat", "controlnet"] = "concat"
+    space: Literal["pixel", "latent"] = "pixel"
+    latent: LatentSpace | None = None
+
+    @model_validator(mode="after")
+    def _latent_iff_latent_space(self) -> "ModelConfig":
+        if (self.space == "latent") != (self.latent is not None):
+            raise ValueError("latent: a latent-space model needs its latent space, a pixel-space model has none")
+        if self.latent is not None and self.image_size % self.latent.downsampling:
+            raise ValueError(f"image_size: {self.image_size} px is not a multiple of the autoencoder's downsampling "
+                             f"{self.latent.downsampling}")
+        return self
 
     def as_dict(self) -> dict:
         """Plain JSON types: what config.json and checkpoints hold, and (see ``config_digest``) what the digest hashes."""
         return self.model_dump(mode="json")
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """What the denoiser diffuses: (1, H, W) pixels, or (C, H / f, W / f) latents."""
+        if self.latent is None:
+            return (1, self.image_size, self.image_size)
+        side = self.image_size // self.latent.downsampling
+        return (self.latent.channels, side, side)
+
+    @property
+    def clip(self) -> float:
+        """The bound of the samplers' x0 estimate: the data range, pixels in [-1, 1] or the latents' range."""
+        return 1.0 if self.latent is None else self.latent.clip
 
     @property
     def digest(self) -> str:
@@ -86,9 +128,14 @@ class ModelConfig(BaseModel):
             raise ValueError(f"{path}: not a model config ({problems})") from None
 
 
-def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokenizer, maskable: list[str]) -> ModelConfig:
-    """The params that shape the model, plus what the data fixed: image size, vocabulary size, and the
-    findings that have masks (the meaning of a "complete" conditioning mask)."""
+def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokenizer, maskable: list[str],
+                 latent: LatentSpace | None = None) -> ModelConfig:
+    """The params that shape the model, plus what the data fixed: image size, vocabulary size, the
+    findings that have masks (the meaning of a "complete" conditioning mask) and, in latent space
+    (``diffusion.space``), the measured ``latent`` space."""
+    if (diffusion.space == "latent") != (latent is not None):
+        raise ValueError(f"diffusion.space: {diffusion.space} space, but "
+                         f"{'no' if latent is None else 'a'} latent space was measured")
     text = diffusion.text_encoder
     return ModelConfig(
         image_size=image_size, findings=list(FINDINGS), maskable=list(maskable), conditions=list(diffusion.conditions),
@@ -98,7 +145,7 @@ def model_config(diffusion: DiffusionParams, image_size: int, tokenizer: Tokeniz
             max_tokens=text.max_tokens, dim=text.dim, layers=text.layers, vocab_size=tokenizer.vocab_size,
         ),
         process=Process(diffusion.timesteps, diffusion.schedule, diffusion.prediction),
-        mask_control=diffusion.mask_control,
+        mask_control=diffusion.mask_control, space=diffusion.space, latent=latent,
     )
 
 
@@ -147,7 +194,8 @@ def build_model(config: ModelConfig, text_backbone: nn.Module | None = None) -> 
     shape = UNetShape(tuple(unet.channels), tuple(unet.attention_levels), unet.num_res_blocks, unet.num_head_channels,
                       unet.norm_num_groups)
     return ConditionalDenoiser(len(config.findings), config.label_dim, shape, tuple(config.conditions), encoder,
-                               mask_control=config.mask_control)
+                               mask_control=config.mask_control, image_channels=config.sample_shape[0],
+                               mask_downsampling=1 if config.latent is None else config.latent.downsampling)
 
 
 def save_weights(folder: str | Path, model: nn.Module, config: ModelConfig) -> None:

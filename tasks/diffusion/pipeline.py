@@ -5,6 +5,11 @@ typed config, in the shape of diffusers' ``DiffusionPipeline``.
 ``vocab.json`` and, for a pretrained text encoder, its config and tokenizer under ``text_encoder/``);
 ``from_pretrained`` reads one back; calling the pipeline samples images for a batch of conditions.
 
+In latent space the pipeline also holds the latent codec (the frozen autoencoder and the latents'
+scale): it samples latents and decodes them to images of the working resolution, so callers see
+images either way. The model folder records the space, the scale and the autoencoder's digest, not
+the autoencoder itself, which ``from_pretrained`` reads from its own folder and checks.
+
 Each image has its own seed: its starting noise (and the DDPM sampler's per-step noise) come from
 its own generator, so an image does not depend on which batch it was generated in. The denoiser
 knows no scheduler and the scheduler no model; this object is where they meet.
@@ -22,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import Conditions
+from cxrsynth.models.latent import LatentCodec
 from cxrsynth.tasks.device import autocast, autocast_dtype
 from cxrsynth.tasks.diffusion.model_io import (
     CONFIG_FILE,
@@ -32,6 +38,7 @@ from cxrsynth.tasks.diffusion.model_io import (
     save_weights,
     text_backbone_skeleton,
 )
+from cxrsynth.tasks.diffusion.latent import load_codec
 from cxrsynth.tasks.diffusion.sampling import GuidedDenoiser
 from cxrsynth.tasks.diffusion.schedulers import sampling_scheduler
 from cxrsynth.tasks.diffusion.tokenizer import PRETRAINED_FOLDER, PretrainedTokenizer, Tokenizer, load_tokenizer
@@ -50,14 +57,19 @@ class GenerationPipeline:
 
     ``scheduler`` is a diffusers scheduler of the model's diffusion process (``sampler`` names it, one
     of ``SAMPLERS``; ``with_sampler`` swaps it). ``autocast`` is the mixed-precision dtype
-    of the denoiser's forward passes (None: full precision).
+    of the denoiser's forward passes (None: full precision). ``codec`` decodes a latent-space model's
+    latents (None in pixel space).
     """
 
     def __init__(self, denoiser: nn.Module, tokenizer: Tokenizer, config: ModelConfig,
-                 sampler: str = DEFAULT_SAMPLER, autocast: torch.dtype | None = None) -> None:
+                 sampler: str = DEFAULT_SAMPLER, autocast: torch.dtype | None = None,
+                 codec: LatentCodec | None = None) -> None:
+        if (config.latent is None) != (codec is None):
+            raise ValueError(f"a {config.space}-space model {'takes no' if codec is not None else 'needs its'} "
+                             f"latent codec")
         self.denoiser, self.tokenizer, self.config = denoiser, tokenizer, config
-        self.sampler, self.autocast = sampler, autocast
-        self.scheduler = sampling_scheduler(config.process, sampler)
+        self.sampler, self.autocast, self.codec = sampler, autocast, codec
+        self.scheduler = sampling_scheduler(config.process, sampler, config.clip)
 
     @property
     def label_encoder(self) -> nn.Module | None:
@@ -82,12 +94,14 @@ class GenerationPipeline:
         ``tasks.device.choose_precision``: auto is bf16 on a CPU with AMX or AVX-512 BF16)."""
         device = torch.device(device)
         self.denoiser.to(device)
+        if self.codec is not None:
+            self.codec.to(device)
         self.autocast = autocast_dtype(mixed_precision, device, "sampling mixed_precision")
         return self
 
     def with_sampler(self, sampler: str) -> "GenerationPipeline":
         """The same model, tokenizer and config under another sampler (nothing copied)."""
-        return GenerationPipeline(self.denoiser, self.tokenizer, self.config, sampler, self.autocast)
+        return GenerationPipeline(self.denoiser, self.tokenizer, self.config, sampler, self.autocast, self.codec)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write config, weights and tokenizer to ``folder`` (what ``from_pretrained`` reads)."""
@@ -109,29 +123,33 @@ class GenerationPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu", sampler: str = DEFAULT_SAMPLER,
-                        mixed_precision: str = "no") -> "GenerationPipeline":
-        """The pipeline saved in ``folder``, its denoiser in eval mode on ``device``."""
+                        mixed_precision: str = "no", autoencoder: str | Path | None = None) -> "GenerationPipeline":
+        """The pipeline saved in ``folder``, its denoiser in eval mode on ``device``. A latent-space model
+        needs the ``autoencoder`` folder of the autoencoder it was trained with (its digest is checked);
+        a pixel-space one reads none."""
         folder = Path(folder)
         config = cls.load_config(folder)
+        codec = load_codec(config, autoencoder, folder)
         backbone = text_backbone_skeleton(folder / PRETRAINED_FOLDER) if config.pretrained_text else None
         denoiser = build_model(config, backbone)
         load_weights(folder, denoiser, config)
         tokenizer = load_tokenizer(folder)
         if config.pretrained_text != isinstance(tokenizer, PretrainedTokenizer):
             raise ValueError(f"{folder}: the saved tokenizer does not fit the {config.text_encoder.kind} text encoder")
-        return cls(denoiser.eval(), tokenizer, config, sampler).to(device, mixed_precision)
+        return cls(denoiser.eval(), tokenizer, config, sampler, codec=codec).to(device, mixed_precision)
 
     @torch.no_grad()
     def __call__(self, conditions: Conditions, seeds: Sequence[int], steps: int, guidance_scale: float,
                  progress: bool = False) -> torch.Tensor:
         """Images (B, 1, H, W) in [0, 1] on the CPU for ``conditions`` (kept flags say which conditions
-        apply), one seed per image, ``steps`` sampler steps, classifier-free guidance ``guidance_scale``."""
+        apply), one seed per image, ``steps`` sampler steps, classifier-free guidance ``guidance_scale``;
+        in latent space the sampled latents decoded to the working resolution."""
         if len(seeds) != len(conditions):
             raise ValueError(f"{len(seeds)} seeds for {len(conditions)} images")
         device, scheduler = self.device, self.scheduler
         scheduler.set_timesteps(steps, device=device)
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        shape = (len(seeds), 1, self.config.image_size, self.config.image_size)
+        shape = (len(seeds), *self.config.sample_shape)
         noisy = randn_tensor(shape, generator=generators, device=device) * scheduler.init_noise_sigma
         cond = conditions.to(device)
         was_training = self.denoiser.training
@@ -147,5 +165,8 @@ class GenerationPipeline:
             # The scheduler's update stays float32: its coefficients lose digits in bf16 over the steps.
             noisy = scheduler.step(output.float(), timestep, noisy, **step_options).prev_sample
         self.denoiser.train(was_training)
+        if self.codec is not None:
+            with autocast(device, self.autocast):
+                noisy = self.codec.decode(noisy).float()
         return ((noisy.clamp(-1, 1) + 1) / 2).cpu()
 

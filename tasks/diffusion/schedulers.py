@@ -58,14 +58,15 @@ def training_scheduler(process: Process) -> DDPMScheduler:
 
 
 class _ClampedX0:
-    """diffusers' dynamic thresholding with ``sample_max_value`` 1 is a plain clamp of x0 to [-1, 1]
-    (its per-image quantile is clamped to exactly 1), so skip the quantile: it was most of a
-    solver step's own cost."""
+    """x0 clipped to the data range [-sample_max_value, sample_max_value]. diffusers' dynamic
+    thresholding with ``sample_max_value`` 1 is exactly this clamp (its per-image quantile is clamped
+    to 1), so the quantile, most of a solver step's own cost, is skipped; with a wider range (latent
+    diffusion's latents) dynamic thresholding would rescale each image's latent, which means nothing
+    for latents, so it is a plain clamp there too."""
 
     def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
-        if self.config.sample_max_value == 1.0:
-            return sample.clamp(-1.0, 1.0)
-        return super()._threshold_sample(sample)
+        bound = float(self.config.sample_max_value)
+        return sample.clamp(-bound, bound)
 
 
 class ClampedDPMSolver(_ClampedX0, DPMSolverMultistepScheduler):
@@ -96,30 +97,31 @@ class ClampedUniPC(_ClampedX0, UniPCMultistepScheduler):
         self.num_inference_steps = len(timesteps)
 
 
-def _x0_care(process: Process) -> dict:
+def _x0_care(process: Process, clip: float) -> dict:
     """What every x0-predicting solver needs here (DPM-Solver++, UniPC): x0 is clipped to the data range
-    each step (what clip_sample does for DDPM / DDIM), and under the cosine schedule the first,
+    (+-``clip``) each step (what clip_sample does for DDPM / DDIM), and under the cosine schedule the first,
     near-infinite-noise steps are skipped (lambda >= -5.1, as diffusers advises): there
     x0 = (x - sigma * eps) / alpha magnifies the noise estimate's error by 1 / alpha ~ 20000 and the
     solver saturates."""
-    return {"thresholding": True, "sample_max_value": 1.0,
+    return {"thresholding": True, "sample_max_value": clip,
             "lambda_min_clipped": -5.1 if process.schedule == "cosine" else -float("inf")}
 
 
-def sampling_scheduler(process: Process, sampler: str):
+def sampling_scheduler(process: Process, sampler: str, clip: float = 1.0):
     """A fresh scheduler for one sampling run, one of ``SAMPLERS``: ddpm (ancestral), ddim (eta 0),
-    dpm_solver (DPM-Solver++ 2M), dpm_solver_3m (3M), dpm_solver_sde (SDE-DPM-Solver++ 2M) or unipc (UniPC bh2)."""
+    dpm_solver (DPM-Solver++ 2M), dpm_solver_3m (3M), dpm_solver_sde (SDE-DPM-Solver++ 2M) or unipc (UniPC bh2).
+    Each clips its x0 estimate to +-``clip``: 1 for images in [-1, 1], the scaled latents' range in latent space."""
     config = scheduler_config(process)
     if sampler == "ddpm":
-        return DDPMScheduler(**config, clip_sample=True)
+        return DDPMScheduler(**config, clip_sample=True, clip_sample_range=clip)
     if sampler == "ddim":
-        return DDIMScheduler(**config, clip_sample=True)
+        return DDIMScheduler(**config, clip_sample=True, clip_sample_range=clip)
     if sampler in ("dpm_solver", "dpm_solver_3m", "dpm_solver_sde"):
         return ClampedDPMSolver(
-            **config, **_x0_care(process), solver_order=3 if sampler == "dpm_solver_3m" else 2,
+            **config, **_x0_care(process, clip), solver_order=3 if sampler == "dpm_solver_3m" else 2,
             algorithm_type="sde-dpmsolver++" if sampler == "dpm_solver_sde" else "dpmsolver++")
     if sampler == "unipc":
-        return ClampedUniPC(**config, **_x0_care(process), solver_order=2, solver_type="bh2", predict_x0=True)
+        return ClampedUniPC(**config, **_x0_care(process, clip), solver_order=2, solver_type="bh2", predict_x0=True)
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 

@@ -18,6 +18,7 @@ from cxrsynth.tasks.diffusion.data import (
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, process_group
 from cxrsynth.tasks.diffusion.labels import read_lesions
+from cxrsynth.tasks.diffusion.latent import latent_training_data
 from cxrsynth.tasks.diffusion.model_io import build_model, load_text_backbone, model_config
 from cxrsynth.tasks.diffusion.tokenizer import build_tokenizer
 from cxrsynth.tasks.diffusion.training import TrainHooks, TrainingSetup, TrainOutcome, train_diffusion
@@ -27,6 +28,7 @@ from cxrsynth.tasks.params import Params
 from cxrsynth.tasks.sites import training_sites_only
 
 MODEL_DIR = Path("data/train_diffusion/model")
+AUTOENCODER_DIR = Path("data/train_autoencoder/model")  # read in latent space only
 CHECKPOINT_DIR = Path("data/train_diffusion/checkpoints")
 LOSS_CSV = Path("plots/train_diffusion/loss.csv")
 LOSS_WINDOW = 50  # steps averaged for the first / final loss figures
@@ -45,8 +47,11 @@ def run_training(params: Params, prepared: TrainingSetup, replica: Replica = Rep
         return train(prepared, params.diffusion, Path(root) / CHECKPOINT_DIR, params.seed, device, hooks, replica)
 
 
-def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") -> TrainingSetup:
-    """The training split as a dataset, the tokenizer built from its texts, and a fresh model."""
+def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".",
+                   autoencoder_dir: str | Path | None = None) -> TrainingSetup:
+    """The training split as a dataset, the tokenizer built from its texts, and a fresh model. In
+    latent space (``diffusion.space``) the images are encoded once by the autoencoder in
+    ``autoencoder_dir`` (default: ``root``/AUTOENCODER_DIR) and the latents' scale measured on them."""
     diffusion, text = params.diffusion, params.diffusion.text_encoder
     # evaluate.train_sites: the generator learns from the classifiers' training sites only (tasks/sites.py)
     rows, quarantined = readable_rows(training_rows(training_sites_only(frame, params.evaluate.train_sites)), root)
@@ -56,13 +61,17 @@ def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".") 
     dataset = DiffusionDataset(rows, root, tokenizer, text.source, cache=diffusion.train.cache_images,
                                lesions=read_lesions(root))
     image_size = int(dataset[0]["image"].shape[-1])
-    config = model_config(diffusion, image_size, tokenizer, dataset.maskable)
+    codec, latent = None, None
+    if diffusion.space == "latent":
+        codec, latent = latent_training_data(autoencoder_dir or Path(root) / AUTOENCODER_DIR, dataset,
+                                             resolve_device(params.runtime.device))
+    config = model_config(diffusion, image_size, tokenizer, dataset.maskable, latent)
     backbone = load_text_backbone(text.path) if text.kind == "pretrained" and "text" in diffusion.conditions else None
     torch.manual_seed(params.seed)  # the initial weights
     model = build_model(config, backbone)
     # A resumed run restores its checkpoint over these weights; init_from shapes only the start.
     report = init_diffusion(model, config, diffusion.init_from) if diffusion.init_from else None
-    return TrainingSetup(dataset, tokenizer, config, model, quarantined, report)
+    return TrainingSetup(dataset, tokenizer, config, model, quarantined, init_report=report, codec=codec)
 
 
 def loss_table(history: list[tuple[int, float]]) -> str:
@@ -83,6 +92,7 @@ def training_metrics(outcome: TrainOutcome, setup: TrainingSetup) -> dict:
         "images_per_s": round(outcome.images_per_s, 3),
         "wall_s": round(outcome.wall_s, 2),
         **{f"loss_final_{name}": value for name, value in outcome.parts.items() if name != "loss"},
+        **({} if setup.config.latent is None else {"latent_scale_factor": setup.config.latent.scale_factor}),
     }
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxrsynth.models.denoiser import ConditionalDenoiser
+from cxrsynth.models.latent import LatentCodec, mask_grid
 from cxrsynth.models.losses import CleanEstimate, lesion_preserving_loss
 from cxrsynth.tasks.device import Precision, autocast, choose_precision
 from cxrsynth.tasks.diffusion.checkpoints import (
@@ -33,6 +34,7 @@ from cxrsynth.tasks.diffusion.data import (
     StepBatches,
     batch_conditions,
     condition_keep,
+    diffused,
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
 from cxrsynth.tasks.diffusion.model_io import ModelConfig
@@ -57,7 +59,8 @@ PRECISION_KEY = "diffusion.train.mixed_precision"
 @dataclass
 class TrainingSetup:
     """What training starts from: the training split, the tokenizer built from its texts, the typed
-    model config, a fresh (or ``init_from``-loaded) model, and the images set aside as unreadable."""
+    model config, a fresh (or ``init_from``-loaded) model, the images set aside as unreadable, and in
+    latent space the codec whose latents the dataset holds."""
 
     dataset: DiffusionDataset
     tokenizer: Tokenizer
@@ -65,10 +68,12 @@ class TrainingSetup:
     model: ConditionalDenoiser
     quarantined: list[dict[str, str]] = field(default_factory=list)
     init_report: InitReport | None = None  # what diffusion.init_from loaded and did not
+    codec: LatentCodec | None = None
 
     def pipeline(self, denoiser: nn.Module | None = None) -> GenerationPipeline:
         """The model (or ``denoiser``, e.g. its EMA copy in training) as a generation pipeline."""
-        return GenerationPipeline(self.model if denoiser is None else denoiser, self.tokenizer, self.config)
+        return GenerationPipeline(self.model if denoiser is None else denoiser, self.tokenizer, self.config,
+                                  codec=self.codec)
 
 
 @dataclass
@@ -134,10 +139,14 @@ def draw_step(size: int, image_shape: torch.Size, diffusion: DiffusionParams, nu
 
 
 def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], diffusion: DiffusionParams,
-                   draws: StepDraws, device: torch.device, precision: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+                   draws: StepDraws, device: torch.device, precision: torch.dtype | None = None,
+                   codec: LatentCodec | None = None) -> dict[str, torch.Tensor]:
     """One batch's lesion-preserving loss under the drawn condition dropout, timesteps and noise. The
-    forward pass runs under autocast to ``precision`` (None: float32); the loss is float32 either way."""
-    clean = batch["image"].to(device, non_blocking=True)
+    forward pass runs under autocast to ``precision`` (None: float32); the loss is float32 either way.
+    In latent space (``codec``) the model diffuses the batch's latents: the lesion term weighs the
+    latent cells the lesion touches, and the SSIM term compares the decoded clean estimate with the
+    real image in pixels."""
+    clean = diffused(batch).to(device, non_blocking=True)
     cond = batch_conditions(batch).with_keep(**draws.keep).to(device)
     timesteps, noise = draws.timesteps.to(device), draws.noise.to(device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
@@ -151,8 +160,30 @@ def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], 
     x0_predicted = predicted_clean(scheduler, noisy, output, timesteps) if weights.ssim_weight > 0 else None
     estimate = None if x0_predicted is None else CleanEstimate(
         x0_predicted, clean, min_snr_weight(scheduler, timesteps, weights.snr_gamma))
+    if codec is not None:
+        estimate = None if estimate is None else decoded_estimate(codec, estimate, batch, lesion, device, precision)
+        lesion = mask_grid(lesion, codec_factor(clean, lesion)).expand_as(clean)  # every latent channel
     return lesion_preserving_loss(output, training_target(scheduler, clean, noise, timesteps), lesion,
                                   weights.lesion_weight, weights.ssim_weight, estimate)
+
+
+def codec_factor(latents: torch.Tensor, pixels: torch.Tensor) -> int:
+    """Pixels per latent cell along a side."""
+    return pixels.shape[-1] // latents.shape[-1]
+
+
+def decoded_estimate(codec: LatentCodec, estimate: CleanEstimate, batch: dict[str, torch.Tensor],
+                     lesion: torch.Tensor, device: torch.device, precision: torch.dtype | None) -> CleanEstimate:
+    """The latent clean estimate decoded to pixels, beside the real images, for the images that have a
+    lesion (the SSIM term is zero for the others, so only those pay for a pass through the decoder)."""
+    rows = lesion.flatten(1).amax(dim=1) > 0
+    images = batch["image"].to(device, non_blocking=True)[rows]
+    if not bool(rows.any()):
+        return CleanEstimate(images, images, lesion=lesion[rows])
+    with autocast(device, precision):
+        decoded = codec.decode(estimate.predicted[rows])
+    weight = None if estimate.weight is None else estimate.weight[rows]
+    return CleanEstimate(decoded.float(), images, weight, lesion[rows])
 
 
 @dataclass
@@ -251,6 +282,7 @@ def train_diffusion(
     scheduler = training_scheduler(setup.config.process)
     precision = training_precision(settings, device).dtype
     run = _start_run(setup, settings, checkpoint_dir, seed, device, precision)
+    codec = None if setup.codec is None else setup.codec.to(device)
     resumed_from, trainable = run.step, [p for p in run.model.parameters() if p.requires_grad]
     forward = wrap(run.model, replica, device)
     loader = DataLoader(setup.dataset, batch_sampler=StepBatches(len(setup.dataset), settings.batch_size, seed,
@@ -263,9 +295,9 @@ def train_diffusion(
     recent_parts: deque[dict[str, float]] = deque(maxlen=PARTS_WINDOW)
     for batch in loader:
         run.model.train()
-        draws = draw_step(settings.batch_size, batch["image"].shape[1:], diffusion,
+        draws = draw_step(settings.batch_size, diffused(batch).shape[1:], diffusion,
                           scheduler.config.num_train_timesteps, run.generator).rows(replica)
-        losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device, precision)
+        losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device, precision, codec)
         _optimise(run, losses["loss"], trainable, settings.grad_clip)
         run.step += 1
         images += settings.batch_size
