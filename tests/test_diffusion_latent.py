@@ -206,3 +206,18 @@ def test_a_solver_clips_x0_to_the_latent_range_without_rescaling_it(sampler):
     scheduler = sampling_scheduler(Process(100, "cosine", "v_prediction"), sampler, clip=2.5)
     x0 = torch.tensor([[[[-4.0, -1.2], [0.3, 3.0]]]])
     assert torch.equal(scheduler._threshold_sample(x0), torch.tensor([[[[-2.5, -1.2], [0.3, 2.5]]]]))
+
+
+def test_controlnet_mask_control_trains_and_samples_in_latent_space(project, tmp_path):
+    from cxrsynth.tasks.diffusion.controlnet import train_with_control
+
+    diffusion = latent_diffusion(steps=1)
+    diffusion = diffusion.model_copy(update={"mask_control": "controlnet",
+                                             "controlnet": diffusion.controlnet.model_copy(update={"steps": 1})})
+    setup = latent_setup(project, diffusion)
+    assert setup.model.controlnet is not None
+    outcome = train_with_control(setup, diffusion, tmp_path / "checkpoints", 0)
+    assert outcome.steps == 2
+    batch = default_collate([setup.dataset[i] for i in range(2)])
+    images = setup.pipeline(outcome.ema_model)(batch_conditions(batch), [1, 2], 2, 2.0)
+    assert images.shape == (2, 1, SIZE, SIZE) and torch.isfinite(images).all()
