@@ -392,18 +392,37 @@ def variant_name(ratio: int | float) -> str:
 
 
 class ClassifierParams(Section):
-    architecture: Literal["densenet_small", "densenet121"] = Field(
-        "densenet_small", description="MONAI DenseNet: a small one sized for 64 px on a CPU, or DenseNet121"
+    architecture: Literal["densenet_small", "densenet_small_stride2", "densenet121"] = Field(
+        "densenet_small", description="MONAI DenseNet: a small one sized for 64 px on a CPU (its stem takes the image to a "
+        "quarter), the same without the stem's max-pool (half: small lesions keep a few cells), or DenseNet121"
+    )
+    unmentioned: Literal["ignore", "negative"] = Field(
+        "ignore", description="a finding a row's labels leave null (not mentioned) in training and validation: ignore "
+        "(left out of the loss) or negative (absent, as evaluate scores the test split); uncertain stays left out"
+    )
+    monitor_findings: list[str] | None = Field(
+        None, description="findings whose mean validation AUROC early stopping follows (those with both classes in "
+        "validation); null: every finding with both classes"
     )
     epochs: int = Field(15, ge=1, description="most training epochs (early stopping may end sooner)")
     batch_size: int = Field(32, ge=1, description="images per training and validation batch")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     patience: int = Field(4, ge=1, description="epochs without validation AUROC gain before stopping")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+    cache_images: bool = Field(
+        True, description="keep decoded training and validation images in memory: each is read once, not once an epoch"
+    )
     mixed_precision: MixedPrecision = Field(
         "auto", description=MIXED_PRECISION + "; also the evaluation's predictions (its feature network stays float32)"
     )
     seed: int = Field(0, description="initial weights and batch order, the same for every variant")
+
+    @field_validator("monitor_findings")
+    @classmethod
+    def _known_monitor_findings(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            check_finding(name, "classifier.monitor_findings")
+        return value
 
 
 class EvaluateParams(Section):
