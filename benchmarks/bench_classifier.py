@@ -271,7 +271,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/cxrsynth_bench_classifier"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: leave the other core to others)")
-    parser.add_argument("--results", type=Path, default=None, help="append each training's row to this JSON-lines file")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="append each training's row to this JSON-lines file; the table then covers all its rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cache = args.cache / ("quick" if args.quick else "default")
@@ -289,9 +290,13 @@ def main() -> None:
                 if args.results is not None:
                     with args.results.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")
-    if set(args.sets) == {"a", "b"}:
-        print("\nmean over seeds " + str(args.seeds) + "; wall seconds on a shared, loaded CPU")
-        print(summary_table(pd.DataFrame(results)).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.results is not None:  # the table covers every run that appended to the file
+        results = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    frame = pd.DataFrame(results)
+    complete = frame.groupby("candidate")["set"].transform("nunique") == 2
+    if complete.any():
+        print(f"\nmean over seeds {sorted(frame['seed'].unique().tolist())}; wall seconds on a shared, loaded CPU")
+        print(summary_table(frame[complete]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 if __name__ == "__main__":
