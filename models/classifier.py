@@ -1,7 +1,10 @@
 """The downstream multi-label finding classifier and its masked loss (torch only, no file I/O).
 
-Both architectures are MONAI DenseNets with one input channel and one logit per finding:
+Every architecture is a MONAI DenseNet with one input channel and one logit per finding:
 ``densenet_small`` is sized for 64 px images on a CPU, ``densenet121`` is the GPU profile's.
+``densenet_small_stride2`` is ``densenet_small`` without the stem's max-pool: its first dense block
+sees the image at half resolution instead of a quarter, so a 2-5 px nodule at 64 px still covers
+a few cells of the maps the dense blocks learn from.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from cxrsynth.tasks.findings import FINDINGS
 # at 64 px the stem leaves 16 x 16 maps and two transitions bring them to 4 x 4; an epoch over
 # ~1000 images takes about 2 s on one CPU thread.
 SMALL_DENSENET = {"init_features": 32, "growth_rate": 12, "block_config": (4, 8, 8), "bn_size": 4}
-ARCHITECTURES = ("densenet_small", "densenet121")
+ARCHITECTURES = ("densenet_small", "densenet_small_stride2", "densenet121")
 
 
 class FindingClassifier(nn.Module):
@@ -45,8 +48,12 @@ class FindingClassifier(nn.Module):
 def build_classifier(architecture: str) -> FindingClassifier:
     """A freshly initialised classifier (seed torch first for reproducible weights)."""
     outputs = len(FINDINGS)
-    if architecture == "densenet_small":
+    if architecture in ("densenet_small", "densenet_small_stride2"):
         network = DenseNet(spatial_dims=2, in_channels=1, out_channels=outputs, **SMALL_DENSENET)
+        if architecture == "densenet_small_stride2":
+            # MONAI's stem is conv 7x7/2 then max-pool 3x3/2; without the pool the 7x7 conv, wider than its
+            # stride, is the only downsampling before the first dense block and drops no pixel unseen.
+            network.features.pool0 = nn.Identity()
     elif architecture == "densenet121":
         network = DenseNet121(spatial_dims=2, in_channels=1, out_channels=outputs, pretrained=False)
     else:

@@ -423,8 +423,17 @@ def variant_name(ratio: int | float) -> str:
 
 
 class ClassifierParams(Section):
-    architecture: Literal["densenet_small", "densenet121"] = Field(
-        "densenet_small", description="MONAI DenseNet: a small one sized for 64 px on a CPU, or DenseNet121"
+    architecture: Literal["densenet_small", "densenet_small_stride2", "densenet121"] = Field(
+        "densenet_small", description="MONAI DenseNet: a small one sized for 64 px on a CPU (its stem takes the image to a "
+        "quarter), the same without the stem's max-pool (half: small lesions keep a few cells), or DenseNet121"
+    )
+    unmentioned: Literal["ignore", "negative"] = Field(
+        "ignore", description="a finding a row's labels leave null (not mentioned) in training and validation: ignore "
+        "(left out of the loss) or negative (absent, as evaluate scores the test split); uncertain stays left out"
+    )
+    monitor_findings: list[str] | None = Field(
+        None, description="findings whose mean validation AUROC early stopping follows (those with both classes in "
+        "validation); null: every finding with both classes"
     )
     epochs: int = Field(15, ge=1, description="most training epochs (early stopping may end sooner)")
     batch_size: int = Field(32, ge=1, description="images per training and validation batch")
@@ -456,6 +465,13 @@ class ClassifierParams(Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
+
+    @field_validator("monitor_findings")
+    @classmethod
+    def _known_monitor_findings(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            check_finding(name, "classifier.monitor_findings")
+        return value
 
 
 class EvaluateParams(Section):

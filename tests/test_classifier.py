@@ -6,11 +6,19 @@ from monai.transforms import Flip, RandAxisFlip, RandFlip
 
 from cxrsynth.tasks import device, manifest
 from cxrsynth.tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
-from cxrsynth.tasks.classifier.data import LabelledImages, augmentation, check_images, pos_weight, sample_weights, training_loader
-from cxrsynth.tasks.classifier.training import EarlyStopping, VariantImages, finding_aurocs
+from cxrsynth.tasks.classifier.data import (
+    LabelledImages,
+    augmentation,
+    check_images,
+    classifier_labels,
+    pos_weight,
+    sample_weights,
+    training_loader,
+)
+from cxrsynth.tasks.classifier.training import EarlyStopping, VariantImages, finding_aurocs, monitored_findings
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_png16
-from cxrsynth.tasks.params import parse_params
+from cxrsynth.tasks.params import ParamsError, parse_params
 from tests.blob_project import real_frame, synthetic_frame, write_images
 from tests.conftest import conv_output_dtypes
 
@@ -64,6 +72,38 @@ def test_pos_weight_and_oversampling_weights():
     assert sample_weights(frame).tolist() == [1, 1, 1, 6, 1, 1, 1, 1]
 
 
+def _states(nodule, report=None, structured=None):
+    """A frame whose nodule column (and its report_ / structured_ columns, when given) hold ``nodule``."""
+    columns = {f: pd.array(nodule if f == "nodule" else [0] * len(nodule), dtype="Int8") for f in FINDINGS}
+    for prefix, values in (("report_", report), ("structured_", structured)):
+        if values is not None:
+            columns |= {f"{prefix}{f}": pd.array(values if f == "nodule" else [0] * len(values), dtype="Int8")
+                        for f in FINDINGS}
+    return pd.DataFrame(columns)
+
+
+def test_unmentioned_findings_count_as_negatives_only_when_asked_and_never_when_uncertain():
+    frame = _states([1, None, None, 0, None], report=[1, None, -1, 0, None], structured=[1, None, None, 0, -1])
+    assert np.isnan(classifier_labels(frame)[:, NODULE][[1, 2, 4]]).all()
+    negative = classifier_labels(frame, "negative")[:, NODULE]
+    # row 1 is not mentioned anywhere: absent; rows 2 and 4 were called uncertain: still left out
+    assert negative[[0, 1, 3]].tolist() == [1, 0, 0] and np.isnan(negative[[2, 4]]).all()
+    # a manifest without the report_ / structured_ columns (synthetic rows) counts every null absent
+    assert classifier_labels(_states([1, None]), "negative")[:, NODULE].tolist() == [1, 0]
+    assert pos_weight(frame, "negative")[NODULE] == 2.0 and pos_weight(frame)[NODULE] == 1.0
+    with pytest.raises(ValueError, match="classifier.unmentioned"):
+        classifier_labels(frame, "absent")
+
+
+def test_monitored_findings_are_the_named_ones_with_both_classes():
+    nan = np.nan
+    labels = np.array([[1, 0, nan, 1, 0, 0], [0, 0, 1, 0, 1, 0], [1, 0, 0, nan, 0, 1]], dtype=np.float32)
+    scorable = [0, 2, 3, 4, 5]  # finding 1 holds one class only
+    assert monitored_findings(labels, None) == scorable
+    assert monitored_findings(labels, [FINDINGS[2], FINDINGS[1]]) == [2]
+    assert monitored_findings(labels, [FINDINGS[1]]) == scorable  # none of the named is scorable: all are
+
+
 def test_oversampling_draws_rare_positives_more_often(tmp_path):
     train, _ = _project(tmp_path, {"train": 40, "val": 2})
     rare = train.copy()
@@ -93,7 +133,7 @@ def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
     from cxrsynth.tasks.classifier import training
 
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
-    monkeypatch.setattr(training, "macro_auroc", lambda labels, probabilities: next(scores))
+    monkeypatch.setattr(training, "macro_auroc", lambda labels, probabilities, findings=None: next(scores))
     train, val = _project(tmp_path)
     result = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
                               _settings(epochs=6, patience=2))
@@ -105,6 +145,27 @@ def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
                                   _settings(epochs=2))
     for (name, a), b in zip(result.model.state_dict().items(), two_epochs.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_early_stopping_follows_the_monitored_findings(tmp_path):
+    train, val = _project(tmp_path)
+    named = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                             _settings(epochs=1, monitor_findings=["nodule"]))
+    every = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                             _settings(epochs=1))
+    assert named.scored_findings == ["nodule"] and len(every.scored_findings) > 1
+    with pytest.raises(ParamsError, match="classifier.monitor_findings"):
+        _settings(monitor_findings=["pneumonia"])
+
+
+@pytest.mark.parametrize("architecture", ["densenet_small_stride2"])
+def test_small_lesion_architecture_trains_with_unmentioned_negatives(tmp_path, architecture):
+    train, val = _project(tmp_path)
+    result = train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None},
+                              _settings(architecture=architecture, unmentioned="negative"))
+    assert result.model.architecture == architecture
+    assert np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert predict(result.model, val, root=tmp_path).shape == (len(val), len(FINDINGS))
 
 
 def test_two_trainings_give_the_same_weights(tmp_path):

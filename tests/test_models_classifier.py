@@ -9,7 +9,8 @@ from cxrsynth.tasks.findings import FINDINGS
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("architecture, size", [("densenet_small", 64), ("densenet_small", 32), ("densenet121", 64)])
+@pytest.mark.parametrize("architecture, size", [("densenet_small", 64), ("densenet_small", 32), ("densenet_small_stride2", 64),
+                                                ("densenet_small_stride2", 32), ("densenet121", 64)])
 def test_interface_shapes(architecture, size):
     torch.manual_seed(0)
     model = build_classifier(architecture).eval()
@@ -21,6 +22,26 @@ def test_interface_shapes(architecture, size):
     assert features.shape == (2, model.feature_dim) and isinstance(model.feature_dim, int)
     # the logits are the last linear layer applied to exactly these features
     assert torch.allclose(model.network.class_layers.out(features), logits, atol=1e-6)
+
+
+def _first_dense_block_input(model: FindingClassifier, size: int) -> tuple[int, ...]:
+    """The shape of the maps the stem hands to the first dense block."""
+    seen = []
+    block = model.network.features.denseblock1
+    handle = block.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape)))
+    with torch.no_grad():
+        model.eval()(torch.rand(1, 1, size, size))
+    handle.remove()
+    return seen[0]
+
+
+def test_stride2_stem_keeps_small_lesion_maps():
+    # at 64 px a 10-30 mm nodule is 2-5 px: a quarter-size map (16 x 16) leaves it about one cell
+    assert _first_dense_block_input(build_classifier("densenet_small"), 64)[2:] == (16, 16)
+    assert _first_dense_block_input(build_classifier("densenet_small_stride2"), 64)[2:] == (32, 32)
+    # the same dense blocks and widths: the stem alone differs, so the weights are the same in number
+    small, stride2 = (sum(p.numel() for p in build_classifier(a).parameters()) for a in ("densenet_small", "densenet_small_stride2"))
+    assert small == stride2
 
 
 def test_small_network_is_small_and_unknown_architecture_is_named():

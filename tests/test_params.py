@@ -76,6 +76,11 @@ def test_ill_typed_key_is_named_with_expectation():
         parse_params({"ingest": {"image_size": "big"}})
 
 
+def test_unknown_classifier_architecture_is_named():
+    with pytest.raises(ParamsError, match=r"classifier\.architecture: .*densenet_small_stride2"):
+        parse_params({"classifier": {"architecture": "resnet"}})
+
+
 def test_unknown_finding_in_prevalence_is_named():
     with pytest.raises(ParamsError, match="unknown finding 'pneumonia'"):
         parse_params({"phantom": {"prevalence": {"pneumonia": 0.1}}})

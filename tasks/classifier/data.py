@@ -22,21 +22,41 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
 
 from cxrsynth.tasks.datasets import ManifestImages
+from cxrsynth.tasks.findings import FINDINGS, UNCERTAIN
 from cxrsynth.tasks.manifest import label_matrix
 
 
+def classifier_labels(frame: pd.DataFrame, unmentioned: str = "ignore") -> np.ndarray:
+    """(n, F) targets of training and validation: 1, 0, or NaN (left out of the loss and the AUROC).
+    ``unmentioned`` (``classifier.unmentioned``): ignore keeps a null state NaN; negative counts it
+    absent, as evaluate counts the test split, except where the report or the label file said
+    uncertain (the ignore policy of parse_reports also leaves those null)."""
+    labels = label_matrix(frame)
+    if unmentioned == "ignore":
+        return labels
+    if unmentioned != "negative":
+        raise ValueError(f"classifier.unmentioned must be 'ignore' or 'negative', got {unmentioned!r}")
+    uncertain = np.zeros(labels.shape, dtype=bool)
+    for prefix in ("report_", "structured_"):
+        if {f"{prefix}{finding}" for finding in FINDINGS} <= set(frame.columns):
+            uncertain |= label_matrix(frame, prefix) == UNCERTAIN
+    return np.where(np.isnan(labels) & ~uncertain, np.float32(0.0), labels)
+
+
 class LabelledImages(ManifestImages):
-    """Image (1, H, W) in [0, 1] and label vector (NaN where unknown) per row; masks are not read.
-    ``transform`` (a MONAI Compose) augments the image on the fly. ``pixels`` (n, H, W), the rows'
-    images decoded already (``decode_images``), spares reading the files again."""
+    """Image (1, H, W) in [0, 1] and label vector (NaN where unknown, see ``classifier_labels``) per
+    row; masks are not read. ``transform`` (a MONAI Compose) augments the image on the fly.
+    ``pixels`` (n, H, W), the rows' images decoded already (``decode_images``), spares reading the
+    files again: a variant's images are decoded once for all its seeds and epochs."""
 
     def __init__(self, frame: pd.DataFrame, root: str | Path = ".", transform: Compose | None = None,
-                 pixels: np.ndarray | None = None) -> None:
+                 pixels: np.ndarray | None = None, unmentioned: str = "ignore") -> None:
         super().__init__(frame, root)
         if self.labels is None:
             raise ValueError("the classifier needs the finding columns in its manifest")
         if pixels is not None and len(pixels) != len(self.frame):
             raise ValueError(f"{len(pixels)} decoded images for {len(self.frame)} manifest rows")
+        self.labels = classifier_labels(self.frame, unmentioned)
         self.transform = transform
         self.pixels = pixels
 
@@ -75,20 +95,20 @@ def augmentation(settings: dict, image_size: int) -> Compose:
     ])
 
 
-def pos_weight(frame: pd.DataFrame) -> torch.Tensor:
-    """Per finding, known negatives over known positives, never below 1: rare findings weigh more,
-    common ones are not weighed down (1 where a finding has no positive)."""
-    labels = label_matrix(frame)
+def pos_weight(frame: pd.DataFrame, unmentioned: str = "ignore") -> torch.Tensor:
+    """Per finding, known negatives over known positives (``classifier_labels``), never below 1: rare
+    findings weigh more, common ones are not weighed down (1 where a finding has no positive)."""
+    labels = classifier_labels(frame, unmentioned)
     positive, negative = (labels == 1).sum(axis=0), (labels == 0).sum(axis=0)
     weight = np.where(positive > 0, negative / np.maximum(positive, 1), 1.0)
     return torch.tensor(np.maximum(weight, 1.0), dtype=torch.float32)
 
 
-def sample_weights(frame: pd.DataFrame) -> np.ndarray:
+def sample_weights(frame: pd.DataFrame, unmentioned: str = "ignore") -> np.ndarray:
     """Per row, the largest pos_weight among the findings it shows (1 for rows showing none), so
     oversampling gives each finding the balance pos_weight gives it in the loss."""
     present = label_matrix(frame) == 1
-    weights = np.where(present, pos_weight(frame).numpy()[None, :], 1.0)
+    weights = np.where(present, pos_weight(frame, unmentioned).numpy()[None, :], 1.0)
     return weights.max(axis=1)
 
 
@@ -129,18 +149,21 @@ def seed_worker(worker_id: int) -> None:
         dataset.transform.set_random_state(seed=seed)
 
 
-def training_loader(dataset: LabelledImages, batch_size: int, seed: int, num_workers: int, oversample: bool) -> DataLoader:
-    """Shuffled (or oversampled, with replacement) batches in an order fixed by ``seed``."""
+def training_loader(dataset: LabelledImages, batch_size: int, seed: int, num_workers: int, oversample: bool,
+                    unmentioned: str = "ignore") -> DataLoader:
+    """Shuffled (or oversampled, with replacement) batches in an order fixed by ``seed``. Workers
+    persist across epochs, so a cached dataset's images stay decoded in them too."""
     generator = torch.Generator().manual_seed(seed)
     if dataset.transform is not None:
         dataset.transform.set_random_state(seed=seed)
     sampler = None
     if oversample:
-        weights = torch.as_tensor(sample_weights(dataset.frame), dtype=torch.double)
+        weights = torch.as_tensor(sample_weights(dataset.frame, unmentioned), dtype=torch.double)
         sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
-                      num_workers=num_workers, worker_init_fn=seed_worker)
+                      num_workers=num_workers, worker_init_fn=seed_worker, persistent_workers=num_workers > 0)
 
 
 def inference_loader(dataset: LabelledImages, batch_size: int, num_workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)

@@ -4,7 +4,7 @@ for every variant, so the variants differ only in their training data."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,18 +37,27 @@ def scorable_findings(labels: np.ndarray) -> list[int]:
             if {0.0, 1.0} <= set(labels[:, index][np.isin(labels[:, index], (0.0, 1.0))].tolist())]
 
 
-def finding_aurocs(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """AUROC of each finding with both classes among its known (0/1) labels, by finding name."""
+def monitored_findings(labels: np.ndarray, names: Sequence[str] | None) -> list[int]:
+    """Indices of the findings early stopping follows: ``names`` (``classifier.monitor_findings``) that
+    have both classes in ``labels``; every such finding when ``names`` is None or none of them has."""
+    scorable = scorable_findings(labels)
+    chosen = [index for index in scorable if names is not None and FINDINGS[index] in names]
+    return chosen or scorable
+
+
+def finding_aurocs(labels: np.ndarray, probabilities: np.ndarray, findings: Sequence[int] | None = None) -> dict[str, float]:
+    """AUROC of each of ``findings`` (indices; default: those with both classes among their known
+    (0/1) labels), by finding name."""
     aurocs = {}
-    for index in scorable_findings(labels):
+    for index in scorable_findings(labels) if findings is None else findings:
         known = np.isin(labels[:, index], (0.0, 1.0))
         aurocs[FINDINGS[index]] = float(roc_auc_score(labels[known, index], probabilities[known, index]))
     return aurocs
 
 
-def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean AUROC over the findings with both classes among their known (0/1) labels; NaN if none."""
-    scores = list(finding_aurocs(labels, probabilities).values())
+def macro_auroc(labels: np.ndarray, probabilities: np.ndarray, findings: Sequence[int] | None = None) -> float:
+    """Mean AUROC over ``findings`` (default: those with both classes among their known labels); NaN if none."""
+    scores = list(finding_aurocs(labels, probabilities, findings).values())
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -79,9 +88,9 @@ class TrainResult:
     model: FindingClassifier  # the best epoch's weights, in eval mode
     history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch run
     best_epoch: int
-    monitor: str  # val_macro_auroc, or val_loss when no validation finding has both classes
+    monitor: str  # val_macro_auroc (the mean over scored_findings), or val_loss when no validation finding has both classes
     stopped_early: bool
-    scored_findings: list[str] = field(default_factory=list)
+    scored_findings: list[str] = field(default_factory=list)  # the findings val_macro_auroc averages
     pos_weight: list[float] | None = None
 
 
@@ -162,15 +171,16 @@ def train_classifier(
     torch.manual_seed(seed)
     model = build_classifier(settings.architecture).to(device)
     transform = augmentation(variant_config["augmentation"], image_size) if variant_config.get("augmentation") else None
-    train_data = LabelledImages(train, root, transform, images.train_pixels)
-    val_data = LabelledImages(val, root, pixels=images.val_pixels)
+    train_data = LabelledImages(train, root, transform, images.train_pixels, settings.unmentioned)
+    val_data = LabelledImages(val, root, pixels=images.val_pixels, unmentioned=settings.unmentioned)
     balance = variant_config.get("class_balance", "none")
-    loader = training_loader(train_data, settings.batch_size, seed, settings.num_workers, balance == "oversample")
+    loader = training_loader(train_data, settings.batch_size, seed, settings.num_workers, balance == "oversample",
+                             settings.unmentioned)
     val_loader = inference_loader(val_data, settings.batch_size, settings.num_workers)
-    weights = pos_weight(train).to(device) if balance == "pos_weight" else None
+    weights = pos_weight(train, settings.unmentioned).to(device) if balance == "pos_weight" else None
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
 
-    scored = scorable_findings(val_data.labels)
+    scored = monitored_findings(val_data.labels, settings.monitor_findings)
     monitor = "val_macro_auroc" if scored else "val_loss"
     stopping = EarlyStopping(settings.patience)
     best_state, rows = None, []
@@ -178,7 +188,7 @@ def train_classifier(
         train_loss = _train_epoch(model, loader, optimizer, weights, device, epoch, precision)
         val_loss, probabilities = _validate(model, val_loader, device, precision)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-               "val_macro_auroc": macro_auroc(val_data.labels, probabilities)}
+               "val_macro_auroc": macro_auroc(val_data.labels, probabilities, scored)}
         rows.append(row)
         if on_epoch is not None:
             on_epoch(row)
