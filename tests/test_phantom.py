@@ -53,9 +53,9 @@ def test_patient_is_deterministic_in_seed_and_index():
 
 def test_chunks_give_the_same_patients_in_any_order(tmp_path):
     config = _config(size=32)
-    whole = generate_patients(config, 0, 4, tmp_path / "whole")
-    late = generate_patients(config, 2, 4, tmp_path / "parts")
-    early = generate_patients(config, 0, 2, tmp_path / "parts")
+    whole = generate_patients(config, range(4), tmp_path / "whole")
+    late = generate_patients(config, range(2, 4), tmp_path / "parts")
+    early = generate_patients(config, range(2), tmp_path / "parts")
     assert early.truth + late.truth == whole.truth
     assert early.labels + late.labels == whole.labels
     for row in whole.labels:
@@ -166,7 +166,7 @@ def test_reports_have_sections_negations_hedges_and_sides():
 
 def test_report_only_findings_are_blank_in_labels_but_in_truth_and_report(tmp_path):
     config = _config(size=32, prevalence=EVERY_FINDING, report_only_fraction=0.4, uncertain_fraction=0.3)
-    tables = write_tables(generate_patients(config, 0, 30, tmp_path), tmp_path)
+    tables = write_tables(generate_patients(config, range(30), tmp_path), tmp_path)
     labels = pd.read_csv(tmp_path / "labels.csv").set_index("Path")
     truth = pd.read_csv(tmp_path / "truth.csv")
     assert len(truth) == len(labels) * len(FINDINGS) == len(tables["truth.csv"])
@@ -188,7 +188,7 @@ def test_report_only_findings_are_blank_in_labels_but_in_truth_and_report(tmp_pa
 
 def test_labels_csv_is_chexpert_format_and_lesion_masks_line_up(tmp_path):
     config = _config(size=48, prevalence=EVERY_FINDING, mask_fraction=0.6)
-    write_tables(generate_patients(config, 0, 12, tmp_path), tmp_path)
+    write_tables(generate_patients(config, range(12), tmp_path), tmp_path)
     labels = pd.read_csv(tmp_path / "labels.csv")
     assert tuple(labels.columns) == CHEXPERT_COLUMNS
     for column in CHEXPERT_COLUMNS[5:]:
@@ -209,7 +209,7 @@ def test_labels_csv_is_chexpert_format_and_lesion_masks_line_up(tmp_path):
         assert row.mask.startswith("masks/") and row.mask.endswith(".png")
         mask = read_mask(tmp_path / row.mask)
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255} and mask.any()
-    unmasked = generate_patients(_config(size=32, mask_fraction=0.0), 0, 6, tmp_path / "none")
+    unmasked = generate_patients(_config(size=32, mask_fraction=0.0), range(6), tmp_path / "none")
     assert write_tables(unmasked, tmp_path / "none")["lesions.csv"].empty
 
 
