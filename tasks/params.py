@@ -571,6 +571,8 @@ class ParamsError(ValueError):
 
 def _describe(error: dict) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if not error["loc"] and error["type"] == "value_error":  # a check across sections names its own keys
+        return str(error["ctx"]["error"])
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     return f"{key}: {error['msg']} (got {error.get('input')!r})"

@@ -238,15 +238,24 @@ def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, tiny_pr
 
     root = tmp_path / stages.load().output("phantom")
     layout = ["files", "labels.csv", "lesions.csv", "masks", "reports", "truth.csv"]
-    assert sorted(p.name for p in root.iterdir()) == layout
+    assert sorted(p.name for p in root.iterdir()) == sorted([*layout, "reserve", "test"])
     labels = pd.read_csv(root / "labels.csv")
     assert summary["images"] == len(labels) and summary["patients"] == config.n_patients
-    for path in labels["Path"]:
-        assert (root / path).is_file()
-        patient, study = re.search(r"(patient\d{5})/study(\d)", path).groups()
-        assert (root / "reports" / patient / f"study{study}.txt").is_file()
-    for mask in pd.read_csv(root / "lesions.csv")["mask"]:
-        assert (root / mask).is_file()
+    patients = {}
+    for folder in ("", "test", "reserve"):
+        collection = root / folder
+        assert sorted(p.name for p in collection.iterdir() if p.name not in ("test", "reserve")) == layout
+        for path in pd.read_csv(collection / "labels.csv")["Path"]:
+            assert (collection / path).is_file()
+            patient, study = re.search(r"(patient\d{5})/study(\d)", path).groups()
+            assert (collection / "reports" / patient / f"study{study}.txt").is_file()
+            patients.setdefault(patient, set()).add(folder)
+        for mask in pd.read_csv(collection / "lesions.csv")["mask"]:
+            assert (collection / mask).is_file()
+    assert all(len(folders) == 1 for folders in patients.values())  # no patient number in two collections
+    rare = config.test_collection.min_positives_rare
+    assert all(summary["test"]["findings"][f]["stated"] >= rare for f in ("pneumothorax", "nodule"))
+    assert all(summary["reserve"]["findings"][f]["stated"] >= config.reserve_positives for f in ("pneumothorax", "nodule"))
     assert not list(tmp_path.glob("data/.*"))  # no staging folder left behind
     ds = pydicom.dcmread(root / labels["Path"][0])
     assert ds.Rows == config.size
