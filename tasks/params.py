@@ -125,7 +125,11 @@ class SplitParams(Section):
         0.7, gt=0, description="share of patients in the training split (per rarest-finding stratum); the three sum to 1"
     )
     val: float = Field(0.1, gt=0, description="share of patients in the validation split (classifier early stopping)")
-    test: float = Field(0.2, gt=0, description="share of patients in the held-out test split that evaluate scores on")
+    test: float = Field(
+        0.2, gt=0,
+        description="share of patients in the held-out test split that evaluate scores on; unused when the source "
+        "brings its own test collection (the phantom does), which is then the test split, train and val keeping their proportion",
+    )
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> "SplitParams":
