@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_parquet
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "reserve")  # reserve: the phantom's extra real positives, only the ceiling variant trains on
 SOURCES = ("real", "synthetic")
 
 STRING = pa.string()

@@ -3,7 +3,8 @@
 Every variant is a manifest (written with the ``generate`` schema, the widest, so all variants
 share columns) that references images and never copies them. It holds the real training rows, the
 synthetic rows drawn for it (ratio variants only) and the real validation rows, which training
-uses for early stopping. Test rows are never in a variant, synthetic rows only ever in train.
+uses for early stopping. Test rows are never in a variant, synthetic rows only ever in train, reserve
+rows only in the ceiling's train.
 
 Where a variant lives is dvc.yaml's to say (the outs of the mix stage that writes it, see
 ``variant_path``). A variant's settings travel in a sidecar JSON beside its manifest (``<name>.json`` next to
@@ -17,11 +18,18 @@ added, ``n`` being the real training images with that finding present, capped by
 finding (the rarest in the real training split among those it shows), and each finding's images are
 permuted once with ``mix.seed``; a variant takes the first ones, so a smaller ratio's synthetic rows
 are a subset of a larger ratio's and the variants differ only in how many synthetic images they add.
+
+The ``ceiling`` baseline (phantom only) is the more-real-data ceiling: real only plus, per rare
+finding, as many *real* positives from the phantom's reserve collection (new patients of the
+training distribution, split ``reserve``, in no other variant) as the ratio variant at
+``mix.ceiling_ratio`` asks for synthetic ones: the same rule and the same draw, capped by
+``mix.cap_per_finding`` and by what the reserve has. Its sidecar records the counts per finding.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +44,7 @@ from cxrsynth.tasks.stages import Dag
 
 SCHEMA_STAGE = "generate"  # the widest schema: real and synthetic rows side by side
 BASELINES_VARIANT = "baselines"  # the mix CLI variant that writes every baseline at once
+CEILING = "ceiling"  # the baseline that adds real reserve positives instead of synthetic ones
 
 
 def ratio_variants(params: Params) -> dict[str, int | float]:
@@ -76,12 +85,25 @@ def config_path(manifest_path: str | Path) -> Path:
     return Path(manifest_path).with_suffix(".json")
 
 
-def real_rows(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
-    """The real train and validation rows of the prepared manifest (test rows stay out of every variant)."""
+def check_real(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """The prepared manifest, checked to hold only real rows."""
     not_real = frame.index[frame["source"] != "real"].tolist()
     if not_real:
         raise ManifestError(f"{source}: rows {not_real[:10]} are not real images; the real input must hold only real rows")
+    return frame
+
+
+def real_rows(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """The real train and validation rows of the prepared manifest (test and reserve rows stay out of every variant;
+    the ceiling adds reserve rows of its own)."""
+    frame = check_real(frame, source)
     return frame[frame["split"].isin(["train", "val"])].reset_index(drop=True)
+
+
+def reserve_rows(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """The prepared manifest's reserve: real images of new patients that only the ceiling variant trains on."""
+    frame = check_real(frame, source)
+    return frame[frame["split"] == "reserve"].reset_index(drop=True)
 
 
 def check_synthetic(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
@@ -123,26 +145,41 @@ def target_findings(synthetic: pd.DataFrame, real_train: pd.DataFrame) -> pd.Ser
     return target
 
 
+def requested_count(ratio: float, real_positives: int) -> int:
+    """Images a ratio asks for per finding: ``ratio`` per real training positive, rounded half up."""
+    return int(np.floor(ratio * real_positives + 0.5))
+
+
+def draw_per_finding(
+    real_train: pd.DataFrame, pool: pd.DataFrame, ratio: float, cap: int, seed: int, findings: Sequence[str] = FINDINGS
+) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """Rows of ``pool`` for one ratio: per finding of ``findings``, the first ``min(requested, cap, available)`` of
+    the images counting for it in a permutation fixed by the seed; and per finding the real positives,
+    requested, available and drawn counts."""
+    pool = pool.sort_values(manifest.KEY, kind="stable").reset_index(drop=True)
+    target = target_findings(pool, real_train)
+    real_counts = positives(real_train)
+    chosen: list[pd.DataFrame] = []
+    counts: dict[str, dict[str, int]] = {}
+    for finding in findings:
+        candidates = pool[target.eq(finding).fillna(False).to_numpy(dtype=bool)]
+        if candidates.empty:
+            continue
+        order = np.random.default_rng([seed, finding_index(finding)]).permutation(len(candidates))
+        requested = requested_count(ratio, real_counts[finding])
+        drawn = min(requested, cap, len(candidates))
+        chosen.append(candidates.iloc[order[:drawn]])
+        counts[finding] = {"real": real_counts[finding], "requested": requested, "available": len(candidates),
+                           "drawn": drawn}
+    rows = pd.concat(chosen, ignore_index=True) if chosen else pool.iloc[:0]
+    return rows, counts
+
+
 def draw_synthetic(
     real_train: pd.DataFrame, synthetic: pd.DataFrame, ratio: float, cap: int, seed: int
 ) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
     """Synthetic rows for one ratio and, per finding, the real positives, requested, available and drawn counts."""
-    synthetic = synthetic.sort_values(manifest.KEY, kind="stable").reset_index(drop=True)
-    target = target_findings(synthetic, real_train)
-    real_counts = positives(real_train)
-    chosen: list[pd.DataFrame] = []
-    counts: dict[str, dict[str, int]] = {}
-    for finding in FINDINGS:
-        pool = synthetic[target.eq(finding).fillna(False).to_numpy(dtype=bool)]
-        if pool.empty:
-            continue
-        order = np.random.default_rng([seed, finding_index(finding)]).permutation(len(pool))
-        requested = int(np.floor(ratio * real_counts[finding] + 0.5))
-        drawn = min(requested, cap, len(pool))
-        chosen.append(pool.iloc[order[:drawn]])
-        counts[finding] = {"real": real_counts[finding], "requested": requested, "available": len(pool), "drawn": drawn}
-    rows = pd.concat(chosen, ignore_index=True) if chosen else synthetic.iloc[:0]
-    return rows, counts
+    return draw_per_finding(real_train, synthetic, ratio, cap, seed)
 
 
 def _split_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -163,10 +200,43 @@ def baseline_config(name: str, params: Params) -> dict:
 
 
 def build_baseline(real: pd.DataFrame, name: str, params: Params) -> tuple[pd.DataFrame, dict]:
-    """A baseline variant: the real train and val rows, and its settings."""
+    """A baseline variant: the real train and val rows, and its settings (the ceiling: ``build_ceiling``)."""
+    if name == CEILING:
+        raise ValueError(f"{CEILING} adds reserve images: build it with build_ceiling")
     frame = manifest.conform(real, SCHEMA_STAGE)
     assert_no_synthetic_held_out(frame, f"baseline {name}")
     config = baseline_config(name, params) | {"counts": _split_counts(frame)}
+    return frame, config
+
+
+def ceiling_ratio(params: Params) -> int | float:
+    """The ratio whose synthetic count the ceiling matches with reserve images: mix.ceiling_ratio, else the largest."""
+    return max(params.mix.ratios) if params.mix.ceiling_ratio is None else params.mix.ceiling_ratio
+
+
+def build_ceiling(real: pd.DataFrame, reserve: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, dict]:
+    """The more-real-data ceiling: the real train and val rows plus, per rare finding, as many reserve positives as
+    the ceiling ratio's variant asks for synthetic images of it (the same rule and cap), as training rows."""
+    if reserve.empty:
+        raise ManifestError(f"mix.baselines: {CEILING} needs reserve images (the phantom source with "
+                            "phantom.reserve_positives > 0), and the prepared manifest has none")
+    real_train = real[real["split"] == "train"]
+    ratio = ceiling_ratio(params)
+    rare = params.generate.rare_findings
+    drawn, per_finding = draw_per_finding(real_train, reserve, ratio, params.mix.cap_per_finding, params.mix.seed, rare)
+    for finding in rare:  # a rare finding the reserve lacks is recorded too, with nothing drawn
+        real_count = positives(real_train)[finding]
+        per_finding.setdefault(finding, {"real": real_count, "requested": requested_count(ratio, real_count),
+                                         "available": 0, "drawn": 0})
+    added = drawn.assign(split="train")  # a training image of this variant; the ingest manifest still says reserve
+    frame = pd.concat([manifest.conform(real, SCHEMA_STAGE), manifest.conform(added, SCHEMA_STAGE)], ignore_index=True)
+    assert_no_synthetic_held_out(frame, f"baseline {CEILING}")
+    config = baseline_config(CEILING, params) | {
+        "ceiling_ratio": ratio,
+        "cap_per_finding": params.mix.cap_per_finding,
+        "counts": _split_counts(frame) | {"reserve_train": len(added)},
+        "reserve_per_finding": per_finding,
+    }
     return frame, config
 
 

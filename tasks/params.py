@@ -47,10 +47,36 @@ def _check_finding_keys(mapping: dict[str, float], where: str) -> dict[str, floa
     return mapping
 
 
+class PhantomTestParams(Section):
+    """The phantom's test collection: patients of its own that only the test split holds."""
+
+    min_positives_rare: int = Field(
+        200, ge=0,
+        description="test images stating each rare finding (generate.rare_findings) present, unhedged: patients are "
+        "drawn until every minimum is met; 0 for both minimums: no test collection (ingest splits off a test split)",
+    )
+    min_positives_other: int = Field(100, ge=0, description="the same minimum for every other finding")
+    prevalence: dict[str, float] = Field(
+        default_factory=lambda: {
+            "cardiomegaly": 0.16, "pleural_effusion": 0.16, "pneumothorax": 0.3,
+            "nodule": 0.3, "atelectasis": 0.16, "consolidation": 0.16,
+        },
+        description="the test collection's own prevalence, as phantom.prevalence: enriched so that few images reach "
+        "the minimums (AUROC does not depend on prevalence)",
+    )
+
+    @field_validator("prevalence")
+    @classmethod
+    def _known_findings(cls, value: dict[str, float]) -> dict[str, float]:
+        return _check_finding_keys(value, "phantom.test_collection.prevalence")
+
+
 class PhantomParams(Section):
     """The built-in procedural chest radiograph collection (the default data source)."""
 
-    n_patients: int = Field(1500, ge=4, description="patients in the collection")
+    n_patients: int = Field(
+        1200, ge=4, description="patients in the training collection (only train and val when a test collection is written)"
+    )
     repeat_study_fraction: float = Field(0.2, ge=0, le=1, description="patients with a second study")
     size: int = Field(256, ge=32, description="native pixel size of the square DICOM images")
     pixel_spacing_mm: float = Field(1.4, gt=0, description="millimetres per pixel of the phantom DICOMs at their native size")
@@ -75,9 +101,17 @@ class PhantomParams(Section):
         0.1, ge=0, le=1, description="positive findings the report hedges (\"possible ...\"; -1.0 in the label CSV)"
     )
     mask_fraction: float = Field(0.7, ge=0, le=1, description="positive lesions shipped with a mask file")
+    test_collection: PhantomTestParams = Field(
+        PhantomTestParams(), description="the test collection: new patients, both sites, rare findings enriched"
+    )
+    reserve_positives: int = Field(
+        120, ge=0,
+        description="the ceiling variant's reserve: new patients drawn as the training ones are and kept when an image "
+        "states a rare finding present, until each rare finding has this many such images; 0: no reserve",
+    )
     workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (threads, or Dask when configured)")
     seed: int = Field(
-        0, ge=0, description="the whole collection: each patient is drawn from (seed, patient index) alone"
+        0, ge=0, description="every collection: each patient is drawn from (seed, collection, patient index) alone"
     )
 
     @field_validator("prevalence")
@@ -91,7 +125,11 @@ class SplitParams(Section):
         0.7, gt=0, description="share of patients in the training split (per rarest-finding stratum); the three sum to 1"
     )
     val: float = Field(0.1, gt=0, description="share of patients in the validation split (classifier early stopping)")
-    test: float = Field(0.2, gt=0, description="share of patients in the held-out test split that evaluate scores on")
+    test: float = Field(
+        0.2, gt=0,
+        description="share of patients in the held-out test split that evaluate scores on; unused when the source "
+        "brings its own test collection (the phantom does), which is then the test split, train and val keeping their proportion",
+    )
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> "SplitParams":
@@ -392,11 +430,17 @@ class AugmentationParams(Section):
 class MixParams(Section):
     # int | float keeps a ratio written as 1 an int, so variant names match what dvc.yaml renders.
     ratios: list[int | float] = Field(default_factory=lambda: [0.5, 1, 2], description="synthetic images per real image of each rare finding")
-    baselines: list[Literal["real_only", "classical_aug", "class_weighted"]] = Field(
-        default_factory=lambda: ["real_only", "classical_aug", "class_weighted"],
-        description="baseline variants: real images only, with classical augmentation, with class balancing",
+    baselines: list[Literal["real_only", "classical_aug", "class_weighted", "ceiling"]] = Field(
+        default_factory=lambda: ["real_only", "classical_aug", "class_weighted", "ceiling"],
+        description="baseline variants: real images only, with classical augmentation, with class balancing, and the "
+        "more-real-data ceiling (phantom only: real only plus reserve positives of each rare finding)",
     )
     cap_per_finding: int = Field(1000, ge=0, description="most synthetic images a ratio variant adds per finding")
+    ceiling_ratio: int | float | None = Field(
+        None, gt=0,
+        description="the ceiling adds as many reserve positives of each rare finding as this ratio's variant asks for "
+        "synthetic ones (same rule and caps); null: the largest of mix.ratios",
+    )
     class_balance: Literal["pos_weight", "oversample"] = Field(
         "pos_weight", description="class_weighted baseline: BCE pos_weight per finding, or a sampler oversampling rare positives"
     )
@@ -575,6 +619,39 @@ class Params(Section):
         RuntimeParams(), description="How stages run: Dask or threads, torch threads, device."
     )
 
+    @model_validator(mode="after")
+    def _collections_can_be_drawn(self) -> "Params":
+        check_phantom_collections(self.phantom, self.generate.rare_findings)
+        check_ceiling(self)
+        return self
+
+
+def check_phantom_collections(phantom: PhantomParams, rare_findings: list[str]) -> None:
+    """A finding the test collection or the reserve must reach needs a prevalence there, or drawing never ends."""
+    test = phantom.test_collection
+    for finding in FINDINGS:
+        wanted = test.min_positives_rare if finding in rare_findings else test.min_positives_other
+        if wanted and test.prevalence.get(finding, 0.0) <= 0:
+            raise ValueError(f"phantom.test_collection.prevalence.{finding} must be > 0: the test collection needs "
+                             f"{wanted} positives of it")
+    for finding in rare_findings if phantom.reserve_positives else ():
+        if phantom.prevalence.get(finding, 0.0) <= 0:
+            raise ValueError(f"phantom.prevalence.{finding} must be > 0: the reserve (phantom.reserve_positives) needs "
+                             "positives of each rare finding")
+
+
+def check_ceiling(params: Params) -> None:
+    """The ceiling variant adds real reserve positives, which only the phantom source can draw."""
+    if "ceiling" not in params.mix.baselines:
+        return
+    if params.ingest.source != "phantom":
+        raise ValueError(f"mix.baselines: ceiling needs the phantom source's reserve collection; ingest.source "
+                         f"{params.ingest.source!r} has none, so remove ceiling from mix.baselines")
+    if params.phantom.reserve_positives == 0:
+        raise ValueError("mix.baselines: ceiling needs a reserve; phantom.reserve_positives is 0")
+    if params.mix.ceiling_ratio is None and not params.mix.ratios:
+        raise ValueError("mix.ceiling_ratio: null means the largest of mix.ratios, and mix.ratios is empty")
+
 
 class ParamsError(ValueError):
     """A params file that does not fit the model; the message names each bad key."""
@@ -582,6 +659,8 @@ class ParamsError(ValueError):
 
 def _describe(error: dict) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if not error["loc"] and error["type"] == "value_error":  # a check across sections names its own keys
+        return str(error["ctx"]["error"])
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     return f"{key}: {error['msg']} (got {error.get('input')!r})"

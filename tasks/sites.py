@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 TRAIN_SITES_KEY = "evaluate.train_sites"
-TRAINING_SPLITS = ("train", "val")
+TRAINING_SPLITS = ("train", "val", "reserve")  # reserve: the ceiling variant's extra real training images
 
 
 def site_order(sites: Iterable[str]) -> list[str]:

@@ -273,7 +273,7 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, blob_project):
     from cxrsynth.flows.mix import mix_flow
     from cxrsynth.flows.train_classifier import train_classifier_flow
 
-    blob_project(real_frame({"train": 40, "val": 12, "test": 8}), synthetic_frame({"nodule": 8, "pneumothorax": 8}))
+    blob_project(real_frame({"train": 40, "val": 12, "test": 8, "reserve": 8}), synthetic_frame({"nodule": 8, "pneumothorax": 8}))
     mix_flow("params.yaml", variant="baselines")
     mix_flow("params.yaml", variant="ratio_1")
     for variant in ("classical_aug", "class_weighted", "ratio_1"):

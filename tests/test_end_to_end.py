@@ -4,8 +4,8 @@
    API lists the pipeline and every stage flow run, and MLflow holds one evaluate run per variant
    with its ratio, nested under the pipeline's parent run;
 2. a second ``dvc repro`` does nothing;
-3. ``dvc exp run -S`` on the ratio list re-runs only the stages that depend on it, all three under the
-   one temporary Prefect server they share (no ``PREFECT_API_URL`` there).
+3. ``dvc exp run -S`` on the ratio list re-runs only the stages that depend on it (the new ratio's and the
+   ceiling's), all under the one temporary Prefect server they share (no ``PREFECT_API_URL`` there).
 """
 
 from __future__ import annotations
@@ -178,14 +178,16 @@ def test_dag_end_to_end(project, tmp_path):
     noop = _run([str(BIN / "dvc"), "repro"], root, env)
     assert _stages_run(noop) == set(), noop[-3000:]
 
-    # 3. one more ratio: only its mix and classifier, and evaluate, run
+    # 3. one more ratio: only its mix and classifier, and evaluate, run; being the largest, it is also the
+    #    ceiling's ratio (mix.ceiling_ratio null), so the ceiling is drawn again and retrained, and only it
     new_ratio = max(params["mix"]["ratios"]) * 2
     ratios = [*params["mix"]["ratios"], new_ratio]
     experiment_started = datetime.now(timezone.utc)
     experiment_output = _run(
         [str(BIN / "dvc"), "exp", "run", "-S", f"mix.ratios=[{','.join(map(str, ratios))}]"], root, env, timeout=900
     )
-    assert _stages_run(experiment_output) == {f"mix@{new_ratio}", f"train_classifier@{new_ratio}", "evaluate"}, (
+    assert _stages_run(experiment_output) == {f"mix@{new_ratio}", f"train_classifier@{new_ratio}", "evaluate",
+                                              "mix_baselines", "train_baseline@ceiling"}, (
         experiment_output[-3000:]
     )
     metrics = json.loads((root / "metrics/evaluate.json").read_text())

@@ -147,8 +147,13 @@ def prefect_server():
         yield
 
 
+# A real source has no reserve collection, so no ceiling variant (a params error otherwise).
+REAL_SOURCE_BASELINES = ["real_only", "classical_aug", "class_weighted"]
+
+
 def _project(tmp_path: Path, monkeypatch, source: str, source_path: Path, **ingest_params) -> Path:
-    write_tiny_params(tmp_path, ingest={"source": source, "path": str(source_path), **ingest_params})
+    sections = {} if source == "phantom" else {"mix": {"baselines": REAL_SOURCE_BASELINES}}
+    write_tiny_params(tmp_path, ingest={"source": source, "path": str(source_path), **ingest_params}, **sections)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -212,6 +217,30 @@ def test_ingest_flow_on_a_phantom_style_collection(tmp_path, monkeypatch, prefec
     assert _digests(root) == first  # a second run writes the same bytes
     _, rerun = _mlflow_run(root)
     assert rerun.data.tags["cxrsynth.input_md5.ingest_source"] == run.data.tags["cxrsynth.input_md5.ingest_source"]
+
+
+@pytest.mark.slow
+def test_the_phantom_test_and_reserve_collections_take_their_own_splits(tmp_path, monkeypatch, prefect_server):
+    from cxrsynth.flows.phantom import write_collections
+    from cxrsynth.tasks.params import load_params
+
+    write_tiny_params(tmp_path, phantom={"n_patients": 24, "size": 32, "reserve_positives": 3,
+                                         "test_collection": {"min_positives_rare": 3, "min_positives_other": 1}})
+    monkeypatch.chdir(tmp_path)
+    written = write_collections(load_params("params.yaml"), tmp_path / "data/phantom")
+
+    metrics = _run()
+    frame = manifest.read(tmp_path / "data/ingest/manifest.parquet")
+    manifest.validate(frame, "ingest")  # among others: no patient in two splits
+    counts = frame["split"].value_counts().to_dict()
+    images = {name: len(tables["labels.csv"]) for name, (tables, _) in written.items()}
+    assert counts["test"] == images["test"] and counts["reserve"] == images["reserve"]
+    assert counts["train"] + counts["val"] == images["train"] and counts["val"] > 0
+    assert metrics["split"]["reserve"]["images"] == images["reserve"]
+    test_patients = set(frame.loc[frame.split == "test", "patient_id"])
+    assert not test_patients & set(frame.loc[frame.split != "test", "patient_id"])
+    rare = [metrics["findings"][f]["present_by_split"] for f in ("pneumothorax", "nodule")]
+    assert all(by_split["test"] > 0 and by_split["reserve"] > 0 for by_split in rare)
 
 
 SECRETS = ("DOE^JOHN", "DOE", "PID-998877", "998877", "HOSPITAL-SECRET-ACC", "Lakeview", "Houlihan", "55120931", "03/14/2019")

@@ -36,6 +36,8 @@ def test_profiles_load_and_name_every_knob(path):
 # knob changed in one profile and forgotten in the other shows up here.
 TINY_DIFFERENCES = {
     "phantom.n_patients", "phantom.size", "phantom.prevalence", "ingest.image_size",
+    "phantom.test_collection.min_positives_rare", "phantom.test_collection.min_positives_other",
+    "phantom.reserve_positives",
     "diffusion.timesteps", "diffusion.unet.channels", "diffusion.unet.attention_levels",
     "diffusion.unet.num_head_channels", "diffusion.unet.norm_num_groups", "diffusion.label_dim",
     "diffusion.text_encoder.max_tokens", "diffusion.text_encoder.dim", "diffusion.text_encoder.layers",

@@ -53,9 +53,9 @@ def test_patient_is_deterministic_in_seed_and_index():
 
 def test_chunks_give_the_same_patients_in_any_order(tmp_path):
     config = _config(size=32)
-    whole = generate_patients(config, 0, 4, tmp_path / "whole")
-    late = generate_patients(config, 2, 4, tmp_path / "parts")
-    early = generate_patients(config, 0, 2, tmp_path / "parts")
+    whole = generate_patients(config, range(4), tmp_path / "whole")
+    late = generate_patients(config, range(2, 4), tmp_path / "parts")
+    early = generate_patients(config, range(2), tmp_path / "parts")
     assert early.truth + late.truth == whole.truth
     assert early.labels + late.labels == whole.labels
     for row in whole.labels:
@@ -166,7 +166,7 @@ def test_reports_have_sections_negations_hedges_and_sides():
 
 def test_report_only_findings_are_blank_in_labels_but_in_truth_and_report(tmp_path):
     config = _config(size=32, prevalence=EVERY_FINDING, report_only_fraction=0.4, uncertain_fraction=0.3)
-    tables = write_tables(generate_patients(config, 0, 30, tmp_path), tmp_path)
+    tables = write_tables(generate_patients(config, range(30), tmp_path), tmp_path)
     labels = pd.read_csv(tmp_path / "labels.csv").set_index("Path")
     truth = pd.read_csv(tmp_path / "truth.csv")
     assert len(truth) == len(labels) * len(FINDINGS) == len(tables["truth.csv"])
@@ -188,7 +188,7 @@ def test_report_only_findings_are_blank_in_labels_but_in_truth_and_report(tmp_pa
 
 def test_labels_csv_is_chexpert_format_and_lesion_masks_line_up(tmp_path):
     config = _config(size=48, prevalence=EVERY_FINDING, mask_fraction=0.6)
-    write_tables(generate_patients(config, 0, 12, tmp_path), tmp_path)
+    write_tables(generate_patients(config, range(12), tmp_path), tmp_path)
     labels = pd.read_csv(tmp_path / "labels.csv")
     assert tuple(labels.columns) == CHEXPERT_COLUMNS
     for column in CHEXPERT_COLUMNS[5:]:
@@ -209,7 +209,7 @@ def test_labels_csv_is_chexpert_format_and_lesion_masks_line_up(tmp_path):
         assert row.mask.startswith("masks/") and row.mask.endswith(".png")
         mask = read_mask(tmp_path / row.mask)
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255} and mask.any()
-    unmasked = generate_patients(_config(size=32, mask_fraction=0.0), 0, 6, tmp_path / "none")
+    unmasked = generate_patients(_config(size=32, mask_fraction=0.0), range(6), tmp_path / "none")
     assert write_tables(unmasked, tmp_path / "none")["lesions.csv"].empty
 
 
@@ -238,15 +238,24 @@ def test_flow_writes_the_collection_layout_on_the_tiny_profile(tmp_path, tiny_pr
 
     root = tmp_path / stages.load().output("phantom")
     layout = ["files", "labels.csv", "lesions.csv", "masks", "reports", "truth.csv"]
-    assert sorted(p.name for p in root.iterdir()) == layout
+    assert sorted(p.name for p in root.iterdir()) == sorted([*layout, "reserve", "test"])
     labels = pd.read_csv(root / "labels.csv")
     assert summary["images"] == len(labels) and summary["patients"] == config.n_patients
-    for path in labels["Path"]:
-        assert (root / path).is_file()
-        patient, study = re.search(r"(patient\d{5})/study(\d)", path).groups()
-        assert (root / "reports" / patient / f"study{study}.txt").is_file()
-    for mask in pd.read_csv(root / "lesions.csv")["mask"]:
-        assert (root / mask).is_file()
+    patients = {}
+    for folder in ("", "test", "reserve"):
+        collection = root / folder
+        assert sorted(p.name for p in collection.iterdir() if p.name not in ("test", "reserve")) == layout
+        for path in pd.read_csv(collection / "labels.csv")["Path"]:
+            assert (collection / path).is_file()
+            patient, study = re.search(r"(patient\d{5})/study(\d)", path).groups()
+            assert (collection / "reports" / patient / f"study{study}.txt").is_file()
+            patients.setdefault(patient, set()).add(folder)
+        for mask in pd.read_csv(collection / "lesions.csv")["mask"]:
+            assert (collection / mask).is_file()
+    assert all(len(folders) == 1 for folders in patients.values())  # no patient number in two collections
+    rare = config.test_collection.min_positives_rare
+    assert all(summary["test"]["findings"][f]["stated"] >= rare for f in ("pneumothorax", "nodule"))
+    assert all(summary["reserve"]["findings"][f]["stated"] >= config.reserve_positives for f in ("pneumothorax", "nodule"))
     assert not list(tmp_path.glob("data/.*"))  # no staging folder left behind
     ds = pydicom.dcmread(root / labels["Path"][0])
     assert ds.Rows == config.size

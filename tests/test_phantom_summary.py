@@ -43,18 +43,18 @@ def test_counts_per_finding_and_site_from_hand_made_tables():
     summary = counts(_tables(), ["SITE-B", "SITE-B", "SITE-A"])
     assert {key: summary[key] for key in ("images", "patients", "no_finding", "sites")} == {
         "images": 3, "patients": 2, "no_finding": 1, "sites": {"SITE-A": 1, "SITE-B": 2}}
-    assert summary["findings"]["pneumothorax"] == {"present": 2, "prevalence": 0.6667, "uncertain": 0,
+    assert summary["findings"]["pneumothorax"] == {"present": 2, "stated": 2, "prevalence": 0.6667, "uncertain": 0,
                                                    "report_only": 1, "negated": 0, "masks": 1}
-    assert summary["findings"]["nodule"] == {"present": 1, "prevalence": 0.3333, "uncertain": 1,
+    assert summary["findings"]["nodule"] == {"present": 1, "stated": 0, "prevalence": 0.3333, "uncertain": 1,
                                              "report_only": 0, "negated": 0, "masks": 0}
-    assert summary["findings"]["pleural_effusion"] == {"present": 0, "prevalence": 0.0, "uncertain": 0,
+    assert summary["findings"]["pleural_effusion"] == {"present": 0, "stated": 0, "prevalence": 0.0, "uncertain": 0,
                                                        "report_only": 0, "negated": 1, "masks": 0}
     assert list(summary["findings"]) == list(FINDINGS)
 
 
 def test_counts_agree_with_the_files_a_written_collection_holds(tmp_path):
     config = PhantomParams(n_patients=10, size=32, prevalence={f: 0.4 for f in FINDINGS}, mask_fraction=0.5)
-    rows = generate_patients(config, 0, config.n_patients, tmp_path)
+    rows = generate_patients(config, range(config.n_patients), tmp_path)
     summary = counts(write_tables(rows, tmp_path), rows.sites)
     dicoms = sorted(tmp_path.glob("files/*/*/*.dcm"))
     assert summary["images"] == len(dicoms) and summary["patients"] == config.n_patients
@@ -78,7 +78,7 @@ def _coloured_pixels(path) -> int:
 
 def test_sample_grid_reads_the_dicoms_and_outlines_shipped_masks(tmp_path):
     config = PhantomParams(n_patients=4, size=32, prevalence={f: 0.5 for f in FINDINGS}, mask_fraction=1.0)
-    tables = write_tables(generate_patients(config, 0, config.n_patients, tmp_path), tmp_path)
+    tables = write_tables(generate_patients(config, range(config.n_patients), tmp_path), tmp_path)
     assert not tables[LESIONS].empty
     outlined = sample_grid(tmp_path, tables, tmp_path / "grid.png", count=4)
     plain = sample_grid(tmp_path, {**tables, LESIONS: tables[LESIONS].iloc[:0]}, tmp_path / "plain.png", count=4)

@@ -124,7 +124,7 @@ def test_phantom_images_reach_the_manifest_with_a_pseudonymised_site(tmp_path):
     from cxrsynth.tasks.sources.phantom.writer import generate_patients, write_tables
 
     config = PhantomParams(n_patients=8, size=32)
-    write_tables(generate_patients(config, 0, 8, tmp_path), tmp_path)
+    write_tables(generate_patients(config, range(8), tmp_path), tmp_path)
     records = read_phantom(tmp_path)
     pseudonyms = select.pseudonymise(records)
     results = {p.image_id: images.process_item(images.WorkItem(p.image_id, r.image_path), 16, tmp_path / "out")

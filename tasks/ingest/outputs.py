@@ -16,7 +16,7 @@ import pandas as pd
 from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from cxrsynth.tasks.ingest.images import IMAGES, OUT_DIR, SOURCE_MASKS, ImageResult
 from cxrsynth.tasks.ingest.select import Pseudonym, Selection
-from cxrsynth.tasks.ingest.splits import assign_splits
+from cxrsynth.tasks.ingest.splits import split_with_collections
 from cxrsynth.tasks.io import read_png16
 from cxrsynth.tasks.mosaic import mosaic
 from cxrsynth.tasks.sources.base import SourceError, SourceRecord
@@ -37,7 +37,8 @@ def manifest_frame(
     fractions: dict[str, float],
     seed: int,
 ) -> pd.DataFrame:
-    """The ingest manifest of every image decoded, with its patient-level split."""
+    """The ingest manifest of every image decoded, with its patient-level split (a held-out collection's
+    images: that collection's split)."""
     rows = []
     for record, pseudonym in zip(records, pseudonyms, strict=True):
         result = results[pseudonym.image_id]
@@ -61,12 +62,13 @@ def manifest_frame(
                 "pixel_spacing_mm": result.pixel_spacing_mm,
                 **{f"structured_{f}": record.labels.get(f) for f in FINDINGS},
                 "report": record.report,
+                "split": record.collection,  # a held-out collection's name; the rest are split below
             }
         )
     if not rows:
         raise SourceError(f"no image could be ingested: all {len(records)} were quarantined (see quarantine.csv)")
     frame = pd.DataFrame(rows)
-    frame["split"] = assign_splits(frame, fractions, seed)
+    frame["split"] = split_with_collections(frame, frame["split"], fractions, seed)
     return frame
 
 
@@ -111,13 +113,20 @@ def input_digest(records: list[SourceRecord], pseudonyms: list[Pseudonym], resul
             "localisations": [[l.finding, l.kind, l.value if l.kind != "mask" else ""] for l in record.localisations],
             "spacing": [record.pixel_spacing_mm, record.pixel_spacing_shape],
             "site": record.site,
+            "collection": record.collection,
         }
         digest.update(json.dumps(entry, sort_keys=True).encode() + b"\n")
     return digest.hexdigest()
 
 
+def reported_splits(manifest: pd.DataFrame) -> list[str]:
+    """train, val and test always (an empty one shows as 0), then the phantom's reserve when there is one."""
+    return ["train", "val", "test"] + (["reserve"] if (manifest["split"] == "reserve").any() else [])
+
+
 def metrics(manifest: pd.DataFrame, quarantine: pd.DataFrame, localisations: pd.DataFrame, selection: Selection) -> dict:
     """Counts per split and finding, quarantined and dropped images (metrics/ingest.json)."""
+    splits = reported_splits(manifest)
     findings = {}
     for finding in FINDINGS:
         states = manifest[f"structured_{finding}"]
@@ -126,7 +135,7 @@ def metrics(manifest: pd.DataFrame, quarantine: pd.DataFrame, localisations: pd.
             "uncertain": int((states == UNCERTAIN).sum()),
             "absent": int((states == ABSENT).sum()),
             "not_mentioned": int(states.isna().sum()),
-            "present_by_split": {s: int(((states == PRESENT) & (manifest["split"] == s)).sum()) for s in ("train", "val", "test")},
+            "present_by_split": {s: int(((states == PRESENT) & (manifest["split"] == s)).sum()) for s in splits},
         }
     return {
         "images": len(manifest),
@@ -141,7 +150,7 @@ def metrics(manifest: pd.DataFrame, quarantine: pd.DataFrame, localisations: pd.
         "localisations": dict(sorted(Counter(localisations["kind"]).items())),
         "split": {
             s: {"images": int((manifest["split"] == s).sum()), "patients": int(manifest.loc[manifest["split"] == s, "patient_id"].nunique())}
-            for s in ("train", "val", "test")
+            for s in splits
         },
         "sites": site_counts(manifest),
         "findings": findings,

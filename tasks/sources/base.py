@@ -47,3 +47,6 @@ class SourceRecord:
     # gives it for the original scan before its PNGs were resized to 1024 x 1024
     pixel_spacing_shape: tuple[int, int] | None = None
     site: str | None = None
+    # A collection the source holds apart from its main one, whose name ingest makes the image's split
+    # ("test", or the phantom's "reserve"); None: ingest's patient-level split decides
+    collection: str | None = None

@@ -21,18 +21,18 @@ TRUTH_COLUMNS: tuple[str, ...] = ("Path", "finding", "state", "laterality", "loc
                                   "in_labels", "in_report")
 
 
-def patient_folder(patient_index: int) -> str:
-    return f"patient{patient_index + 1:05d}"
+def patient_folder(patient_number: int) -> str:
+    return f"patient{patient_number:05d}"
 
 
 def image_path(study: Study) -> str:
-    """Path of a study's DICOM, relative to the collection root (CheXpert's naming)."""
-    return f"files/{patient_folder(study.patient_index)}/study{study.study_index + 1}/view1_frontal.dcm"
+    """Path of a study's DICOM, relative to its collection's root (CheXpert's naming)."""
+    return f"files/{patient_folder(study.patient_number)}/study{study.study_index + 1}/view1_frontal.dcm"
 
 
 def report_path(study: Study) -> str:
-    return f"{REPORTS}/{patient_folder(study.patient_index)}/study{study.study_index + 1}.txt"
+    return f"{REPORTS}/{patient_folder(study.patient_number)}/study{study.study_index + 1}.txt"
 
 
 def mask_path(study: Study, lesion_number: int) -> str:
-    return f"masks/{patient_folder(study.patient_index)}/study{study.study_index + 1}_{lesion_number}.png"
+    return f"masks/{patient_folder(study.patient_number)}/study{study.study_index + 1}_{lesion_number}.png"

@@ -21,7 +21,7 @@ import numpy as np
 from cxrsynth.tasks.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from cxrsynth.tasks.params import PhantomParams
 from cxrsynth.tasks.sources.chexpert import CHEXPERT_FINDINGS
-from cxrsynth.tasks.sources.phantom.study import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study, rng_for
+from cxrsynth.tasks.sources.phantom.study import PATIENT_FINDINGS, REPORT_STREAM, Lesion, Study
 
 # How often a radiologist states each finding's absence in words.
 NEGATION_RATE = {"cardiomegaly": 0.75, "pleural_effusion": 0.7, "pneumothorax": 0.65,
@@ -52,7 +52,7 @@ class StudyReport:
 
 def write_report(study: Study, prior: Study | None, config: PhantomParams) -> StudyReport:
     """The report of one study (``prior``: the patient's previous study, if any)."""
-    rng = rng_for(config.seed, study.patient_index, REPORT_STREAM, study.study_index)
+    rng = study.rng(config.seed, REPORT_STREAM, study.study_index)
     states: dict[str, int | None] = {}
     sentences: list[tuple[str, str]] = []  # (finding or section key, sentence)
     impression: list[str] = []

@@ -15,27 +15,31 @@ from cxrsynth.tasks.sources.phantom.study import (
     SITE_PROFILES,
     SITES,
     STUDY_STREAM,
+    TRAINING,
     Acquisition,
     Anatomy,
+    Collection,
     Lesion,
     Study,
     rng_for,
 )
 
 
-def sample_patient(config: PhantomParams, index: int) -> list[Study]:
-    """Every study of patient ``index`` (0-based), from ``(config.seed, index)`` alone."""
+def sample_patient(config: PhantomParams, index: int, collection: Collection = TRAINING) -> list[Study]:
+    """Every study of patient ``index`` (0-based) of ``collection``, from ``(config.seed, collection, index)``
+    alone; ``config.prevalence`` decides the findings (a collection may pass its own)."""
     if index < 0:
         raise ValueError(f"patient index must be >= 0, got {index}")
-    rng = rng_for(config.seed, index, ANATOMY_STREAM)
+    stream = collection.stream
+    rng = rng_for(config.seed, index, ANATOMY_STREAM, stream=stream)
     sex = "Female" if rng.random() < 0.5 else "Male"
     age = int(rng.integers(18, 91))
     site = SITES[int(rng.integers(config.sites))] if config.sites > 1 else SITES[0]
     anatomy = _sample_anatomy(rng, sex)
-    study_rng = rng_for(config.seed, index, STUDY_STREAM)
+    study_rng = rng_for(config.seed, index, STUDY_STREAM, stream=stream)
     n_studies = 2 if study_rng.random() < config.repeat_study_fraction else 1
     gaps = [0] + sorted(int(d) for d in study_rng.integers(14, 720, size=n_studies - 1))
-    finding_rng = rng_for(config.seed, index, FINDINGS_STREAM)
+    finding_rng = rng_for(config.seed, index, FINDINGS_STREAM, stream=stream)
     patient_lesions = {
         name: _sample_lesion(name, finding_rng)
         for name in PATIENT_FINDINGS
@@ -54,7 +58,7 @@ def sample_patient(config: PhantomParams, index: int) -> list[Study]:
             patient_index=index, study_index=study_index, sex=sex, age=min(age + days // 365, 95), site=site,
             days_from_first=days, anatomy=anatomy,
             acquisition=_sample_acquisition(study_rng, site, anatomy, int(study_rng.integers(2**31))),
-            lesions=lesions,
+            lesions=lesions, collection=collection,
         ))
     return studies
 

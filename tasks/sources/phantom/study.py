@@ -1,8 +1,9 @@
 """What a phantom patient is made of: anatomy, acquisitions, studies, lesions, and the random streams.
 
-A patient is sampled from ``(seed, patient index)`` alone (``sampling.py``), so chunks of patients
-can be generated in parallel in any order; each part of a patient draws from its own stream
-(``rng_for``), so one draw never shifts another.
+A patient is sampled from ``(seed, collection, patient index)`` alone (``sampling.py``), so chunks of
+patients can be generated in parallel in any order; each part of a patient draws from its own stream
+(``rng_for``), so one draw never shifts another. Each collection (training, test, reserve) has streams
+and patient numbers of its own, so no patient of one is ever a patient of another.
 """
 
 from __future__ import annotations
@@ -86,9 +87,31 @@ class Acquisition:
     noise_seed: int
 
 
+# The collections the phantom stage writes; ingest gives the test and reserve ones the splits of their names.
+TRAINING_NAME, TEST_NAME, RESERVE_NAME = "train", "test", "reserve"
+TEST_STREAM, RESERVE_STREAM = 1, 2  # their random streams (Collection.stream)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One export of the phantom hospital: its own random streams and its own range of patient numbers."""
+
+    name: str = TRAINING_NAME  # train (the main export), test or reserve
+    stream: int = 0  # 0: the training collection, whose streams are those it always had; others differ
+    first_number: int = 1  # patient number of index 0; the ranges of two collections never overlap
+
+    @property
+    def folder(self) -> str:
+        """Where it lies under the phantom folder: the training collection at its root, the others in sub-folders."""
+        return "" if self.name == TRAINING_NAME else self.name
+
+
+TRAINING = Collection()
+
+
 @dataclass
 class Study:
-    patient_index: int  # 0-based
+    patient_index: int  # 0-based, in its collection's stream
     study_index: int  # 0-based
     sex: str
     age: int
@@ -97,11 +120,26 @@ class Study:
     anatomy: Anatomy
     acquisition: Acquisition
     lesions: list[Lesion]
+    collection: Collection = TRAINING
+
+    @property
+    def patient_number(self) -> int:
+        """The patient's number in the export (``PHANTOM-00001``, ``patient00001``): unique across collections."""
+        return self.collection.first_number + self.patient_index
+
+    def rng(self, seed: int, *keys: int) -> np.random.Generator:
+        """A random stream of this study's patient (see ``rng_for``)."""
+        return rng_for(seed, self.patient_index, *keys, stream=self.collection.stream)
 
     def lesion(self, finding: str) -> Lesion | None:
         return next((lesion for lesion in self.lesions if lesion.finding == finding), None)
 
 
-def rng_for(seed: int, patient_index: int, *keys: int) -> np.random.Generator:
-    """The generator of one stream of one patient: independent of every other patient."""
-    return np.random.default_rng(np.random.SeedSequence([seed, patient_index, *keys]))
+def rng_for(seed: int, patient_index: int, *keys: int, stream: int = 0) -> np.random.Generator:
+    """The generator of one stream of one patient of a collection: independent of every other patient.
+
+    A collection's ``stream`` is the SeedSequence's spawn key (none for the training collection), which
+    NumPy mixes in after zero-padding the entropy, so ``(seed, index, keys)`` of two collections never
+    give the same generator."""
+    spawn_key = (stream,) if stream else ()
+    return np.random.default_rng(np.random.SeedSequence([seed, patient_index, *keys], spawn_key=spawn_key))

@@ -20,7 +20,8 @@ MASK_COLOURS = {"cardiomegaly": "tab:orange", "pleural_effusion": "tab:cyan", "p
 
 
 def counts(tables: dict[str, pd.DataFrame], sites: list[str]) -> dict:
-    """Images, patients and sites; per finding: present, hedged, report-only, masked, prevalence."""
+    """Images, patients and sites; per finding: present, stated present (unhedged) by the report, hedged,
+    report-only, masked, prevalence."""
     labels, truth, lesions = tables[LABELS], tables[TRUTH], tables[LESIONS]
     summary: dict = {
         "images": len(labels),
@@ -34,6 +35,7 @@ def counts(tables: dict[str, pd.DataFrame], sites: list[str]) -> dict:
         present = rows["state"] == 1
         summary["findings"][finding] = {
             "present": int(present.sum()),
+            "stated": int((present & (rows["in_report"] == 1)).sum()),  # what the parsed labels call positive
             "prevalence": round(float(present.mean()), 4) if len(rows) else 0.0,
             "uncertain": int((present & (rows["in_report"] == -1)).sum()),
             "report_only": int((present & rows["in_labels"].isna() & rows["in_report"].notna()).sum()),

@@ -1,7 +1,8 @@
 """Writing the phantom collection the way a hospital exports one (the layout: ``layout.py``).
 
-``generate_patients`` writes one range of patients and returns their table rows, so ranges can
-run in parallel in any order; ``write_tables`` sorts and writes the tables once all are done.
+``generate_patients`` writes some patients of one collection under that collection's root and returns
+their table rows, so chunks can run in parallel in any order; ``write_tables`` sorts and writes the
+tables once all are done.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from cxrsynth.tasks.sources.phantom.layout import (
 from cxrsynth.tasks.sources.phantom.rendering import render
 from cxrsynth.tasks.sources.phantom.reports import CHEXPERT_COLUMNS, label_row, write_report
 from cxrsynth.tasks.sources.phantom.sampling import sample_patient
-from cxrsynth.tasks.sources.phantom.study import EXPORT_STREAM, Study, rng_for
+from cxrsynth.tasks.sources.phantom.study import EXPORT_STREAM, TRAINING, Collection, Study
 
 BITS_STORED = 12
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
@@ -57,12 +59,14 @@ class Rows:
         self.sites += other.sites
 
 
-def generate_patients(config: PhantomParams, start: int, stop: int, root: str | Path) -> Rows:
-    """Render, report and write patients ``start``..``stop - 1`` under ``root``."""
+def generate_patients(
+    config: PhantomParams, patients: Sequence[int], root: str | Path, collection: Collection = TRAINING
+) -> Rows:
+    """Render, report and write the ``patients`` (indices) of ``collection`` under ``root``, the collection's root."""
     root = Path(root)
     rows = Rows()
-    for index in range(start, stop):
-        studies = sample_patient(config, index)
+    for index in patients:
+        studies = sample_patient(config, index, collection)
         for number, study in enumerate(studies):
             rows.extend(write_study(config, study, studies[number - 1] if number else None, root))
     return rows
@@ -76,7 +80,7 @@ def write_study(config: PhantomParams, study: Study, prior: Study | None, root: 
     report = write_report(study, prior, config)
     write_text(root / report_path(study), report.text)
     rows = Rows(labels=[label_row(study, report, path)], sites=[study.site])
-    ship = rng_for(config.seed, study.patient_index, EXPORT_STREAM, study.study_index)
+    ship = study.rng(config.seed, EXPORT_STREAM, study.study_index)
     for number, lesion in enumerate(study.lesions, start=1):
         if ship.random() < config.mask_fraction:
             relative = mask_path(study, number)
@@ -109,12 +113,12 @@ def write_dicom(path: Path, image: np.ndarray, study: Study, config: PhantomPara
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[identity, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[identity, "series"])
-    number = study.patient_index + 1
+    number = study.patient_number
     ds.PatientName = f"PHANTOM^{number:05d}"
     ds.PatientID = f"PHANTOM-{number:05d}"
     ds.PatientSex = study.sex[0]
     ds.PatientAge = f"{study.age:03d}Y"
-    date = FIRST_STUDY_DATE + datetime.timedelta(days=study.patient_index % 365 + study.days_from_first)
+    date = FIRST_STUDY_DATE + datetime.timedelta(days=(number - 1) % 365 + study.days_from_first)
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = date.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
     ds.StudyID = str(study.study_index + 1)
