@@ -53,3 +53,12 @@ def test_mask_conditioned_rows():
                          "condition_type": ["label+mask", "text", "label+mask", None]})
     assert mask_conditioned(rows).tolist() == [True, False, False, True]
     assert mask_conditioned(rows.drop(columns="condition_type")).tolist() == [True, True, False, True]
+
+
+def test_a_hedged_report_left_null_by_the_ignore_policy_is_not_a_negative():
+    states = pd.array([1, None, None], dtype="Int8")
+    report = pd.array([1, -1, None], dtype="Int8")  # row 1: "possible ...", row 2: not mentioned at all
+    rows = pd.DataFrame({**{f: states for f in FINDINGS}, **{f"report_{f}": report for f in FINDINGS},
+                         **{f"structured_{f}": pd.array([None] * 3, dtype="Int8") for f in FINDINGS}})
+    labels = evaluation_labels(rows)
+    assert labels[0, 0] == 1 and np.isnan(labels[1, 0]) and labels[2, 0] == 0

@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cxrsynth.tasks import manifest
+from cxrsynth.tasks.classifier.data import classifier_labels
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import read_mask, read_png16
 from cxrsynth.tasks.masks import labelmap
@@ -99,8 +100,9 @@ def finding_states(frame: pd.DataFrame) -> np.ndarray:
 
 
 def evaluation_labels(frame: pd.DataFrame) -> np.ndarray:
-    """(n, F) test labels: present 1; absent or not mentioned 0; uncertain NaN (left out)."""
-    states = finding_states(frame)
-    labels = np.where(np.isnan(states), 0.0, states)
+    """(n, F) test labels: present 1; absent or not mentioned 0; uncertain NaN (left out). Uncertain
+    also where the report or label file hedged and parse_reports' ``ignore`` policy left the state
+    null: a hedged positive scored as a negative would pull every variant's AUROC down."""
+    labels = classifier_labels(frame, "negative")
     labels[labels == -1] = np.nan
     return labels
