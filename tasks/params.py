@@ -255,13 +255,16 @@ class AutoencoderParams(Section):
     base_channels: int = Field(32, ge=8, description="channels of the first level (doubling per level, at most 4x)")
     num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
     attention_at_bottom: bool = Field(False, description="self-attention at the lowest resolution level")
-    steps: int = Field(1000, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
+    steps: int = Field(300, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
     batch_size: int = Field(16, ge=1, description="training images per step")
     learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of the autoencoder (and discriminator)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the weights' moving average; the EMA weights are saved")
-    checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
+    checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints (and the last step)")
     mixed_precision: MixedPrecision = Field("auto", description=MIXED_PRECISION)
     loss: AutoencoderLossParams = Field(AutoencoderLossParams(), description="the loss terms and their weights")
+    grid_images: int = Field(
+        8, ge=1, description="real test images in the reconstruction grid logged after training (one per finding first)"
+    )
 
 
 class DiffusionParams(Section):
@@ -271,6 +274,10 @@ class DiffusionParams(Section):
     schedule: Literal["linear", "cosine"] = Field("cosine", description="noise (beta) schedule of the forward process")
     prediction: Literal["epsilon", "v_prediction"] = Field(
         "v_prediction", description="what the network predicts: the noise, or the velocity v"
+    )
+    space: Literal["pixel", "latent"] = Field(
+        "pixel", description="where diffusion runs: on the images, or on the latents of the train_autoencoder stage's "
+        "autoencoder (which trains only when this is latent)",
     )
     unet: UNetParams = Field(UNetParams(), description="the MONAI DiffusionModelUNet")
     conditions: list[Literal["label", "mask", "text"]] = Field(
@@ -467,6 +474,10 @@ class Params(Section):
     )
     prepare_masks: PrepareMasksParams = Field(
         PrepareMasksParams(), description="Lesion masks at working resolution (stage `prepare_masks`)."
+    )
+    autoencoder: AutoencoderParams = Field(
+        AutoencoderParams(), description="The autoencoder of latent diffusion and its reconstruction fidelity on the real "
+        "test split (stage `train_autoencoder`; trained only when `diffusion.space` is latent)."
     )
     diffusion: DiffusionParams = Field(
         DiffusionParams(), description="The conditional diffusion model and its training (stage `train_diffusion`)."
