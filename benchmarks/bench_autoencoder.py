@@ -115,7 +115,8 @@ def main() -> None:
         median = statistics.median(times)
         print(f"{name:22s} {median:8.3f} {settings.batch_size / median:9.1f}")
     print(f"ratio to fp32: {train['ratio']:.3f} (per round: {' '.join(f'{r:.3f}' for r in train['round_ratios'])})")
-    print(f"{settings.steps} steps of the profile: about {settings.steps * statistics.median(next(iter(train['times'].values()))) / 60:.1f} min")
+    chosen_step_s = statistics.median(next(iter(train["times"].values())))
+    print(f"{settings.steps} steps of the profile: about {settings.steps * chosen_step_s / 60:.1f} min")
     print(f"\ncodec (fp32, eval): encode {codec['encode_images_per_s']:.0f} images/s, decode "
           f"{codec['decode_images_per_s']:.0f} images/s")
 

@@ -81,12 +81,13 @@ def train_and_measure(params: Params, dag: stages.Dag, spec: stages.StageSpec, p
     with tracking.stage_run(spec, params, extra_params=precision):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         load = task(stage.real_split, cache_policy=NO_CACHE)
-        train_set, test_set = (load(frame, ".", params.ingest.image_size, split) for split in ("train", "test"))
+        # the absolute root: load_set strips it from quarantine reasons (a "." would strip every dot)
+        train_set, test_set = (load(frame, Path.cwd(), params.ingest.image_size, split) for split in ("train", "test"))
         step_metrics = StepMetrics(settings.checkpoint_every)
         outcome = task(stage.train, cache_policy=NO_CACHE)(params, train_set, paths.checkpoints, device, step_metrics)
         step_metrics.flush()
         stage.write_training_outputs(paths, outcome, params)
-        fidelity = task(stage.test_fidelity, cache_policy=NO_CACHE)(outcome.ema_model, test_set, settings.batch_size,
+        fidelity = task(stage.measure_fidelity, cache_policy=NO_CACHE)(outcome.ema_model, test_set, settings.batch_size,
                                                                       device)
         grid = stage.write_grid(paths.figures, test_set, fidelity, settings.grid_images)
         metrics = stage.stage_metrics(outcome, train_set, test_set, fidelity)

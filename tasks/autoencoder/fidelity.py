@@ -60,7 +60,8 @@ def _crop_ssim(real: np.ndarray, reconstructed: np.ndarray, mask: np.ndarray) ->
     return float(structural_similarity_index_measure(b, a, data_range=1.0, kernel_size=SSIM_KERNEL))
 
 
-def _finding_lesions(real: np.ndarray, reconstructed: np.ndarray, finding_masks: np.ndarray) -> list[tuple[float, float, float]]:
+def _finding_lesions(real: np.ndarray, reconstructed: np.ndarray,
+                     finding_masks: np.ndarray) -> list[tuple[float, float, float]]:
     """(crop SSIM, contrast before, contrast after) of every lesion with surroundings to compare it with."""
     figures = []
     for row in np.flatnonzero(finding_masks.reshape(len(finding_masks), -1).any(axis=1)):

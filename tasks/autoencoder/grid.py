@@ -29,9 +29,7 @@ def reconstruction_grid(real: np.ndarray, reconstructed: np.ndarray, masks: np.n
     if not indices:
         raise ValueError("reconstruction_grid needs at least one image")
     lesions = [masks[row].any(axis=0) for row in indices]
-    rows = [
-        [outlined(real[row], lesion) for row, lesion in zip(indices, lesions)],
-        [outlined(reconstructed[row], lesion) for row, lesion in zip(indices, lesions)],
-        [outlined(np.abs(real[row] - reconstructed[row]) * DIFFERENCE_GAIN, lesion) for row, lesion in zip(indices, lesions)],
-    ]
-    return tile([tile_ for row in rows for tile_ in row], columns=len(indices), row_labels=ROW_LABELS)
+    difference = np.abs(real - reconstructed) * DIFFERENCE_GAIN
+    tiles = [outlined(images[row], lesion) for images in (real, reconstructed, difference)
+             for row, lesion in zip(indices, lesions)]
+    return tile(tiles, columns=len(indices), row_labels=ROW_LABELS)

@@ -71,7 +71,7 @@ class Fidelity:
     reconstructed: np.ndarray
 
 
-def test_fidelity(autoencoder: torch.nn.Module, test_set: ImageSet, batch_size: int,
+def measure_fidelity(autoencoder: torch.nn.Module, test_set: ImageSet, batch_size: int,
                   device: torch.device) -> Fidelity:
     reconstructed = reconstruct(autoencoder, test_set.images, batch_size, device)
     return Fidelity(reconstruction_fidelity(test_set.images, reconstructed, test_set.masks), reconstructed)
