@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "ingest": "cxrsynth.flows.ingest:ingest_flow",
     "parse_reports": "cxrsynth.flows.parse_reports:parse_reports_flow",
     "prepare_masks": "cxrsynth.flows.prepare_masks:prepare_masks_flow",
+    "train_autoencoder": "cxrsynth.flows.train_autoencoder:train_autoencoder_flow",
     "train_diffusion": "cxrsynth.flows.train_diffusion:train_diffusion_stage",
     "generate": "cxrsynth.flows.generate:generate_flow",
     "mix": "cxrsynth.flows.mix:mix_flow",

@@ -293,16 +293,19 @@ class AutoencoderParams(Section):
     base_channels: int = Field(32, ge=8, description="channels of the first level (doubling per level, at most 4x)")
     num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
     attention_at_bottom: bool = Field(False, description="self-attention at the lowest resolution level")
-    steps: int = Field(1000, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
+    steps: int = Field(600, ge=1, description="optimisation steps in all; a resumed run trains up to this count")
     batch_size: int = Field(16, ge=1, description="training images per step")
-    learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of the autoencoder (and discriminator)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the autoencoder (and discriminator)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the weights' moving average; the EMA weights are saved")
-    checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints (and the last step)")
+    checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints (and the last step)")
     mixed_precision: MixedPrecision = Field("auto", description=MIXED_PRECISION)
     loss: AutoencoderLossParams = Field(AutoencoderLossParams(), description="the loss terms and their weights")
     init_from: str | None = Field(
         None, description="local path to start from: an autoencoder model folder or checkpoint of this project, or a "
         "MONAI bundle folder (models/autoencoder.pth); what matches by name and shape loads, the rest is listed",
+    )
+    grid_images: int = Field(
+        8, ge=1, description="real test images in the reconstruction grid logged after training (one per finding first)"
     )
 
 
@@ -595,6 +598,10 @@ class Params(Section):
     )
     prepare_masks: PrepareMasksParams = Field(
         PrepareMasksParams(), description="Lesion masks at working resolution (stage `prepare_masks`)."
+    )
+    autoencoder: AutoencoderParams = Field(
+        AutoencoderParams(), description="The autoencoder of latent diffusion and its reconstruction fidelity on the real "
+        "test split (stage `train_autoencoder`; trained only when `diffusion.space` is latent)."
     )
     diffusion: DiffusionParams = Field(
         DiffusionParams(), description="The conditional diffusion model and its training (stage `train_diffusion`)."

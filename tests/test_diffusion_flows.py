@@ -124,23 +124,6 @@ def test_a_controlnet_model_trains_base_then_branch_through_the_flow_and_generat
     assert generate_flow("params.yaml")["planned"] > 0
 
 
-# Outs as train_diffusion's: the model folder beside resumable checkpoints.
-STAND_IN_AUTOENCODER_STAGE = {"cmd": "cxrsynth stage train_autoencoder",
-                              "outs": ["data/train_autoencoder/model", "data/train_autoencoder/checkpoints"]}
-
-
-def with_autoencoder_stage(root):
-    """``root/dvc.yaml``: the source tree's, with a stand-in train_autoencoder stage where the tree has
-    none yet (it comes with the train_autoencoder stage's own branch); the flows read this one."""
-    import yaml
-
-    from cxrsynth.tasks.stages import SOURCE_ROOT
-
-    dag = yaml.safe_load((SOURCE_ROOT / "dvc.yaml").read_text())
-    dag["stages"].setdefault("train_autoencoder", STAND_IN_AUTOENCODER_STAGE)
-    (root / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
-
-
 def test_latent_space_trains_and_generates_through_train_autoencoders_model(tmp_path, monkeypatch):
     """diffusion.space: latent end to end: train_diffusion encodes with data/train_autoencoder/model,
     generate decodes with it to images of the working resolution."""
@@ -151,7 +134,6 @@ def test_latent_space_trains_and_generates_through_train_autoencoders_model(tmp_
     from cxrsynth.tasks.io import read_png16
 
     write_tiny_params(tmp_path, diffusion={"space": "latent"})
-    with_autoencoder_stage(tmp_path)
     monkeypatch.chdir(tmp_path)
     make_project(tmp_path, n_images=40, size=32, lesion_rate=0.15)
     shape = AutoencoderConfig(downsampling=4, latent_channels=3, base_channels=8)

@@ -132,8 +132,8 @@ def test_dag_end_to_end(project, tmp_path):
     by_flow: dict[str, list[str]] = {}
     for run in flow_runs:
         by_flow.setdefault(flows[run["flow_id"]], []).append(run["state_type"])
-    expected = {"pipeline", "phantom", "ingest", "parse_reports", "prepare_masks", "train_diffusion", "generate",
-                "mix", "train_classifier", "evaluate"}
+    expected = {"pipeline", "phantom", "ingest", "parse_reports", "prepare_masks", "train_autoencoder",
+                "train_diffusion", "generate", "mix", "train_classifier", "evaluate"}
     assert expected <= set(by_flow), f"flow runs missing from the Prefect API: {expected - set(by_flow)}"
     assert all(state == "COMPLETED" for states in by_flow.values() for state in states), by_flow
     assert len(by_flow["train_classifier"]) == len(variants)

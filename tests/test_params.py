@@ -46,9 +46,10 @@ TINY_DIFFERENCES = {
     "generate.target_share", "generate.max_per_finding", "generate.steps", "generate.batch_size",
     "classifier.epochs", "classifier.batch_size", "classifier.patience", "classifier.seeds",
     "evaluate.bootstrap", "evaluate.prdc_k", "evaluate.segmenter_epochs", "evaluate.reader_study_images",
+    "autoencoder.base_channels", "autoencoder.steps", "autoencoder.batch_size", "autoencoder.checkpoint_every",
     "runtime.torch_threads",  # the test machine's cores are shared
     # float32: at the tiny sizes bf16 autocast costs more than it saves, and the runs match on every CPU
-    "diffusion.train.mixed_precision", "classifier.mixed_precision",
+    "diffusion.train.mixed_precision", "classifier.mixed_precision", "autoencoder.mixed_precision",
 }
 
 

@@ -171,6 +171,7 @@ def test_path_constants_left_in_tasks_agree_with_dvc_yaml():
     assert train_stage.MODEL_DIR == dag.input("generate", "train_diffusion", "model")
     assert train_stage.CHECKPOINT_DIR == dag.output("train_diffusion", "checkpoints")
     assert train_stage.LOSS_CSV == dag.stage("train_diffusion").plot()
+    assert train_stage.AUTOENCODER_DIR == dag.input("train_diffusion", "train_autoencoder", "model")
     assert labels.LESIONS == dag.input("train_diffusion", "prepare_masks", "lesions.parquet")
     assert evaluate.REPORTS == dag.output("evaluate")
 

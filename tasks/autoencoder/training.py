@@ -150,6 +150,7 @@ class AutoencoderOutcome:
     images_per_s: float
     last_parts: dict[str, float]
     init_report: InitReport | None = None  # what autoencoder.init_from loaded and did not (None: not used, or resumed)
+    wall_s: float = 0.0  # time of the steps trained in this run (not the resumed ones)
 
 
 def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int, checkpoint_dir: str | Path,
@@ -180,10 +181,10 @@ def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int
         if run.step % params.checkpoint_every == 0 or run.step == params.steps:
             save_checkpoint(checkpoint_dir, run.step, run.snapshot(digest, config))
     bar.close()
-    trained = (run.step - resumed_from) * params.batch_size
+    trained, wall_s = (run.step - resumed_from) * params.batch_size, time.perf_counter() - started
     return AutoencoderOutcome(ema_model=run.ema.module.eval(), history=run.history, steps=run.step,
-                              resumed_from=resumed_from, images_per_s=trained / (time.perf_counter() - started),
-                              last_parts=parts, init_report=init_report)
+                              resumed_from=resumed_from, images_per_s=trained / wall_s, last_parts=parts,
+                              wall_s=wall_s, init_report=init_report)
 
 
 def load_perceptual_network(path: str | Path) -> FeaturePerceptualLoss:
