@@ -115,7 +115,7 @@ def test_mlflow_ui_lists_variant_runs_and_compares_ratio_aurocs(tmp_path, monkey
 
         from cxrsynth.flows.evaluate import _log_variant_runs
 
-        _log_variant_runs(params, dag, variants, metrics)  # the evaluate stage's own logging, as it runs
+        _log_variant_runs(params, dag, variants, metrics, {v: {} for v, _ in variants})  # the evaluate stage's own logging, as it runs
 
         experiment = mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id
         page.goto(f"{url}/#/experiments/{experiment}/runs?workflowType=machine_learning")
