@@ -179,7 +179,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict:
     probabilities = {variant: scores for variant, (_, scores) in predictions.items()}
     downstream_by_variant = downstream_metrics(params, test, labels, probabilities, variants)
     site_section = site_shift_metrics(params, test.frame, labels, probabilities)
-    verdict_rows = verdict.verdict_table(downstream_by_variant, variants, rare)
+    verdict_rows = verdict.verdict_table(downstream_by_variant, variants, rare, scoring(params).alpha)
     # ROC curves of the seed-averaged scores (one curve per variant; its AUROC is near the seeds' mean)
     roc = pd.concat([downstream.roc_points(v, labels, probabilities[v].mean(axis=0), config.min_cases)
                      for v, _ in variants], ignore_index=True)

@@ -4,7 +4,7 @@ import numpy as np
 
 from cxrsynth.tasks.metrics import json_ready
 from cxrsynth.tasks.metrics.downstream import Scoring, score_variants
-from cxrsynth.tasks.metrics.power import HURTS
+from cxrsynth.tasks.metrics.power import HELPS, HURTS, NO_DETECTABLE_EFFECT
 from cxrsynth.tasks.metrics.verdict import FIELDS, HEADER, NO_SYNTHETIC, verdict_markdown, verdict_table
 from tests.test_metrics_downstream import SEEDED_VARIANTS, seeded_project
 
@@ -56,3 +56,20 @@ def test_without_ratios_or_ceiling_the_table_says_so():
     row = verdict_table(scored(no_ceiling), no_ceiling, ["nodule"])["nodule"]
     assert row["ceiling_share_status"] is None and "no ceiling variant" in verdict_markdown({"nodule": row})
     assert row["best_baseline"] == "real_only" and row["gain_vs_best_baseline"] == row["gain_vs_real_only"]
+
+
+def test_the_verdict_reads_the_best_of_k_ratios_p_value_bonferroni_adjusted():
+    variants = [*SEEDED_VARIANTS, ("ratio_2", 2.0)]
+    downstream = scored(variants)
+    cell = downstream["ratio_2"]["per_finding"]["nodule"]
+    row = verdict_table(downstream, variants, RARE)["nodule"]
+    assert row["synthetic_variants_compared"] == 2
+    assert row["p_vs_best_baseline_adjusted"] == min(1.0, 2 * cell["p_vs_best_baseline"])
+    # a gain significant alone (p 0.03) but not once two ratios were tried (0.06): no "helps"
+    cell.update(p_vs_best_baseline=0.03, delta_auroc_vs_best_baseline=0.02,
+                min_detectable_difference_vs_best_baseline=0.05, reading_vs_best_baseline=HELPS)
+    row = verdict_table(downstream, variants, RARE)["nodule"]
+    assert row["p_vs_best_baseline"] == 0.03 and row["p_vs_best_baseline_adjusted"] == 0.06
+    assert row["verdict"] == NO_DETECTABLE_EFFECT
+    cell.update(p_vs_best_baseline=0.01)
+    assert verdict_table(downstream, variants, RARE)["nodule"]["verdict"] == HELPS

@@ -4,7 +4,10 @@ Per rare finding: the best synthetic variant (highest seed-averaged test AUROC a
 gain over real-only and over the best non-generative baseline with intervals and p (test patients and
 seeds), the minimum detectable difference of that second comparison, the ceiling share, and a verdict
 word. The verdict is the reading against the best non-generative baseline (real-only among them):
-synthetic images "help" only if they beat what real data with a cheap trick already gives.
+synthetic images "help" only if they beat what real data with a cheap trick already gives. The best
+of k synthetic variants is picked after looking at the test split, so the verdict reads its p-value
+Bonferroni-adjusted (k x p): a best-of-three pick would otherwise call "helps" up to three times as
+often as alpha promises when no ratio helps.
 
 Every finding's row has the same keys (None where a value does not exist), so the json stays stable
 and ``dvc metrics diff`` lines the numbers up run against run.
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 
 from cxrsynth.tasks.metrics.classifiers import REFERENCE
 from cxrsynth.tasks.metrics.downstream import BEST_BASELINE, OK, synthetic_variants
+from cxrsynth.tasks.metrics.power import effect_reading
 
 NO_SYNTHETIC = "no synthetic variant"
 
@@ -34,36 +38,41 @@ COPIED = (
     ("ceiling_share_ci_high", "ceiling_share_ci_high"), ("ceiling_share_status", "ceiling_share_status"),
 )
 FIELDS = ("status", "n_positive", "real_only_auroc", "best_synthetic", "best_synthetic_ratio",
-          *(key for key, _ in COPIED), "best_baseline_auroc", "verdict")
+          *(key for key, _ in COPIED), "best_baseline_auroc", "synthetic_variants_compared",
+          "p_vs_best_baseline_adjusted", "verdict")
 
 
-def _best_synthetic(downstream: dict, variants: Sequence[tuple[str, float]], finding: str) -> str | None:
+def _scored_synthetic(downstream: dict, variants: Sequence[tuple[str, float]], finding: str) -> dict[str, float]:
     scored = {v: downstream[v]["per_finding"][finding]["auroc"] for v in synthetic_variants(variants)}
-    scored = {v: auroc for v, auroc in scored.items() if auroc is not None}
-    return max(scored, key=scored.get) if scored else None
+    return {v: auroc for v, auroc in scored.items() if auroc is not None}
 
 
-def verdict_row(downstream: dict, variants: Sequence[tuple[str, float]], finding: str) -> dict:
+def verdict_row(downstream: dict, variants: Sequence[tuple[str, float]], finding: str, alpha: float = 0.05) -> dict:
     """One rare finding's row of the verdict table (every key of FIELDS)."""
     reference = downstream[REFERENCE]["per_finding"][finding]
     row = {**dict.fromkeys(FIELDS), "status": reference["status"], "n_positive": reference["n_positive"],
            "real_only_auroc": reference["auroc"]}
     if reference["status"] != OK:
         return {**row, "verdict": reference["status"]}
-    best = _best_synthetic(downstream, variants, finding)
-    if best is None:
+    scored = _scored_synthetic(downstream, variants, finding)
+    if not scored:
         return {**row, "verdict": NO_SYNTHETIC}
+    best = max(scored, key=scored.get)
     cell = downstream[best]["per_finding"][finding]
     row.update({key: cell.get(source) for key, source in COPIED})
+    adjusted = min(1.0, len(scored) * cell["p_vs_best_baseline"])
     row.update(best_synthetic=best, best_synthetic_ratio=dict(variants)[best],
                best_baseline_auroc=downstream[cell[BEST_BASELINE]]["per_finding"][finding]["auroc"],
-               verdict=cell["reading_vs_best_baseline"])
+               synthetic_variants_compared=len(scored), p_vs_best_baseline_adjusted=adjusted,
+               verdict=effect_reading(cell["delta_auroc_vs_best_baseline"], adjusted,
+                                      cell["min_detectable_difference_vs_best_baseline"], alpha))
     return row
 
 
-def verdict_table(downstream: dict, variants: Sequence[tuple[str, float]], rare_findings: Sequence[str]) -> dict:
+def verdict_table(downstream: dict, variants: Sequence[tuple[str, float]], rare_findings: Sequence[str],
+                  alpha: float = 0.05) -> dict:
     """Finding -> its verdict row, rare findings in the params' order."""
-    return {finding: verdict_row(downstream, variants, finding) for finding in rare_findings}
+    return {finding: verdict_row(downstream, variants, finding, alpha) for finding in rare_findings}
 
 
 def _number(value, digits: int = 3, sign: bool = False) -> str:
@@ -92,7 +101,7 @@ def _share(row: dict) -> str:
 
 HEADER = ("finding", "test positives", "best synthetic variant", "mean AUROC ± sd over seeds",
           "gain vs real_only [95% CI], p", "best non-generative baseline (AUROC)",
-          "gain vs that baseline [95% CI], p", "min. detectable difference", "ceiling share [95% CI]", "verdict")
+          "gain vs that baseline [95% CI], p (Bonferroni-adjusted over the ratios)", "min. detectable difference", "ceiling share [95% CI]", "verdict")
 
 
 def _cells(finding: str, row: dict) -> list[str]:
@@ -101,7 +110,9 @@ def _cells(finding: str, row: dict) -> list[str]:
         return [name, str(row["n_positive"]), *["n/a"] * 7, f"**{row['verdict']}**"]
     return [name, str(row["n_positive"]), row["best_synthetic"],
             f"{_number(row['auroc'])} ± {_number(row['auroc_sd'])}", _gain(row, "gain_vs_real_only"),
-            f"{row['best_baseline']} ({_number(row['best_baseline_auroc'])})", _gain(row, "gain_vs_best_baseline"),
+            f"{row['best_baseline']} ({_number(row['best_baseline_auroc'])})",
+            f"{_gain(row, 'gain_vs_best_baseline')} ({_p(row['p_vs_best_baseline_adjusted'])} adjusted "
+            f"over {row['synthetic_variants_compared']})",
             _number(row["min_detectable_difference"]), _share(row), f"**{row['verdict']}**"]
 
 
