@@ -31,6 +31,15 @@ def test_load_set_reads_images_masks_and_quarantines(tmp_path):
     assert len(loaded.subset(np.array([False]))) == 0
 
 
+def test_load_set_reasons_keep_relative_paths_whole(tmp_path, monkeypatch):
+    """With root "." (evaluate's), a reason names the file as the manifest does, dots and all."""
+    monkeypatch.chdir(tmp_path)
+    loaded = load_set(frame([{"image_id": "gone", "path": "data/x.1.png"}]), ".", 8, "test")
+    assert "data/x.1.png" in loaded.quarantined[0]["reason"]
+    absolute = load_set(frame([{"image_id": "gone", "path": "data/x.1.png"}]), tmp_path, 8, "test")
+    assert str(tmp_path) not in absolute.quarantined[0]["reason"] and "data/x.1.png" in absolute.quarantined[0]["reason"]
+
+
 def test_evaluation_labels():
     rows = pd.DataFrame({f: pd.array([1, 0, -1, None], dtype="Int8") for f in FINDINGS})
     labels = evaluation_labels(rows)

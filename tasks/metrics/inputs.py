@@ -3,6 +3,7 @@ as arrays, and the test labels. An unreadable image is quarantined (listed, skip
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,12 +54,13 @@ def _read_row(row: pd.Series, root: Path, size: int) -> tuple[np.ndarray, np.nda
 def load_set(frame: pd.DataFrame, root: str | Path, size: int, name: str) -> ImageSet:
     """Read every row's image and mask; a row that fails is quarantined with its reason."""
     root = Path(root)
+    prefix = f"{root.resolve()}{os.sep}"  # reasons name files relative to the project, never where it lies
     images, masks, kept, quarantined = [], [], [], []
     for position, (_, row) in enumerate(tqdm(frame.iterrows(), total=len(frame), desc=f"{name} images", leave=False)):
         try:
             image, mask = _read_row(row, root, size)
         except (OSError, ValueError) as exc:
-            quarantined.append({"set": name, "image_id": row["image_id"], "reason": str(exc).replace(str(root), "")})
+            quarantined.append({"set": name, "image_id": row["image_id"], "reason": str(exc).replace(prefix, "")})
             continue
         images.append(image)
         masks.append(mask.astype(bool))
