@@ -163,8 +163,11 @@ def real_only_classifier(project: Project, test: ImageSet) -> tuple[torch.nn.Mod
     """Trained on the real training split (validation for early stopping) as train_baseline's
     real_only variant with its first seed; its probabilities on ``test`` and AUROC per rare finding."""
     settings = project.params.classifier
+    started = time.perf_counter()
     result = train_classifier(VariantImages(project.split("train"), project.split("val"), project.size, project.root),
                               PLAIN, settings, "cpu")
+    print(f"  real-only classifier at {project.size} px: {time.perf_counter() - started:.0f} s, "
+          f"{len(result.history)} epochs (one seed; the default profile trains 7 variants x 3 seeds)", flush=True)
     probabilities = predict(result.model, test.images, precision=classifier_precision(settings, "cpu").dtype)
     labels = evaluation_labels(test.frame)
     aurocs = {finding: downstream.finding_metrics(labels[:, FINDINGS.index(finding)],
