@@ -224,6 +224,15 @@ class Trained:
     images_per_s: float
 
 
+def print_autoencoder_fidelity(report: dict, size: int) -> None:
+    image = report["image"]
+    print(f"  autoencoder at {size} px on the real test split: PSNR {number(image.get('psnr'), 1)}, "
+          f"SSIM {number(image.get('ssim'))}; per finding crop SSIM / lesion contrast kept (after / before):")
+    for finding, figures in report["lesions"].items():
+        print(f"    {finding:<18} {number(figures['crop_ssim'], 2)} / {number(figures['contrast_kept'], 2)} "
+              f"({figures['n_lesions']} lesions)", flush=True)
+
+
 def train_arm(project: Project, space: str, budget_s: float, folder: Path) -> Trained:
     """Autoencoder (latent space), then the diffusion model for the steps left in ``budget_s``."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -236,6 +245,10 @@ def train_arm(project: Project, space: str, budget_s: float, folder: Path) -> Tr
         autoencoder_dir = folder / "autoencoder"
         autoencoder_stage.write_model(autoencoder_dir, outcome, params)
         autoencoder_s = time.perf_counter() - started
+        fidelity_report = autoencoder_stage.measure_fidelity(
+            outcome.ema_model, autoencoder_stage.real_split(project.frame, project.root, project.size, "test"),
+            params.autoencoder.batch_size, torch.device("cpu")).report  # not counted: the stage measures it too
+        print_autoencoder_fidelity(fidelity_report, project.size)
     started = time.perf_counter()
     setup = training_setup(params, project.frame, project.root, autoencoder_dir)
     setup_s = time.perf_counter() - started
