@@ -43,3 +43,12 @@ def runs_on_cpu(device: str) -> bool:
     from cxrsynth.tasks.device import resolve_device
 
     return device != "cuda" and resolve_device(device).type == "cpu"
+
+
+def task_runner(params: Params, max_workers: int | None = None):
+    """Dask when a scheduler address is configured, threads otherwise."""
+    if params.runtime.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=params.runtime.dask_address)
+    return ThreadPoolTaskRunner(max_workers=max_workers)

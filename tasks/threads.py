@@ -39,8 +39,9 @@ SPINCOUNT_ENV = "GOMP_SPINCOUNT"
 # Xeon (bare U-Net step, batch 16): shorter spinning avoids part of the slowdown beside one busy process
 # (GOMP_SPINCOUNT=10000: 2.0x, OMP_WAIT_POLICY=PASSIVE: 1.75x, torch's default: 2.6-3.1x) but costs 30 %
 # when the machine is not shared (1.30x both), which is how `dvc repro` usually runs; GOMP_SPINCOUNT=30000
-# cost nothing alone and helped nothing beside a busy process. So on shared cores the user sets one of these
-# variables (README, "Threads on shared cores"); every stage logs what it ran under.
+# cost nothing alone and helped nothing beside a busy process. One thread beside a busy process costs
+# nothing (1.0x). So spinning stays, and on shared cores the ThreadGovernor below runs fewer threads; a user
+# may still set one of these variables (README, "Threads on shared cores"); every stage logs what it ran under.
 
 
 def wait_policy(environ: MutableMapping[str, str] = os.environ) -> str:
@@ -131,11 +132,21 @@ class ThreadRequest:
 
     torch_threads: int | None = None
     tasks_at_once: int = 1
+    adaptive: bool = False  # runtime.adaptive_threads in effect: the task's loop adapts its own threads
 
     def apply(self) -> ThreadSetting:
         """This task's share of the usable CPUs: among the tasks running at once here, or, in a Dask
         worker, among the worker's threads."""
         return set_torch_threads(self.torch_threads, sharing=dask_worker_tasks() or self.tasks_at_once)
+
+    def step_hook(self, setting: ThreadSetting) -> Callable[[], object]:
+        """What the task's loop calls after each step: when adaptive, the tick of a governor of the task's
+        own thread, below its share (torch's count is per thread for OpenMP); else nothing."""
+        return ThreadGovernor(setting.threads).tick if self.adaptive else _no_step_hook
+
+
+def _no_step_hook() -> None:
+    pass
 
 
 def logged_params() -> dict[str, object]:

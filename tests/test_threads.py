@@ -313,6 +313,16 @@ def test_the_stage_set_up_installs_the_governor_from_params(no_governor, tmp_pat
     assert calls == [1] and not threads.adaptive()
 
 
+def test_a_task_governs_its_own_share(eight_cpus):
+    """Sampling parts on threads of one process: each loop adapts its own thread's count, below its share."""
+    request = threads.ThreadRequest(tasks_at_once=4, adaptive=True)
+    setting = request.apply()
+    assert request.step_hook(setting).__self__.ceiling == setting.threads == 2
+    fixed = threads.ThreadRequest(tasks_at_once=4).step_hook(setting)
+    fixed()
+    assert not isinstance(getattr(fixed, "__self__", None), threads.ThreadGovernor) and torch.get_num_threads() == 2
+
+
 def test_runs_on_cpu_follows_runtime_device():
     from cxrsynth.flows.common import runs_on_cpu
 
