@@ -10,6 +10,7 @@ use and to the tasks sharing them; ``benchmarks/bench_threads.py`` measures the 
 libgomp, the OpenMP runtime of torch's wheels, reads ``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT`` once,
 when it is loaded (``import torch``): they belong in the environment of the ``cxrsynth`` command, whose
 child processes (DVC's stage commands, DataLoader workers) inherit them.
+
 While a stage runs, other processes may start and stop. A :class:`ThreadGovernor`, ticked once per
 step of the long CPU loops (diffusion, autoencoder and classifier training, generate's sampling),
 measures every few seconds how many CPUs other processes kept busy and runs one thread fewer for each
@@ -39,8 +40,8 @@ SPINCOUNT_ENV = "GOMP_SPINCOUNT"
 # Xeon (bare U-Net step, batch 16): shorter spinning avoids part of the slowdown beside one busy process
 # (GOMP_SPINCOUNT=10000: 2.0x, OMP_WAIT_POLICY=PASSIVE: 1.75x, torch's default: 2.6-3.1x) but costs 30 %
 # when the machine is not shared (1.30x both), which is how `dvc repro` usually runs; GOMP_SPINCOUNT=30000
-# cost nothing alone and helped nothing beside a busy process. One thread beside a busy process costs
-# nothing (1.0x). So spinning stays, and on shared cores the ThreadGovernor below runs fewer threads; a user
+# cost nothing alone and helped nothing beside a busy process. One thread is not slowed by a busy process
+# (0.98x its time alone), though alone it takes 2.1x as long as two. So spinning stays, and on shared cores the ThreadGovernor below runs fewer threads; a user
 # may still set one of these variables (README, "Threads on shared cores"); every stage logs what it ran under.
 
 
