@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,9 +56,10 @@ def toy_project(root: Path, n_images: int, size: int, lesion_rate: float) -> Non
     make_project(root, n_images=n_images, size=size, lesion_rate=lesion_rate)
 
 
-def bare_loop(config: ModelConfig, batch_size: int, steps: int, context_tokens: int) -> float:
+def bare_loop(config: ModelConfig, batch_size: int, steps: int, context_tokens: int, untimed: int = 1,
+              on_step: Callable[[], None] | None = None) -> float:
     """Images/s of the plain MONAI U-Net training loop the project's loop is measured against
-    (steady state: the first step is not timed)."""
+    (steady state: the first ``untimed`` steps are not timed); ``on_step`` runs after each step."""
     unet = config.unet
     model = DiffusionModelUNet(
         spatial_dims=2, in_channels=1 + len(FINDINGS) + 1, out_channels=1, channels=unet.channels,
@@ -76,8 +78,10 @@ def bare_loop(config: ModelConfig, batch_size: int, steps: int, context_tokens: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step()
         ends.append(time.perf_counter())
-    return batch_size * (steps - 1) / (ends[-1] - ends[0])
+    return batch_size * (steps - untimed) / (ends[-1] - ends[untimed - 1])
 
 
 def project_loop(params, root: Path, steps: int, round_index: int) -> float:

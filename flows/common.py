@@ -27,11 +27,22 @@ def seed_everything(seed: int) -> None:
 
 def setup(params_path: str) -> Params:
     """Load and validate params, then fix seeds and torch threads for this process (printed here; every
-    MLflow stage run logs them too)."""
+    MLflow stage run logs them too), and let the long CPU loops adapt the threads to the machine's load
+    (``runtime.adaptive_threads``)."""
     params = load_params(params_path)
-    print(threads.set_torch_threads(params.runtime.torch_threads).describe())
+    setting = threads.set_torch_threads(params.runtime.torch_threads)
+    print(setting.describe())
+    threads.govern(setting.threads if params.runtime.adaptive_threads and runs_on_cpu(params.runtime.device) else None)
     seed_everything(params.seed)
     return params
+
+
+def runs_on_cpu(device: str) -> bool:
+    """Whether the stages' networks run on the CPU under ``runtime.device`` (cuda without a GPU: the stage
+    that needs it refuses)."""
+    from cxrsynth.tasks.device import resolve_device
+
+    return device != "cuda" and resolve_device(device).type == "cpu"
 
 
 def task_runner(params: Params, max_workers: int | None = None):

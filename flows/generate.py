@@ -38,7 +38,8 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path, autoenco
         "autoencoder_dir": None if autoencoder_dir is None else str(root / autoencoder_dir),
         "generate": params.generate, "root": str(root), "device": str(device),
         # on threads, every part runs at once in this process and gets its share of the CPUs
-        "cpu": threads.ThreadRequest(params.runtime.torch_threads, SAMPLE.rule.count(len(todo), workers)),
+        "cpu": threads.ThreadRequest(params.runtime.torch_threads, SAMPLE.rule.count(len(todo), workers),
+                                     adaptive=threads.adaptive()),
     }))
     return generation.run_stats(len(requests), generated, time.perf_counter() - started)
 

@@ -575,6 +575,13 @@ class RuntimeParams(Section):
         "the process may use (its affinity mask); capped at those CPUs, and at a fair share of them for each of "
         "several sampling parts or Dask tasks running at once"
     )
+    adaptive_threads: bool = Field(
+        True, description="on CPU, the long loops (diffusion, autoencoder and classifier training, sampling) run "
+        "one torch thread fewer for each CPU other processes keep busy, measured every few seconds, and take them "
+        "back when those CPUs are free; never more than runtime.torch_threads, OMP_NUM_THREADS or the usable CPUs "
+        "allow. The thread count can change the float rounding of CPU results, as the machine's CPU count already "
+        "does: set false for runs that must repeat bit for bit on one machine"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where torch runs; auto: CUDA when available, else CPU"
     )

@@ -3,7 +3,7 @@ import torch
 
 from tests.conftest import conv_output_dtypes
 
-from cxrsynth.tasks import device
+from cxrsynth.tasks import device, threads
 from cxrsynth.tasks.autoencoder.training import load_perceptual_network, train_autoencoder
 from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch
 from cxrsynth.tasks.params import AutoencoderParams
@@ -44,6 +44,13 @@ def test_resume_after_an_interruption_ends_on_the_same_weights(tmp_path, adversa
         assert torch.allclose(a, b, atol=1e-6), name
     if adversarial:
         assert "discriminator" in resumed.last_parts
+
+
+def test_every_step_ticks_the_thread_governor(tmp_path, monkeypatch):
+    ticks = []
+    monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
+    train_autoencoder(images(), params(steps=3), seed=0, checkpoint_dir=tmp_path)
+    assert len(ticks) == 3
 
 
 def test_training_lowers_the_reconstruction_error(tmp_path):

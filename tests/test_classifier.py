@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.transforms import Flip, RandAxisFlip, RandFlip
 
-from cxrsynth.tasks import device, manifest
+from cxrsynth.tasks import device, manifest, threads
 from cxrsynth.tasks.classifier import extract_features, load_classifier, macro_auroc, predict, save_classifier, train_classifier
 from cxrsynth.tasks.classifier.data import (
     LabelledImages,
@@ -145,6 +145,14 @@ def test_training_stops_when_validation_stops_improving(tmp_path, monkeypatch):
                                   _settings(epochs=2))
     for (name, a), b in zip(result.model.state_dict().items(), two_epochs.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_every_training_batch_ticks_the_thread_governor(tmp_path, monkeypatch):
+    ticks = []
+    monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
+    train, val = _project(tmp_path)  # 24 training images: 3 batches of 8 an epoch
+    train_classifier(VariantImages(train, val, 16, tmp_path), {"variant": "t", "augmentation": None}, _settings(epochs=2))
+    assert len(ticks) == 2 * 3
 
 
 def test_early_stopping_follows_the_monitored_findings(tmp_path):

@@ -104,6 +104,28 @@ def test_a_part_takes_its_share_of_the_cpus(project, monkeypatch):
         torch.set_num_threads(1)
 
 
+def test_an_adaptive_part_ticks_a_governor_of_its_own_share_after_each_batch(project, monkeypatch):
+    root, frame, prepared = project
+    _, requests, maps = generation.plan_for(frame, root, SETTINGS, prepared.config)
+    generation.write_condition_masks(maps, root)
+    ticks: list[int] = []
+
+    class Governor:  # records what the part's loop does with it
+        def __init__(self, ceiling: int):
+            self.ceiling = ceiling
+
+        def tick(self) -> None:
+            ticks.append(self.ceiling)
+
+    monkeypatch.setattr(threads, "ThreadGovernor", Governor)
+    two_batches = requests.iloc[:SETTINGS.batch_size + 1]
+    generation.sample_part(root / MODEL_DIR, two_batches, maps, SETTINGS, root,
+                           cpu=threads.ThreadRequest(torch_threads=1, adaptive=True))
+    assert ticks == [1, 1]
+    generation.sample_part(root / MODEL_DIR, two_batches, maps, SETTINGS, root, cpu=threads.ThreadRequest(torch_threads=1))
+    assert ticks == [1, 1]  # not adaptive: no governor
+
+
 def test_images_do_not_depend_on_batch_size(project, tmp_path_factory):
     root, frame, prepared = project
     _, requests, _, _ = _run(root, frame, prepared)

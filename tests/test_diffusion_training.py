@@ -8,7 +8,7 @@ from cxrsynth.tasks.diffusion.checkpoints import CheckpointMismatch, checkpoints
 from cxrsynth.tasks.diffusion.data import batch_conditions
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
 from cxrsynth.tasks.diffusion.train_stage import loss_table, training_metrics, write_training_outputs
-from cxrsynth.tasks import device
+from cxrsynth.tasks import device, threads
 from cxrsynth.tasks.diffusion.schedulers import training_scheduler
 from cxrsynth.tasks.diffusion.training import TrainHooks, diffusion_loss, draw_step, make_ema, train_diffusion
 from tests.diffusion_data import save_tiny_bert, tiny_diffusion, tiny_setup
@@ -47,6 +47,14 @@ def _record_conv_dtypes(model) -> list[torch.dtype]:
 
 
 @needs_native_bf16
+def test_every_step_ticks_the_thread_governor(tmp_path, monkeypatch):
+    ticks = []
+    monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
+    _, prepared = tiny_setup(tmp_path, tiny_diffusion(steps=3))
+    train_diffusion(prepared, tiny_diffusion(steps=3), tmp_path / "ck", seed=0)
+    assert len(ticks) == 3
+
+
 def test_bf16_on_the_cpu_trains_and_samples_with_float32_state(tmp_path):
     diffusion = tiny_diffusion(steps=3, mixed_precision="bf16")
     _, prepared = tiny_setup(tmp_path, diffusion)

@@ -48,6 +48,7 @@ TINY_DIFFERENCES = {
     "evaluate.bootstrap", "evaluate.prdc_k", "evaluate.segmenter_epochs", "evaluate.reader_study_images",
     "autoencoder.base_channels", "autoencoder.steps", "autoencoder.batch_size", "autoencoder.checkpoint_every",
     "runtime.torch_threads",  # the test machine's cores are shared
+    "runtime.adaptive_threads",  # smoke runs keep one thread count
     # float32: at the tiny sizes bf16 autocast costs more than it saves, and the runs match on every CPU
     "diffusion.train.mixed_precision", "classifier.mixed_precision", "autoencoder.mixed_precision",
 }
@@ -67,6 +68,13 @@ def test_tiny_profile_differs_from_the_defaults_only_in_scale():
         f"{ {key: (written[key], defaults[key]) for key in sorted(differing - TINY_DIFFERENCES)} }"
     )
     assert not TINY_DIFFERENCES - differing, f"listed as tiny-only but equal to the default: {TINY_DIFFERENCES - differing}"
+
+
+def test_adaptive_threads_is_a_yes_or_no():
+    assert Params().runtime.adaptive_threads is True
+    assert parse_params({"runtime": {"adaptive_threads": False}}).runtime.adaptive_threads is False
+    with pytest.raises(ParamsError, match=r"runtime\.adaptive_threads: .*bool"):
+        parse_params({"runtime": {"adaptive_threads": "sometimes"}})
 
 
 def test_unknown_key_is_named():

@@ -112,7 +112,8 @@ def test_stage_run_logs_declared_params_and_dvc_hashes(tmp_path, monkeypatch):
                              # this process's thread setting, logged by every stage run
                              "runtime.threads": str(torch.get_num_threads()),
                              "runtime.usable_cpus": str(len(os.sched_getaffinity(0))),
-                             "runtime.omp_wait_policy": threads.wait_policy()}
+                             "runtime.omp_wait_policy": threads.wait_policy(),
+                             "runtime.adaptive_threads": str(threads.adaptive())}
     digests = {k: v for k, v in logged.tags.items() if k.startswith("cxrsynth.input_md5.")}
     assert digests == {"cxrsynth.input_md5.data/prepare_masks": "aa.dir"}  # generate has no lock entry yet
     assert logged.tags["cxrsynth.stage"] == "mix" and logged.tags["cxrsynth.dvc_stage"] == "mix@0.5"

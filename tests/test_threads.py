@@ -9,11 +9,12 @@ import sys
 
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from cxrsynth.tasks import threads
 from cxrsynth.tasks.classifier.data import seed_worker
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_PARAMS
 
 torch.set_num_threads(1)
 CHILD_ENV = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
@@ -150,7 +151,180 @@ def test_a_mapped_task_takes_its_share_where_it_runs(eight_cpus):
     assert (in_worker.sharing, in_worker.threads) == (3, 2)
 
 
-def test_logged_params_are_the_setting_in_effect():
+def test_logged_params_are_the_setting_in_effect(no_governor):
     assert threads.logged_params() == {"runtime.threads": torch.get_num_threads(),
                                        "runtime.usable_cpus": len(os.sched_getaffinity(0)),
-                                       "runtime.omp_wait_policy": threads.wait_policy()}
+                                       "runtime.omp_wait_policy": threads.wait_policy(),
+                                       "runtime.adaptive_threads": False}
+
+
+# ------------------------------------------------------------------------------ adaptive thread count
+
+
+@pytest.fixture
+def no_governor(monkeypatch):
+    """The process's governor is whatever a test installs, and none afterwards."""
+    monkeypatch.setattr(threads, "_governor", None)
+
+
+class Machine:
+    """Synthetic CPU-time readings: wall clock, busy seconds of the usable CPUs, this process's seconds."""
+
+    def __init__(self):
+        self.wall, self.busy, self.own, self.reads = 0.0, 0.0, 0.0, 0
+        self.set_to: list[int] = []
+        self.said: list[str] = []
+
+    def run(self, seconds: float, own_cpus: float, other_cpus: float) -> None:
+        self.wall += seconds
+        self.own += own_cpus * seconds
+        self.busy += (own_cpus + other_cpus) * seconds
+
+    def machine_busy(self) -> float:
+        self.reads += 1
+        return self.busy
+
+    def governor(self, ceiling: int, interval_s: float = 2.0) -> threads.ThreadGovernor:
+        return threads.ThreadGovernor(ceiling, interval_s, clock=lambda: self.wall, machine_busy=self.machine_busy,
+                                      own_busy=lambda: self.own, set_threads=self.set_to.append, report=self.said.append)
+
+
+def test_a_busy_process_takes_a_thread_and_gives_it_back_when_it_stops():
+    machine = Machine()
+    governor = machine.governor(ceiling=2)
+    machine.run(2.0, own_cpus=2.0, other_cpus=0.0)  # alone
+    assert governor.tick() == 2
+    machine.run(2.0, own_cpus=1.3, other_cpus=0.7)  # another process shares the cores
+    assert governor.tick() == 1
+    machine.run(2.0, own_cpus=1.0, other_cpus=1.0)  # one CPU each: the other process still runs
+    assert governor.tick() == 1
+    machine.run(2.0, own_cpus=1.0, other_cpus=0.0)  # it stopped
+    assert governor.tick() == 2
+    assert machine.set_to == [1, 2]
+    assert machine.said == ["threads 2 -> 1: other processes busy on 0.7 CPU",
+                            "threads 1 -> 2: other processes busy on 0.0 CPU"]
+
+
+def test_readings_wait_for_the_interval():
+    machine = Machine()
+    governor = machine.governor(ceiling=2, interval_s=5.0)
+    for _ in range(4):  # short steps beside a busy process: no reading until 5 s have passed
+        machine.run(1.0, own_cpus=1.0, other_cpus=1.0)
+        assert governor.tick() == 2
+    assert machine.reads == 1  # the first reading, when the governor started
+    machine.run(1.0, own_cpus=1.0, other_cpus=1.0)
+    assert governor.tick() == 1 and machine.reads == 2
+
+
+@pytest.mark.parametrize("threads_now, others, expected", [
+    (2, 0.55, 2),  # under the drop threshold: keep both
+    (2, 0.65, 1),
+    (1, 0.45, 1),  # between the thresholds: keep the one
+    (1, 0.25, 2),
+    (8, 2.7, 5),  # several CPUs busy elsewhere: a thread fewer for each
+    (5, 2.5, 5),  # near the current share: no change either way
+    (5, 1.2, 7),
+    (8, 0.0, 8),  # never above the ceiling
+    (8, 20.0, 1),  # never below one thread
+])
+def test_threads_follow_the_others_with_hysteresis(threads_now, others, expected):
+    ceiling = 8 if threads_now > 2 else 2
+    assert threads.threads_to_run(ceiling, threads_now, others) == expected
+
+
+def test_the_ceiling_bounds_the_count():
+    """runtime.torch_threads or OMP_NUM_THREADS set the ceiling: a quiet machine adds no thread beyond it."""
+    machine = Machine()
+    governor = machine.governor(ceiling=1)
+    for other_cpus in (0.0, 1.0, 0.0):
+        machine.run(2.0, own_cpus=1.0, other_cpus=other_cpus)
+        assert governor.tick() == 1
+    assert machine.set_to == [] and machine.said == []
+
+
+def test_unreadable_cpu_times_leave_the_threads_alone():
+    machine = Machine()
+
+    def unreadable() -> float:
+        raise OSError("[Errno 2] No such file or directory: '/proc/stat'")
+
+    governor = threads.ThreadGovernor(2, clock=lambda: machine.wall, machine_busy=unreadable,
+                                      set_threads=machine.set_to.append, report=machine.said.append)
+    for _ in range(3):
+        machine.run(5.0, own_cpus=1.0, other_cpus=1.0)
+        assert governor.tick() == 2
+    assert not governor.active and machine.set_to == []
+    assert len(machine.said) == 1 and "adaptive threads off" in machine.said[0] and "/proc/stat" in machine.said[0]
+
+
+def test_without_proc_stat_the_default_governor_says_so_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(threads, "PROC_STAT", tmp_path / "no_proc_stat")  # as on macOS or Windows
+    said: list[str] = []
+    governor = threads.ThreadGovernor(2, interval_s=0.0, report=said.append)
+    assert governor.tick() == 2 and not governor.active and len(said) == 1
+
+
+STAT = """cpu  900 90 90 9000 9 0 9 9 0 0
+cpu0 100 10 20 1000 5 1 2 3 0 0
+cpu1 400 40 40 4000 4 0 4 4 0 0
+intr 1 2 3
+"""
+
+
+def test_busy_time_counts_the_usable_cpus_only():
+    tick = os.sysconf("SC_CLK_TCK")
+    assert threads.busy_cpu_seconds({0}, STAT) == pytest.approx((100 + 10 + 20 + 1 + 2 + 3) / tick)  # not idle, iowait
+    assert threads.busy_cpu_seconds({0, 1}, STAT) == pytest.approx((136 + 488) / tick)
+    with pytest.raises(OSError, match="none of CPUs"):
+        threads.busy_cpu_seconds({7}, STAT)
+
+
+@pytest.mark.skipif(not threads.PROC_STAT.exists(), reason="no /proc/stat (not Linux)")
+def test_this_machines_cpu_times_are_read():
+    cpus = os.sched_getaffinity(0)
+    busy, own = threads.busy_cpu_seconds(cpus), threads.own_cpu_seconds()
+    spin_until = own + 0.2
+    while threads.own_cpu_seconds() < spin_until:  # some CPU time of our own
+        pass
+    busy_delta, own_delta = threads.busy_cpu_seconds(cpus) - busy, threads.own_cpu_seconds() - own
+    assert busy_delta >= own_delta - 0.05 * len(cpus)  # the machine's busy time holds ours (clock-tick rounding)
+    governor = threads.ThreadGovernor(1, interval_s=0.0, set_threads=pytest.fail)
+    assert governor.tick() == 1 and governor.active
+
+
+def test_the_stage_set_up_installs_the_governor_from_params(no_governor, tmp_path, monkeypatch):
+    from cxrsynth.flows import common
+
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    path = tmp_path / "params.yaml"
+    for adaptive, device, expected in [(False, "cpu", False), (True, "cuda", False), (True, "cpu", True)]:
+        raw["runtime"].update(adaptive_threads=adaptive, device=device, torch_threads=1)
+        path.write_text(yaml.safe_dump(raw))
+        common.setup(str(path))
+        assert threads.adaptive() == expected
+        assert threads.logged_params()["runtime.adaptive_threads"] == expected
+    assert threads._governor.ceiling == 1  # runtime.torch_threads: the governor never goes above it
+    calls: list[int] = []
+    monkeypatch.setattr(threads._governor, "tick", lambda: calls.append(1))
+    threads.tick()
+    assert calls == [1]
+    threads.govern(None)
+    threads.tick()  # no governor: nothing happens
+    assert calls == [1] and not threads.adaptive()
+
+
+def test_a_task_governs_its_own_share(eight_cpus):
+    """Sampling parts on threads of one process: each loop adapts its own thread's count, below its share."""
+    request = threads.ThreadRequest(tasks_at_once=4, adaptive=True)
+    setting = request.apply()
+    assert request.step_hook(setting).__self__.ceiling == setting.threads == 2
+    fixed = threads.ThreadRequest(tasks_at_once=4).step_hook(setting)
+    fixed()
+    assert not isinstance(getattr(fixed, "__self__", None), threads.ThreadGovernor) and torch.get_num_threads() == 2
+
+
+def test_runs_on_cpu_follows_runtime_device():
+    from cxrsynth.flows.common import runs_on_cpu
+
+    assert runs_on_cpu("cpu") and not runs_on_cpu("cuda")
+    assert runs_on_cpu("auto") == (not torch.cuda.is_available())

@@ -26,6 +26,7 @@ from cxrsynth.models.autoencoder import (
     build_discriminator,
     kl_divergence,
 )
+from cxrsynth.tasks import threads
 from cxrsynth.tasks.device import autocast, autocast_dtype
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from cxrsynth.tasks.diffusion.data import StepBatches
@@ -172,6 +173,7 @@ def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int
     bar = tqdm(total=params.steps, initial=run.step, desc="train_autoencoder", unit="step", dynamic_ncols=True)
     for batch in StepBatches(len(images), params.batch_size, seed, run.step, params.steps):
         parts = train_step(run, images[batch].to(device), params.loss, perceptual)
+        threads.tick()  # fewer torch threads while other processes keep CPUs busy
         run.step += 1
         run.history.append((run.step, parts["loss"]))
         bar.update(1)

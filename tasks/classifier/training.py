@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier, masked_bce
+from cxrsynth.tasks import threads
 from cxrsynth.tasks.device import Precision, autocast, choose_precision
 from cxrsynth.tasks.classifier.data import (
     LabelledImages,
@@ -113,6 +114,7 @@ def _train_epoch(model, loader, optimizer, weights, device, epoch: int, precisio
         loss = masked_bce(logits(model, batch["image"].to(device), precision), batch["labels"].to(device), weights)
         loss.backward()
         optimizer.step()
+        threads.tick()  # fewer torch threads while other processes keep CPUs busy
         total, batches = total + loss.item(), batches + 1
     return total / max(batches, 1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -235,14 +236,16 @@ def pending(requests: pd.DataFrame, root: str | Path = ".") -> pd.DataFrame:
 
 
 def sample_requests(pipeline: GenerationPipeline, todo: pd.DataFrame, maps: dict[str, np.ndarray],
-                    generate: GenerateParams, root: str | Path = ".") -> int:
+                    generate: GenerateParams, root: str | Path = ".", on_batch: Callable[[], object] | None = None) -> int:
     """Sample and write the images of ``todo`` in batches under the pipeline's sampler; returns how
-    many were written."""
+    many were written. ``on_batch`` runs after each batch (the part's thread governor)."""
     with tqdm(total=len(todo), desc=f"generate ({pipeline.sampler}, {generate.steps} steps)", unit="img") as bar:
         for start in range(0, len(todo), generate.batch_size):
             batch = todo.iloc[start:start + generate.batch_size]
             cond = request_conditions(batch, maps, pipeline.tokenizer, pipeline.config.image_size)
             images = pipeline(cond, batch["seed"].tolist(), generate.steps, generate.guidance_scale)
+            if on_batch is not None:
+                on_batch()
             for image_id, image in zip(batch["image_id"], images[:, 0].numpy(), strict=True):
                 write_png16(Path(root) / image_path(image_id), image)
             bar.update(len(batch))
@@ -255,10 +258,11 @@ def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.nd
     """One worker's part of the plan (a thread, or a Dask worker that shares the project folder):
     takes its share of the CPUs (``cpu``), loads the model (and, in latent space, the autoencoder of
     ``autoencoder_dir``) where it runs, then samples and writes the part's images."""
-    print(cpu.apply().describe())
+    setting = cpu.apply()
+    print(setting.describe())
     pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler,
                                                   mixed_precision=SAMPLING_PRECISION, autoencoder=autoencoder_dir)
-    return sample_requests(pipeline, todo, maps, generate, root)
+    return sample_requests(pipeline, todo, maps, generate, root, on_batch=cpu.step_hook(setting))
 
 
 def run_stats(n_requests: int, generated: int, wall: float) -> dict:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from cxrsynth.models.denoiser import ConditionalDenoiser
 from cxrsynth.models.latent import LatentCodec, mask_grid
 from cxrsynth.models.losses import CleanEstimate, lesion_preserving_loss
+from cxrsynth.tasks import threads
 from cxrsynth.tasks.device import Precision, autocast, choose_precision
 from cxrsynth.tasks.diffusion.checkpoints import (
     latest_checkpoint,
@@ -299,6 +300,7 @@ def train_diffusion(
                           scheduler.config.num_train_timesteps, run.generator).rows(replica)
         losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device, precision, codec)
         _optimise(run, losses["loss"], trainable, settings.grad_clip)
+        threads.tick()  # fewer torch threads while other processes keep CPUs busy
         run.step += 1
         images += settings.batch_size
         losses = {name: mean_across(value.detach(), replica) for name, value in losses.items()}
