@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Flows run in-process start Prefect's temporary server; on a loaded runner (two workers beside other
+# jobs) it took longer than Prefect's default startup timeout, failing tests that had nothing wrong.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 # Prefect logs "Stopping temporary server" from an atexit hook, after pytest has closed the
 # captured streams; at WARNING that line (and the noise it causes) is not emitted.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
