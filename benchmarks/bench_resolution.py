@@ -36,6 +36,7 @@ trains:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -43,7 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +55,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cxrsynth.flows.evaluate import scoring  # noqa: E402
 from cxrsynth.tasks import manifest  # noqa: E402
 from cxrsynth.tasks.autoencoder import stage as autoencoder_stage  # noqa: E402
 from cxrsynth.tasks.classifier import train_classifier  # noqa: E402
 from cxrsynth.tasks.classifier.training import VariantImages, classifier_precision  # noqa: E402
 from cxrsynth.tasks.device import describe_cpu  # noqa: E402
 from cxrsynth.tasks.diffusion import generation  # noqa: E402
-from cxrsynth.tasks.diffusion.data import training_rows  # noqa: E402
 from cxrsynth.tasks.diffusion.grids import enlarge, outlined, tile, write_rgb  # noqa: E402
 from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline  # noqa: E402
 from cxrsynth.tasks.diffusion.train_stage import training_setup  # noqa: E402
@@ -156,11 +157,6 @@ class Judge:
     precision: torch.dtype | None
 
 
-def scoring(params: Params) -> downstream.Scoring:
-    config = params.evaluate
-    return downstream.Scoring(config.specificity, config.bootstrap, config.seed, config.min_cases)
-
-
 def real_only_classifier(project: Project, test: ImageSet) -> tuple[torch.nn.Module, np.ndarray, dict]:
     """Trained on the real training split (validation for early stopping) as train_baseline's
     real_only variant with its first seed; its probabilities on ``test`` and AUROC per rare finding."""
@@ -179,16 +175,16 @@ def real_only_classifier(project: Project, test: ImageSet) -> tuple[torch.nn.Mod
     return result.model, probabilities, aurocs
 
 
-def test_set(project: Project) -> ImageSet:
-    return load_set(project.split("test"), project.root, project.size, "test")
+def real_split(project: Project, split: str) -> ImageSet:
+    return autoencoder_stage.real_split(project.frame, project.root, project.size, split)
 
 
 def build_judge(project: Project) -> tuple[Judge, dict]:
     """The judge at the project's size, and its real-only classifier's AUROC per rare finding."""
-    params, test = project.params, test_set(project)
+    params, test = project.params, real_split(project, "test")
     model, probabilities, aurocs = real_only_classifier(project, test)
     thresholds = downstream.operating_thresholds(evaluation_labels(test.frame), probabilities, scoring(params))
-    train = load_set(training_rows(project.frame), project.root, project.size, "train")
+    train = real_split(project, "train")
     masked = train.subset(train.masks.any(axis=(1, 2, 3)))
     segmenter = lesions.train_segmenter(masked.images, masked.masks,
                                         lesions.known_channels(masked.masks, finding_states(masked.frame)),
@@ -242,24 +238,23 @@ def train_arm(project: Project, space: str, budget_s: float, folder: Path) -> Tr
     autoencoder_dir, autoencoder_s = None, 0.0
     if space == "latent":
         started = time.perf_counter()
-        train_set = autoencoder_stage.real_split(project.frame, project.root, project.size, "train")
-        outcome = autoencoder_stage.train(params, train_set, folder / "autoencoder_checkpoints", torch.device("cpu"))
+        outcome = autoencoder_stage.train(params, real_split(project, "train"), folder / "autoencoder_checkpoints", torch.device("cpu"))
         autoencoder_dir = folder / "autoencoder"
         autoencoder_stage.write_model(autoencoder_dir, outcome, params)
         autoencoder_s = time.perf_counter() - started
         fidelity_report = autoencoder_stage.measure_fidelity(
-            outcome.ema_model, autoencoder_stage.real_split(project.frame, project.root, project.size, "test"),
+            outcome.ema_model, real_split(project, "test"),
             params.autoencoder.batch_size, torch.device("cpu")).report  # not counted: the stage measures it too
         print_autoencoder_fidelity(fidelity_report, project.size)
     started = time.perf_counter()
     setup = training_setup(params, project.frame, project.root, autoencoder_dir)
     setup_s = time.perf_counter() - started
-    per_step = seconds_per_step(setup, params, folder / "calibration")  # trains setup's model: rebuilt below
+    # the calibration trains a copy: the timed run starts from the same fresh weights
+    per_step = seconds_per_step(replace(setup, model=copy.deepcopy(setup.model)), params, folder / "calibration")
     steps = max(1, int((budget_s - autoencoder_s - setup_s) / per_step))
     print(f"  {space} {project.size} px: autoencoder {autoencoder_s:.0f} s, setup {setup_s:.0f} s, "
           f"{per_step:.2f} s/step -> {steps} steps", flush=True)
     params = arm_params(project, space, steps)
-    setup = training_setup(params, project.frame, project.root, autoencoder_dir)  # fresh weights
     started = time.perf_counter()
     outcome = train_diffusion(setup, params.diffusion, folder / "checkpoints", seed=params.seed)
     diffusion_s = time.perf_counter() - started
@@ -363,7 +358,7 @@ def main() -> None:
     samples = {arm: sample_arm(projects[ARMS[arm][1]], trained[arm], args.images,
                                args.out / arm.replace(" ", "_") / "samples") for arm in args.arms}
     judge, aurocs = build_judge(projects[JUDGE_SIZE])
-    aurocs_by_size = {size: real_only_classifier(project, test_set(project))[2] if size != JUDGE_SIZE else aurocs
+    aurocs_by_size = {size: real_only_classifier(project, real_split(project, "test"))[2] if size != JUDGE_SIZE else aurocs
                       for size, project in projects.items()}
     results = {}
     for arm, synthetic in samples.items():

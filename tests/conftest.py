@@ -43,7 +43,7 @@ TINY_PARAMS = ROOT / "tests" / "params.tiny.yaml"
 def _merge(base: dict, updates: dict, where: str) -> None:
     for key, value in updates.items():
         if key not in base:
-            raise KeyError(f"{where}{key}: not a key of {TINY_PARAMS.name}")
+            raise KeyError(f"{where}{key}: not a key of the profile merged into")
         if isinstance(value, dict) and isinstance(base[key], dict):
             _merge(base[key], value, f"{where}{key}.")
         else:

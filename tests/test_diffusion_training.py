@@ -46,7 +46,6 @@ def _record_conv_dtypes(model) -> list[torch.dtype]:
     return seen
 
 
-@needs_native_bf16
 def test_every_step_ticks_the_thread_governor(tmp_path, monkeypatch):
     ticks = []
     monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
@@ -55,6 +54,7 @@ def test_every_step_ticks_the_thread_governor(tmp_path, monkeypatch):
     assert len(ticks) == 3
 
 
+@needs_native_bf16
 def test_bf16_on_the_cpu_trains_and_samples_with_float32_state(tmp_path):
     diffusion = tiny_diffusion(steps=3, mixed_precision="bf16")
     _, prepared = tiny_setup(tmp_path, diffusion)

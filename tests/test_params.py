@@ -1,8 +1,10 @@
+import copy
+
 import pytest
 import yaml
 
 from cxrsynth.tasks.params import Params, ParamsError, load_params, parse_params, variant_name
-from tests.conftest import ROOT, TINY_PARAMS
+from tests.conftest import ROOT, TINY_PARAMS, _merge
 
 
 def _items(mapping, prefix=""):
@@ -184,11 +186,6 @@ def test_classifier_seeds_are_distinct_and_an_old_single_seed_still_reads():
         parse_params({"classifier": {"seeds": []}})
 
 
-def _merged(base: dict, override: dict) -> dict:
-    return {key: _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-            for key, value in {**base, **override}.items()}
-
-
 def _readme_profile(heading: str) -> dict:
     """The YAML block that follows the README's profile bullet starting with ``heading``."""
     text = (ROOT / "README.md").read_text()
@@ -197,9 +194,10 @@ def _readme_profile(heading: str) -> dict:
 
 
 def test_readme_gpu_profiles_are_valid_params_with_a_64_px_latent_grid():
-    default = yaml.safe_load((ROOT / "params.yaml").read_text())
-    full = _merged(default, _readme_profile("- **full** (GPU)"))
-    at_512 = _merged(full, _readme_profile("- **full at 512 px**"))
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    _merge(full, _readme_profile("- **full** (GPU)"), "")
+    at_512 = copy.deepcopy(full)
+    _merge(at_512, _readme_profile("- **full at 512 px**"), "")
     for raw, size in ((full, 256), (at_512, 512)):
         params = parse_params(raw, "README")
         assert params.ingest.image_size == size and params.diffusion.space == "latent"
