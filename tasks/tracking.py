@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import sys
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -106,7 +107,8 @@ def stage_run(
     inputs: tuple[str | Path, ...] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the MLflow run of one stage execution: its declared params, this process's torch threads,
-    commit, DVC's hashes of what it reads (``inputs``, by default every dep) and grouping tags."""
+    commit, DVC's hashes of what it reads (``inputs``, by default every dep) and grouping tags. A run
+    that ends without an error logs ``runtime.wall_s`` and ``runtime.peak_rss_mib``."""
     configure(params)
     command = spec.command[0] or spec.name
     tags = {
@@ -126,7 +128,9 @@ def stage_run(
         logged = {"seed": params.seed, **declared_params(params, spec.params), **threads.logged_params(),
                   **(extra_params or {})}
         mlflow.log_params({key: _param_value(value) for key, value in logged.items()})
+        started = time.perf_counter()
         yield run
+        log_metrics({"runtime.wall_s": time.perf_counter() - started, "runtime.peak_rss_mib": peak_rss_mib()})
 
 
 @contextlib.contextmanager
@@ -160,6 +164,18 @@ def log_to_pipeline_run(metrics: Mapping[str, float], tags: Mapping[str, str], n
     for name, text in (texts or {}).items():
         client.log_text(parent, text, name)
     return parent
+
+
+def peak_rss_mib() -> float | None:
+    """The largest resident memory, in MiB, of this process or of any child it has waited for
+    (DataLoader and Dask workers), over its life so far; None where the OS does not report it."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB on Linux
+    largest = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return largest * unit / 2**20
 
 
 def _now_ms() -> int:

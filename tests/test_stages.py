@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,16 @@ def test_stage_run_logs_declared_params_and_dvc_hashes(tmp_path, monkeypatch):
     digests = {k: v for k, v in logged.tags.items() if k.startswith("cxrsynth.input_md5.")}
     assert digests == {"cxrsynth.input_md5.data/prepare_masks": "aa.dir"}  # generate has no lock entry yet
     assert logged.tags["cxrsynth.stage"] == "mix" and logged.tags["cxrsynth.dvc_stage"] == "mix@0.5"
+    assert logged.metrics["runtime.wall_s"] >= 0 and logged.metrics["runtime.peak_rss_mib"] > 50  # torch is loaded
+
+
+def test_peak_rss_counts_what_the_process_held():
+    held_mib = 768  # more than importing torch and MLflow peaks at
+    script = ("from cxrsynth.tasks.tracking import peak_rss_mib; before = peak_rss_mib(); "
+              f"held = b'x' * ({held_mib} * 2**20); del held; print(before, peak_rss_mib())")
+    before, after = map(float, subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                              check=True).stdout.split())
+    assert after >= max(before, held_mib)  # freed again, still the peak
 
 
 def test_child_runs_and_the_pipeline_parent_run(tmp_path, monkeypatch):
