@@ -482,6 +482,15 @@ class ClassifierParams(Section):
         None, description="findings whose mean validation AUROC early stopping follows (those with both classes in "
         "validation); null: every finding with both classes"
     )
+    lesion_weight: float = Field(
+        0.0, ge=0, description="weight of the lesion-map loss beside the labels' (0: off): a 1x1-conv head on the "
+        "final feature map learns each finding's lesion mask, max-pooled to that grid; needs lesion masks "
+        "(prepare_masks' mask_path, generate's masks of mask-conditioned images); rows without one learn only "
+        "from a negative label (an empty map)"
+    )
+    lesion_pos_weight: float = Field(
+        20.0, gt=0, description="weight of the lesion cells in the lesion-map loss (few cells hold a lesion)"
+    )
     epochs: int = Field(15, ge=1, description="most training epochs (early stopping may end sooner)")
     batch_size: int = Field(32, ge=1, description="images per training and validation batch")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")

@@ -34,7 +34,9 @@ def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -
     payload = torch.load(path, map_location=device, weights_only=True)
     if list(payload.get("findings", [])) != list(FINDINGS):
         raise ValueError(f"{path}: trained for findings {payload.get('findings')}, this code models {list(FINDINGS)}")
-    model = build_classifier(payload["architecture"])
+    # A lesion head is known by its weights: checkpoints from before it existed load unchanged.
+    lesion_head = any(key.startswith("lesion_head.") for key in payload["state_dict"])
+    model = build_classifier(payload["architecture"], lesion_head)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()
 
