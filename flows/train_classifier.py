@@ -93,7 +93,8 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
         for row in quarantine.itertuples():
             print(f"quarantined {row.image_id}: {row.reason}")
         train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
-        images = VariantImages(train, val, params.ingest.image_size, ".").decoded()  # once for every seed
+        images = VariantImages(train, val, params.ingest.image_size, ".").decoded(  # once for every seed
+            lesion_maps=params.classifier.lesion_weight > 0)
         base = {
             "variant": variant, "ratio": ratio, "architecture": params.classifier.architecture,
             "params": section_dict(params, "classifier"), "variant_config": variant_config,

@@ -32,18 +32,25 @@ class ManifestImages(Dataset):
     def image(self, index: int) -> np.ndarray:
         return read_png16(self.root / self.frame.at[index, "path"])
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image = self.image(index)
+    def label_map(self, index: int) -> np.ndarray | None:
+        """The row's bit-coded lesion label map (H, W) uint8 (``labelmap``), None where it has no mask file."""
         mask_path = None if self.mask_paths is None else self.mask_paths.iat[index]
         if mask_path is None or pd.isna(mask_path):
+            return None
+        return read_mask(self.root / mask_path)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image = self.image(index)
+        label_map = self.label_map(index)
+        if label_map is None:
             masks = np.zeros((len(FINDINGS), *image.shape), dtype=np.float32)
         else:
-            masks = labelmap.decode(read_mask(self.root / mask_path))
+            masks = labelmap.decode(label_map)
         labels = self.labels[index] if self.labels is not None else np.full(len(FINDINGS), np.nan, np.float32)
         return {
             "image": torch.from_numpy(image)[None],
             "mask": torch.from_numpy(masks),
-            "has_mask": torch.tensor(mask_path is not None and not pd.isna(mask_path)),
+            "has_mask": torch.tensor(label_map is not None),
             "labels": torch.from_numpy(labels),
             "index": torch.tensor(index),
         }

@@ -47,7 +47,7 @@ def test_augmentation_keeps_the_heart_on_its_side():
     assert not any(isinstance(t, (Flip, RandFlip, RandAxisFlip)) for t in transform.transforms)
     columns = np.arange(32)
     for _ in range(30):
-        out = np.asarray(transform(torch.from_numpy(image)))[0]
+        out = np.asarray(transform({"image": torch.from_numpy(image)})["image"])[0]
         centre = (out.sum(axis=0) * columns).sum() / out.sum()
         assert centre < 12, "the bright mass left the left half: a left-right flip"
 

@@ -1,5 +1,6 @@
-"""What the classifier trains on: images and labels of a variant's rows, its augmentation and
-class balancing, and the quarantine of images that cannot be used."""
+"""What the classifier trains on: images and labels of a variant's rows (and their lesion masks when
+it learns them too), its augmentation and class balancing, and the quarantine of images that cannot
+be used."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pandas as pd
 import torch
 from monai.transforms import (
     Compose,
-    RandAdjustContrast,
-    RandAffine,
-    RandGaussianNoise,
-    RandScaleIntensity,
-    RandShiftIntensity,
+    RandAdjustContrastd,
+    RandAffined,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
 )
 from monai.utils import convert_to_tensor
 from PIL import Image, UnidentifiedImageError
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
 from cxrsynth.tasks.datasets import ManifestImages
 from cxrsynth.tasks.findings import FINDINGS, UNCERTAIN
 from cxrsynth.tasks.manifest import label_matrix
+from cxrsynth.tasks.masks import labelmap
 
 
 def classifier_labels(frame: pd.DataFrame, unmentioned: str = "ignore") -> np.ndarray:
@@ -45,29 +47,71 @@ def classifier_labels(frame: pd.DataFrame, unmentioned: str = "ignore") -> np.nd
 
 class LabelledImages(ManifestImages):
     """Image (1, H, W) in [0, 1] and label vector (NaN where unknown, see ``classifier_labels``) per
-    row; masks are not read. ``transform`` (a MONAI Compose) augments the image on the fly.
-    ``pixels`` (n, H, W), the rows' images decoded already (``decode_images``), spares reading the
-    files again: a variant's images are decoded once for all its seeds and epochs."""
+    row. ``transform`` (``augmentation``) augments the image on the fly. ``pixels`` (n, H, W), the
+    rows' images decoded already (``decode_images``), spares reading the files again: a variant's
+    images are decoded once for all its seeds and epochs.
+
+    With ``label_maps`` (n, H, W), the rows' lesion label maps (``read_label_maps``), each item also
+    holds ``mask`` (F, H, W) bool, the row's lesion masks moved with the image by the augmentation,
+    and ``mask_known`` (F,) bool, the findings whose map is a target (``lesion_targets_known``)."""
 
     def __init__(self, frame: pd.DataFrame, root: str | Path = ".", transform: Compose | None = None,
-                 pixels: np.ndarray | None = None, unmentioned: str = "ignore") -> None:
+                 pixels: np.ndarray | None = None, unmentioned: str = "ignore",
+                 label_maps: np.ndarray | None = None) -> None:
         super().__init__(frame, root)
         if self.labels is None:
             raise ValueError("the classifier needs the finding columns in its manifest")
-        if pixels is not None and len(pixels) != len(self.frame):
-            raise ValueError(f"{len(pixels)} decoded images for {len(self.frame)} manifest rows")
+        for name, array in (("decoded images", pixels), ("label maps", label_maps)):
+            if array is not None and len(array) != len(self.frame):
+                raise ValueError(f"{len(array)} {name} for {len(self.frame)} manifest rows")
         self.labels = classifier_labels(self.frame, unmentioned)
         self.transform = transform
         self.pixels = pixels
+        self.label_maps = label_maps
+        self.mask_known = None if label_maps is None else lesion_targets_known(self.labels, label_maps)
 
     def image(self, index: int) -> np.ndarray:
         return super().image(index) if self.pixels is None else self.pixels[index]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image = torch.from_numpy(self.image(index))[None]
+        sample = {"image": torch.from_numpy(self.image(index))[None]}
+        if self.label_maps is not None:
+            sample["mask"] = torch.from_numpy(labelmap.decode(self.label_maps[index]))
         if self.transform is not None:
-            image = convert_to_tensor(self.transform(image), dtype=torch.float32, track_meta=False).clamp(0.0, 1.0)
-        return {"image": image, "labels": torch.from_numpy(self.labels[index]), "index": torch.tensor(index)}
+            sample = self.transform(sample)
+        item = {"image": convert_to_tensor(sample["image"], dtype=torch.float32, track_meta=False).clamp(0.0, 1.0),
+                "labels": torch.from_numpy(self.labels[index]), "index": torch.tensor(index)}
+        if self.label_maps is not None:
+            item["mask"] = convert_to_tensor(sample["mask"], track_meta=False) > 0.5
+            item["mask_known"] = torch.from_numpy(self.mask_known[index])
+        return item
+
+
+def read_label_maps(frame: pd.DataFrame, root: str | Path, image_size: int) -> np.ndarray:
+    """Every row's bit-coded lesion label map (n, H, W) uint8, zeros where a row has no mask file, read
+    once like ``decode_images``. Kept coded, 1 byte a pixel (16 KB an image at 128 px, a quarter of
+    its decoded pixels): a row's (F, H, W) channels are decoded when it is drawn, a bit shift a pixel."""
+    rows = ManifestImages(frame, root)
+    maps = np.zeros((len(rows), image_size, image_size), dtype=np.uint8)
+    for index in range(len(rows)):
+        label_map = rows.label_map(index)
+        if label_map is None:
+            continue
+        if label_map.shape != maps.shape[1:]:
+            raise ValueError(f"{rows.frame.at[index, 'mask_path']}: label map is {label_map.shape[1]}x{label_map.shape[0]}, "
+                             f"expected the working size {image_size}x{image_size}")
+        maps[index] = label_map
+    return maps
+
+
+def lesion_targets_known(labels: np.ndarray, label_maps: np.ndarray) -> np.ndarray:
+    """(n, F) bool: where a row's lesion map of a finding is a training target. Known where the row
+    has lesion pixels of that finding (its mask) or its label is 0 (absent: an empty map). A row
+    labelled 1 without a mask of the finding is not: its lesion is somewhere, the map does not say
+    where. (NaN labels with a mask: known, the mask says where the lesion is.)"""
+    bits = np.bitwise_or.reduce(label_maps.reshape(len(label_maps), -1), axis=1)
+    has_mask = ((bits[:, None] >> np.arange(len(FINDINGS), dtype=np.uint8)) & 1).astype(bool)
+    return has_mask | (labels == 0)
 
 
 def decode_images(frame: pd.DataFrame, root: str | Path = ".") -> np.ndarray:
@@ -82,16 +126,21 @@ def decode_images(frame: pd.DataFrame, root: str | Path = ".") -> np.ndarray:
 
 def augmentation(settings: dict, image_size: int) -> Compose:
     """Classical augmentation from a variant's settings: a small rotation, shift and zoom, gamma,
-    brightness, noise. No flips: left-right moves the heart to the wrong side, up-down the diaphragm."""
+    brightness, noise. No flips: left-right moves the heart to the wrong side, up-down the diaphragm.
+    Dictionary transforms on ``{"image": (1, H, W)}`` and, when the classifier learns lesion maps,
+    ``"mask": (F, H, W)``: the affine moves both together (the mask by nearest neighbour, so it stays
+    0/1); the intensity transforms touch the image only."""
     prob = settings["prob"]
     shift = settings["translate_fraction"] * image_size
+    image = ["image"]
     return Compose([
-        RandAffine(prob=prob, rotate_range=(np.deg2rad(settings["rotate_degrees"]),), translate_range=(shift, shift),
-                   scale_range=(settings["zoom"], settings["zoom"]), padding_mode="zeros"),
-        RandAdjustContrast(prob=prob, gamma=tuple(settings["gamma"])),
-        RandScaleIntensity(factors=settings["intensity_scale"], prob=prob),
-        RandShiftIntensity(offsets=settings["intensity_shift"], prob=prob),
-        RandGaussianNoise(prob=prob, std=settings["noise_std"], sample_std=False),
+        RandAffined(keys=["image", "mask"], mode=["bilinear", "nearest"], prob=prob,
+                    rotate_range=(np.deg2rad(settings["rotate_degrees"]),), translate_range=(shift, shift),
+                    scale_range=(settings["zoom"], settings["zoom"]), padding_mode="zeros", allow_missing_keys=True),
+        RandAdjustContrastd(keys=image, prob=prob, gamma=tuple(settings["gamma"])),
+        RandScaleIntensityd(keys=image, factors=settings["intensity_scale"], prob=prob),
+        RandShiftIntensityd(keys=image, offsets=settings["intensity_shift"], prob=prob),
+        RandGaussianNoised(keys=image, prob=prob, std=settings["noise_std"], sample_std=False),
     ])
 
 

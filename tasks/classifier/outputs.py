@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cxrsynth.tasks.classifier.inference import CHECKPOINT, save_classifier  # noqa: E402
-from cxrsynth.tasks.classifier.training import TrainResult  # noqa: E402
+from cxrsynth.tasks.classifier.training import LESION_COLUMN, TrainResult  # noqa: E402
 from cxrsynth.tasks.io import atomic_path, write_csv, write_json  # noqa: E402
 
 
@@ -47,10 +47,12 @@ def write_history(history: pd.DataFrame, path: str | Path) -> None:
 
 
 def plot_history(history: pd.DataFrame, path: str | Path, title: str) -> None:
-    """Loss curves and the validation macro AUROC per epoch, side by side."""
+    """Loss curves (and the lesion-map loss when there is one) and the validation macro AUROC per epoch, side by side."""
     figure, (losses, auroc) = plt.subplots(1, 2, figsize=(9, 3.5))
     losses.plot(history["epoch"], history["train_loss"], marker="o", label="train")
     losses.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    if LESION_COLUMN in history:  # a classifier that learns lesion maps too
+        losses.plot(history["epoch"], history[LESION_COLUMN], marker="o", linestyle="--", label="train lesion maps")
     losses.set(xlabel="epoch", ylabel="masked BCE", title="loss")
     losses.legend()
     auroc.plot(history["epoch"], history["val_macro_auroc"], marker="o", color="tab:green")

@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from cxrsynth.models.classifier import FindingClassifier, build_classifier, masked_bce
+from cxrsynth.models.classifier import FindingClassifier, build_classifier, lesion_loss, masked_bce
 from cxrsynth.tasks import threads
 from cxrsynth.tasks.device import Precision, autocast, choose_precision
 from cxrsynth.tasks.classifier.data import (
@@ -23,12 +23,17 @@ from cxrsynth.tasks.classifier.data import (
     decode_images,
     inference_loader,
     pos_weight,
+    read_label_maps,
     training_loader,
 )
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.params import ClassifierParams
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
+# Only in the history of a classifier that learns lesion maps (classifier.lesion_weight > 0): the mean
+# lesion_loss of its batches, unweighted. train_loss stays the labels' masked BCE, comparable with
+# val_loss; the loss minimised is train_loss + lesion_weight * train_lesion_loss.
+LESION_COLUMN = "train_lesion_loss"
 PRECISION_KEY = "classifier.mixed_precision"
 
 
@@ -87,7 +92,7 @@ class EarlyStopping:
 @dataclass
 class TrainResult:
     model: FindingClassifier  # the best epoch's weights, in eval mode
-    history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch run
+    history: pd.DataFrame  # HISTORY_COLUMNS (and LESION_COLUMN when learning lesion maps), one row per epoch run
     best_epoch: int
     monitor: str  # val_macro_auroc (the mean over scored_findings), or val_loss when no validation finding has both classes
     stopped_early: bool
@@ -106,17 +111,43 @@ def logits(model: FindingClassifier, images: torch.Tensor, precision: torch.dtyp
         return model(images).float()
 
 
-def _train_epoch(model, loader, optimizer, weights, device, epoch: int, precision: torch.dtype | None) -> float:
+@dataclass(frozen=True)
+class LesionTraining:
+    """How the lesion maps join the loss (``classifier.lesion_weight`` > 0)."""
+
+    weight: float
+    pos_weight: float
+
+
+def _batch_losses(model, batch, weights, device, precision: torch.dtype | None,
+                  lesions: LesionTraining | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The labels' masked BCE and, when learning lesion maps, the lesion loss of one batch."""
+    images, labels = batch["image"].to(device), batch["labels"].to(device)
+    if lesions is None:
+        return masked_bce(logits(model, images, precision), labels, weights), None
+    with autocast(images.device, precision):
+        scores, maps = model.logits_and_lesion_maps(images)
+    lesion = lesion_loss(maps, batch["mask"].to(device), batch["mask_known"].to(device), lesions.pos_weight)
+    return masked_bce(scores.float(), labels, weights), lesion
+
+
+def _train_epoch(model, loader, optimizer, weights, device, epoch: int, precision: torch.dtype | None,
+                 lesions: LesionTraining | None = None) -> dict[str, float]:
+    """One epoch; the mean of each loss over its batches (``train_loss``, and ``LESION_COLUMN`` with lesions)."""
     model.train()
-    total, batches = 0.0, 0
+    totals, batches = {"train_loss": 0.0, LESION_COLUMN: 0.0}, 0
     for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch"):
         optimizer.zero_grad(set_to_none=True)
-        loss = masked_bce(logits(model, batch["image"].to(device), precision), batch["labels"].to(device), weights)
+        label_loss, lesion = _batch_losses(model, batch, weights, device, precision, lesions)
+        loss = label_loss if lesion is None else label_loss + lesions.weight * lesion
         loss.backward()
         optimizer.step()
         threads.tick()  # fewer torch threads while other processes keep CPUs busy
-        total, batches = total + loss.item(), batches + 1
-    return total / max(batches, 1)
+        totals["train_loss"] += label_loss.item()
+        totals[LESION_COLUMN] += 0.0 if lesion is None else lesion.item()
+        batches += 1
+    means = {name: total / max(batches, 1) for name, total in totals.items()}
+    return means if lesions is not None else {"train_loss": means["train_loss"]}
 
 
 @torch.no_grad()
@@ -144,11 +175,23 @@ class VariantImages:
     root: str | Path = "."
     train_pixels: np.ndarray | None = field(default=None, repr=False)
     val_pixels: np.ndarray | None = field(default=None, repr=False)
+    train_label_maps: np.ndarray | None = field(default=None, repr=False)  # read_label_maps of train
 
-    def decoded(self) -> "VariantImages":
-        """The same rows with every image read into memory once."""
+    def decoded(self, lesion_maps: bool = False) -> "VariantImages":
+        """The same rows with every image read into memory once, and the training rows' lesion label
+        maps too when ``lesion_maps`` (a classifier learning them: ``classifier.lesion_weight`` > 0)."""
+        maps = read_label_maps(self.train, self.root, self.image_size) if lesion_maps else None
         return replace(self, train_pixels=decode_images(self.train, self.root),
-                       val_pixels=decode_images(self.val, self.root))
+                       val_pixels=decode_images(self.val, self.root), train_label_maps=maps)
+
+    def lesion_maps(self) -> np.ndarray:
+        """The training rows' label maps (read now unless ``decoded`` read them); an error naming
+        classifier.lesion_weight when no training row has a lesion mask to learn from."""
+        maps = self.train_label_maps if self.train_label_maps is not None else read_label_maps(self.train, self.root, self.image_size)
+        if not maps.any():
+            raise ValueError(f"classifier.lesion_weight > 0, but none of the {len(self.train)} training rows has a lesion "
+                             "mask (mask_path: prepare_masks' label maps, generate's masks): set it to 0 or provide masks")
+        return maps
 
 
 def train_classifier(
@@ -171,9 +214,11 @@ def train_classifier(
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     seed = settings.seeds[0] if seed is None else seed
     torch.manual_seed(seed)
-    model = build_classifier(settings.architecture).to(device)
+    lesions = LesionTraining(settings.lesion_weight, settings.lesion_pos_weight) if settings.lesion_weight > 0 else None
+    model = build_classifier(settings.architecture, lesion_head=lesions is not None).to(device)
     transform = augmentation(variant_config["augmentation"], image_size) if variant_config.get("augmentation") else None
-    train_data = LabelledImages(train, root, transform, images.train_pixels, settings.unmentioned)
+    train_data = LabelledImages(train, root, transform, images.train_pixels, settings.unmentioned,
+                                images.lesion_maps() if lesions is not None else None)
     val_data = LabelledImages(val, root, pixels=images.val_pixels, unmentioned=settings.unmentioned)
     balance = variant_config.get("class_balance", "none")
     loader = training_loader(train_data, settings.batch_size, seed, settings.num_workers, balance == "oversample",
@@ -187,9 +232,9 @@ def train_classifier(
     stopping = EarlyStopping(settings.patience)
     best_state, rows = None, []
     for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {variant_config.get('variant', '')}", unit="epoch"):
-        train_loss = _train_epoch(model, loader, optimizer, weights, device, epoch, precision)
+        train_losses = _train_epoch(model, loader, optimizer, weights, device, epoch, precision, lesions)
         val_loss, probabilities = _validate(model, val_loader, device, precision)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+        row = {"epoch": epoch, **train_losses, "val_loss": val_loss,
                "val_macro_auroc": macro_auroc(val_data.labels, probabilities, scored)}
         rows.append(row)
         if on_epoch is not None:
@@ -204,7 +249,7 @@ def train_classifier(
     model.eval()
     return TrainResult(
         model=model,
-        history=pd.DataFrame(rows, columns=HISTORY_COLUMNS),
+        history=pd.DataFrame(rows, columns=[*HISTORY_COLUMNS, *([LESION_COLUMN] if lesions is not None else [])]),
         best_epoch=stopping.best_epoch,
         monitor=monitor,
         stopped_early=len(rows) < settings.epochs,
