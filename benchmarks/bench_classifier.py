@@ -15,7 +15,10 @@ patient of its first part, then only patients showing a rare finding, until each
 positive test images). Images go through the project's phantom renderer, the DICOM's 12-bit
 quantisation and ingest's resize (tasks.sources.geometry.fit_square) at 64 and 128 px; labels are
 what a correct report parser gives (the report's states; uncertain ignored, as parse_reports'
-default), test labels as evaluate reads them (tasks.metrics.inputs.evaluation_labels).
+default), test labels as evaluate reads them (tasks.metrics.inputs.evaluation_labels). Each image's
+lesion masks (the renderer's, resized like the image, > 0.25) are kept as prepare_masks keeps them
+(one bit-coded label map PNG, ``mask_path``) for the candidates that learn lesion maps
+(``classifier.lesion_weight``).
 
 Printed: candidate, resolution, seconds per training (wall, on a shared CPU: loaded), epochs run,
 AUROC per rare finding on (a) and (b), and the gap (b) - (a).
@@ -49,7 +52,8 @@ from cxrsynth.tasks.classifier.inference import predict  # noqa: E402
 from cxrsynth.tasks.classifier.training import VariantImages, classifier_precision  # noqa: E402
 from cxrsynth.tasks.device import describe_cpu  # noqa: E402
 from cxrsynth.tasks.findings import FINDINGS, UNCERTAIN  # noqa: E402
-from cxrsynth.tasks.io import write_json, write_parquet, write_png16  # noqa: E402
+from cxrsynth.tasks.io import write_json, write_mask, write_parquet, write_png16  # noqa: E402
+from cxrsynth.tasks.masks import labelmap  # noqa: E402
 from cxrsynth.tasks.metrics.inputs import evaluation_labels  # noqa: E402
 from cxrsynth.tasks.params import ClassifierParams, PhantomParams, load_params  # noqa: E402
 from cxrsynth.tasks.sources.geometry import fit_square  # noqa: E402
@@ -64,6 +68,10 @@ SIZES = (64, 128)
 # Seed streams of the three collections: disjoint patients, one phantom distribution.
 TRAINING_STREAM, EXTRA_STREAM, TEST_STREAM = 0, 1, 2
 PLAIN = {"variant": "real_only", "augmentation": None, "class_balance": "none"}
+# Bumped when the cached data changes shape: 2 added the lesion label maps (mask_path_<size>).
+DATA_VERSION = 2
+# A resized lesion mask's pixel is lesion where over a quarter of it was.
+MASK_THRESHOLD = 0.25
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class DataSpec:
     test_positives: int  # test images showing each rare finding at least (a few are hedged: not scored)
 
     def key(self, phantom: PhantomParams) -> str:
-        return json.dumps({"spec": self.__dict__, "phantom": phantom.model_dump()}, sort_keys=True)
+        return json.dumps({"spec": self.__dict__, "phantom": phantom.model_dump(), "version": DATA_VERSION}, sort_keys=True)
 
 
 def default_spec(quick: bool) -> tuple[DataSpec, PhantomParams]:
@@ -92,12 +100,25 @@ def default_spec(quick: bool) -> tuple[DataSpec, PhantomParams]:
 # ------------------------------------------------------------------------------------------ data
 
 
-def rendered(study: Study, config: PhantomParams) -> dict[int, np.ndarray]:
-    """One study as ingest sees it: rendered, stored as 12-bit DICOM pixels, resized to each size."""
-    image = render(study, config.size, config.pixel_spacing_mm, config.lesion_contrast).image
+@dataclass(frozen=True)
+class Resized:
+    image: np.ndarray  # float32 in [0, 1]
+    label_map: np.ndarray | None  # bit-coded lesion masks (tasks.masks.labelmap); None: no lesion
+
+
+def rendered(study: Study, config: PhantomParams) -> dict[int, Resized]:
+    """One study as ingest and prepare_masks see it: rendered, stored as 12-bit DICOM pixels, resized
+    to each size; its lesion masks resized the same way into one label map."""
+    rendering = render(study, config.size, config.pixel_spacing_mm, config.lesion_contrast)
     levels = 2**BITS_STORED - 1
-    stored = np.round(np.clip(image, 0, 1) * levels) / levels
-    return {size: fit_square(stored.astype(np.float32), size)[0] for size in SIZES}
+    stored = np.round(np.clip(rendering.image, 0, 1) * levels) / levels
+    masks = {finding: mask for finding, mask in rendering.masks.items() if finding in FINDINGS}
+    resized = {}
+    for size in SIZES:
+        per_finding = {finding: fit_square(mask.astype(np.float32), size)[0] > MASK_THRESHOLD for finding, mask in masks.items()}
+        label_map = labelmap.encode(per_finding, (size, size)) if per_finding else None
+        resized[size] = Resized(fit_square(stored.astype(np.float32), size)[0], label_map)
+    return resized
 
 
 def study_row(study: Study, prior: Study | None, config: PhantomParams, collection: str) -> dict:
@@ -141,9 +162,12 @@ def write_collection(patients: list[list[Study]], config: PhantomParams, collect
     for studies in patients:
         for number, study in enumerate(studies):
             row = study_row(study, studies[number - 1] if number else None, config, collection)
-            for size, image in rendered(study, config).items():
+            for size, resized in rendered(study, config).items():
                 row[f"path_{size}"] = f"{size}/{row['image_id']}.png"
-                write_png16(root / row[f"path_{size}"], image)
+                write_png16(root / row[f"path_{size}"], resized.image)
+                row[f"mask_path_{size}"] = None if resized.label_map is None else f"{size}/masks/{row['image_id']}.png"
+                if resized.label_map is not None:
+                    write_mask(root / row[f"mask_path_{size}"], resized.label_map)
             rows.append(row)
     frame = pd.DataFrame(rows)
     for column in frame.columns:
@@ -207,6 +231,9 @@ class Candidate:
 
 NEGATIVE = (("unmentioned", "negative"),)
 RARE_MONITOR = (("unmentioned", "negative"), ("monitor_findings", list(RARE)))
+# Lesion maps learnt beside the labels: every negative (unmentioned counts absent) an empty map, every
+# rendered lesion its mask, as the lead's one-off experiment (nodule 0.61 -> 0.76 at 128 px) had them.
+LESION = (*NEGATIVE, ("lesion_weight", 1.0))
 CANDIDATES = {c.name: c for c in (
     Candidate("small@64", "densenet_small", 64, 15, 4),  # today's default
     Candidate("small@64 neg", "densenet_small", 64, 15, 4, NEGATIVE),
@@ -215,11 +242,13 @@ CANDIDATES = {c.name: c for c in (
     Candidate("small@128 neg", "densenet_small", 128, 15, 4, NEGATIVE),
     Candidate("stride2@64 neg rare", "densenet_small_stride2", 64, 15, 4, RARE_MONITOR),
     Candidate("stride2@64 neg 30ep", "densenet_small_stride2", 64, 30, 6, NEGATIVE),
+    Candidate("small@128 lesion", "densenet_small", 128, 15, 4, LESION),
+    Candidate("small@64 lesion", "densenet_small", 64, 15, 4, LESION),
 )}
 
 
 def frame_at(rows: pd.DataFrame, size: int) -> pd.DataFrame:
-    return rows.assign(path=rows[f"path_{size}"])
+    return rows.assign(path=rows[f"path_{size}"], mask_path=rows[f"mask_path_{size}"])
 
 
 def rare_aurocs(model, test: pd.DataFrame, root: Path, precision) -> dict[str, float]:
