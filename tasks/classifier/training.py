@@ -187,7 +187,9 @@ class VariantImages:
     def lesion_maps(self) -> np.ndarray:
         """The training rows' label maps (read now unless ``decoded`` read them); an error naming
         classifier.lesion_weight when no training row has a lesion mask to learn from."""
-        maps = self.train_label_maps if self.train_label_maps is not None else read_label_maps(self.train, self.root, self.image_size)
+        maps = self.train_label_maps
+        if maps is None:
+            maps = read_label_maps(self.train, self.root, self.image_size)
         if not maps.any():
             raise ValueError(f"classifier.lesion_weight > 0, but none of the {len(self.train)} training rows has a lesion "
                              "mask (mask_path: prepare_masks' label maps, generate's masks): set it to 0 or provide masks")
