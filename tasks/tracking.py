@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import psutil
 
 from cxrsynth.tasks import stages, threads
 from cxrsynth.tasks.params import Params
@@ -108,7 +109,9 @@ def stage_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the MLflow run of one stage execution: its declared params, this process's torch threads,
     commit, DVC's hashes of what it reads (``inputs``, by default every dep) and grouping tags. A run
-    that ends without an error logs ``runtime.wall_s`` and ``runtime.peak_rss_mib``."""
+    that ends without an error logs what its stage process has cost so far: ``runtime.process_s`` (seconds
+since the process started: imports, Prefect start-up and the work) and ``runtime.peak_rss_mib``. A stage
+that opens several runs after its work (evaluate, mix) logs the same costs on each."""
     configure(params)
     command = spec.command[0] or spec.name
     tags = {
@@ -128,9 +131,9 @@ def stage_run(
         logged = {"seed": params.seed, **declared_params(params, spec.params), **threads.logged_params(),
                   **(extra_params or {})}
         mlflow.log_params({key: _param_value(value) for key, value in logged.items()})
-        started = time.perf_counter()
         yield run
-        log_metrics({"runtime.wall_s": time.perf_counter() - started, "runtime.peak_rss_mib": peak_rss_mib()})
+        log_metrics({"runtime.process_s": time.time() - psutil.Process().create_time(),
+                     "runtime.peak_rss_mib": peak_rss_mib()})
 
 
 @contextlib.contextmanager

@@ -119,7 +119,7 @@ def test_stage_run_logs_declared_params_and_dvc_hashes(tmp_path, monkeypatch):
     digests = {k: v for k, v in logged.tags.items() if k.startswith("cxrsynth.input_md5.")}
     assert digests == {"cxrsynth.input_md5.data/prepare_masks": "aa.dir"}  # generate has no lock entry yet
     assert logged.tags["cxrsynth.stage"] == "mix" and logged.tags["cxrsynth.dvc_stage"] == "mix@0.5"
-    assert logged.metrics["runtime.wall_s"] >= 0 and logged.metrics["runtime.peak_rss_mib"] > 50  # torch is loaded
+    assert 0 < logged.metrics["runtime.process_s"] < 24 * 3600 and logged.metrics["runtime.peak_rss_mib"] > 50  # torch is loaded
 
 
 def test_peak_rss_counts_what_the_process_held():
