@@ -130,3 +130,32 @@ def test_diffusion_trains_and_samples_channels_last_as_it_does_contiguous(tmp_pa
     pipelines["nhwc"].to("cpu", "no", False).save_pretrained(tmp_path / "contiguous_model")
     assert not _is_channels_last(outcomes["nhwc"].ema_model)
     assert _md5_of_folder(tmp_path / "nhwc_model") == _md5_of_folder(tmp_path / "contiguous_model")
+
+
+def test_latent_diffusion_with_controlnet_trains_and_samples_channels_last_as_it_does_contiguous(tmp_path):
+    from cxrsynth.tasks.diffusion.controlnet import train_with_control
+    from cxrsynth.tasks.diffusion.train_stage import training_setup
+    from cxrsynth.tasks.params import Params
+    from tests.diffusion_data import make_project
+    from tests.test_diffusion_latent import latent_diffusion, write_autoencoder
+
+    frame = make_project(tmp_path, n_images=16, size=16)
+    autoencoder = write_autoencoder(tmp_path / "autoencoder")
+    diffusion = latent_diffusion(steps=2)
+    diffusion = diffusion.model_copy(update={"mask_control": "controlnet",
+                                             "controlnet": diffusion.controlnet.model_copy(update={"steps": 1})})
+    outcomes, images = {}, {}
+    for name, setting in (("plain", False), ("nhwc", True)):
+        params = Params(diffusion=diffusion).model_copy(update={"runtime": Params().runtime.model_copy(
+            update={"channels_last": setting})})
+        setup = training_setup(params, frame, tmp_path, autoencoder)
+        assert setup.channels_last is setting
+        outcomes[name] = train_with_control(setup, diffusion, tmp_path / name, 0)
+        pipeline = setup.pipeline(outcomes[name].ema_model).to("cpu", "no", setting)
+        assert pipeline.layouts["autoencoder"].channels_last is setting
+        batch = default_collate([setup.dataset[i] for i in range(2)])
+        images[name] = pipeline(batch_conditions(batch), [1, 2], 2, 2.0)
+    assert _is_channels_last(outcomes["nhwc"].ema_model.controlnet)
+    assert [loss for _, loss in outcomes["nhwc"].history] == pytest.approx(
+        [loss for _, loss in outcomes["plain"].history], rel=1e-4)
+    assert (images["nhwc"] - images["plain"]).abs().max() < 1e-3

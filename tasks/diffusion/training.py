@@ -167,11 +167,12 @@ def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], 
     clean = diffused(batch).to(device, non_blocking=True)
     cond = batch_conditions(batch).with_keep(**draws.keep).to(device)
     timesteps, noise = draws.timesteps.to(device), draws.noise.to(device)
-    noisy = layouts["unet"].tensor(scheduler.add_noise(clean, noise, timesteps))
+    noisy = scheduler.add_noise(clean, noise, timesteps)
     with autocast(device, precision):
-        output = model(noisy, timesteps, cond)
+        output = model(layouts["unet"].tensor(noisy), timesteps, cond)
     # Outside autocast and in float32: the x0 estimate, the masked MSE and the SSIM term lose digits in bf16.
-    output = output.float()
+    # Contiguous like the targets it meets: elementwise ops over mixed memory formats run slower.
+    output = output.to(torch.float32, memory_format=torch.contiguous_format)
     weights = diffusion.loss
     # The lesion terms use every known lesion pixel, whether or not the mask condition was dropped.
     lesion = cond.masks.amax(dim=1, keepdim=True)
@@ -203,7 +204,7 @@ def decoded_estimate(codec: LatentCodec, estimate: CleanEstimate, batch: dict[st
     with autocast(device, precision):
         decoded = codec.decode(layout.tensor(estimate.predicted[rows]))
     weight = None if estimate.weight is None else estimate.weight[rows]
-    return CleanEstimate(decoded.float(), images, weight, lesion[rows])
+    return CleanEstimate(decoded.to(torch.float32, memory_format=torch.contiguous_format), images, weight, lesion[rows])
 
 
 @dataclass
