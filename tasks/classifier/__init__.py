@@ -10,5 +10,5 @@ from cxrsynth.tasks.classifier.training import (
 )
 from cxrsynth.tasks.device import resolve_device  # re-exported: the classifier flows import it from here
 
-__all__ = ["TrainResult", "classifier_memory_format", "classifier_precision", "extract_features", "load_classifier", "macro_auroc", "predict", "resolve_device",
-           "save_classifier", "train_classifier"]
+__all__ = ["TrainResult", "classifier_memory_format", "classifier_precision", "extract_features", "load_classifier",
+           "macro_auroc", "predict", "resolve_device", "save_classifier", "train_classifier"]

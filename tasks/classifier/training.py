@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier, masked_bce
 from cxrsynth.tasks import threads
-from cxrsynth.tasks.device import ChannelsLastSetting, MemoryFormat, Precision, autocast, choose_memory_format, choose_precision
+from cxrsynth.tasks.device import (
+    ChannelsLastSetting,
+    MemoryFormat,
+    Precision,
+    autocast,
+    choose_memory_format,
+    choose_precision,
+)
 from cxrsynth.tasks.classifier.data import (
     LabelledImages,
     augmentation,
@@ -181,7 +188,8 @@ def train_classifier(
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     seed = settings.seeds[0] if seed is None else seed
     torch.manual_seed(seed)
-    model = classifier_memory_format(settings, channels_last, device).module(build_classifier(settings.architecture).to(device))
+    layout = classifier_memory_format(settings, channels_last, device)
+    model = layout.module(build_classifier(settings.architecture).to(device))
     transform = augmentation(variant_config["augmentation"], image_size) if variant_config.get("augmentation") else None
     train_data = LabelledImages(train, root, transform, images.train_pixels, settings.unmentioned)
     val_data = LabelledImages(val, root, pixels=images.val_pixels, unmentioned=settings.unmentioned)

@@ -119,7 +119,6 @@ class GenerationPipeline:
             self.layouts["autoencoder"].module(self.codec.to(device))
         return self
 
-
     def with_sampler(self, sampler: str) -> "GenerationPipeline":
         """The same model, tokenizer and config under another sampler (nothing copied)."""
         other = GenerationPipeline(self.denoiser, self.tokenizer, self.config, sampler, self.autocast, self.codec)
