@@ -21,8 +21,9 @@
 
 Run from the repository root:  python benchmarks/bench_precision.py [step] [loss] [fid] [--quick]
 (no part named: all three; the loss and fid parts take about half an hour on 2 cores).
-The step part alone, with the default profile's shapes (about 10 minutes on 2 quiet cores):
-    python benchmarks/bench_precision.py step [--rounds 5 --steps 3] [--compile]
+The step part alone, with the default profile's shapes (no training run of the other parts):
+    python benchmarks/bench_precision.py step [--rounds 5 --steps 3] [--compile] [--only channels_last]
+(``--only channels_last``: only the channels_last rows and the bf16 rows they are compared with).
 ``--quick`` runs every part on the tiny test profile in a few minutes (a sanity check, not a measurement).
 """
 
@@ -191,38 +192,56 @@ def project_steps(params: Params, root: Path, mixed_precision: str, steps: int, 
     return list(np.diff(ends))
 
 
+def step_variants(args, params: Params, root: Path) -> dict:
+    """Every variant of the step part as (warm-up or None, timed round: round index -> median s/step)."""
+    batch = params.diffusion.train.batch_size
+    prepared = training_setup(params, _manifest(root), root)
+    bare = {"fp32": BareStep(prepared, batch, None), "bf16": BareStep(prepared, batch, torch.bfloat16),
+            "bf16_channels_last": BareStep(prepared, batch, torch.bfloat16, channels_last=True)}
+    if args.compile:
+        bare["bf16_compile"] = BareStep(prepared, batch, torch.bfloat16, compiled=True)
+    for network, build in (("classifier", classifier_step), ("autoencoder", autoencoder_step)):
+        bare[f"{network}_bf16"] = build(params, torch.bfloat16, False)
+        bare[f"{network}_bf16_channels_last"] = build(params, torch.bfloat16, True)
+    variants = {name: (step, lambda _, step=step: statistics.median(step() for _ in range(args.steps)))
+                for name, step in bare.items()}
+    for name, (mixed, channels_last) in PROJECT_MODES.items():
+        variants[name] = (None, lambda round_index, mixed=mixed, channels_last=channels_last: statistics.median(
+            project_steps(params, root, mixed, args.steps + 1, round_index, channels_last)))
+    return variants
+
+
+def selected(names: list[str], only: list[str] | None) -> list[str]:
+    """The variants whose name contains one of ``only`` (all when None), with the baselines they are
+    compared with."""
+    if not only:
+        return names
+    chosen = {name for name in names if any(part in name for part in only)}
+    chosen |= {base for name, base in step_baselines(names) if name in chosen}
+    return [name for name in names if name in chosen]
+
+
 def bench_step(args) -> dict:
     params = profile(args.quick)
     batch = params.diffusion.train.batch_size
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         make_project(root, n_images=max(64, 2 * batch), size=params.ingest.image_size, lesion_rate=0.2)
-        prepared = training_setup(params, _manifest(root), root)
-        variants = {"fp32": BareStep(prepared, batch, None), "bf16": BareStep(prepared, batch, torch.bfloat16),
-                    "bf16_channels_last": BareStep(prepared, batch, torch.bfloat16, channels_last=True)}
-        if args.compile:
-            variants["bf16_compile"] = BareStep(prepared, batch, torch.bfloat16, compiled=True)
-        for network, build in (("classifier", classifier_step), ("autoencoder", autoencoder_step)):
-            variants[f"{network}_bf16"] = build(params, torch.bfloat16, False)
-            variants[f"{network}_bf16_channels_last"] = build(params, torch.bfloat16, True)
-        first = {name: step() for name, step in variants.items()}  # warm-up; compile happens here
-        times: dict[str, list[float]] = {name: [] for name in [*variants, *PROJECT_MODES]}
+        variants = step_variants(args, params, root)
+        names = selected(list(variants), args.only)
+        first = {name: variants[name][0]() for name in names if variants[name][0]}  # warm-up; compile happens here
+        times: dict[str, list[float]] = {name: [] for name in names}
         for round_index in range(args.rounds):
-            forward = round_index % 2 == 0
-            for name in list(variants) if forward else list(variants)[::-1]:
-                times[name].append(statistics.median(variants[name]() for _ in range(args.steps)))
-            for name in list(PROJECT_MODES) if forward else list(PROJECT_MODES)[::-1]:
-                mixed, channels_last = PROJECT_MODES[name]
-                times[name].append(statistics.median(
-                    project_steps(params, root, mixed, args.steps + 1, round_index, channels_last)))
+            for name in names if round_index % 2 == 0 else names[::-1]:
+                times[name].append(variants[name][1](round_index))
             print(f"  round {round_index}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), file=sys.stderr)
     result = {name: {"median_s": statistics.median(t), "rounds_s": t} for name, t in times.items()}
-    for name, base in step_baselines(variants):
+    for name, base in step_baselines(names):
         ratios = [a / b for a, b in zip(times[name], times[base], strict=True)]
         result[name][f"ratio_to_{base}"] = statistics.median(ratios)
         result[name]["round_ratios"] = ratios
         result[name]["baseline"] = base
-    if args.compile:
+    if "bf16_compile" in first:
         result["bf16_compile"]["first_step_s"] = first["bf16_compile"]
     result["shape"] = {"batch": batch, "image_size": params.ingest.image_size,
                        "channels": list(params.diffusion.unet.channels)}
@@ -235,19 +254,20 @@ def bench_step(args) -> dict:
         ratio = f"{row[f'ratio_to_{base}']:7.3f}" if base else ""
         print(f"{name:30s} {row['median_s']:8.3f} {ratio:>7s}  {base or '':22s} "
               f"{' '.join(f'{r:.3f}' for r in row.get('round_ratios', []))}")
-    if args.compile:
+    if "bf16_compile" in first:
         print(f"bf16_compile: first step (compile) {first['bf16_compile']:.1f} s")
     return result
 
 
-def step_baselines(variants) -> list[tuple[str, str]]:
-    """(variant, the variant it is compared with): precision against fp32, channels_last and compile
-    against the same precision without them."""
-    pairs = [(name, "fp32") for name in ("bf16", "bf16_channels_last", "bf16_compile") if name in variants]
-    pairs += [(name, "bf16") for name in ("bf16_channels_last", "bf16_compile") if name in variants]
-    pairs += [(name, name.removesuffix("_channels_last")) for name in [*variants, *PROJECT_MODES]
+def step_baselines(names: list[str]) -> list[tuple[str, str]]:
+    """(variant, the variant it is compared with) among ``names``: precision against fp32, channels_last
+    and compile against the same precision without them."""
+    pairs = [(name, "fp32") for name in ("bf16", "bf16_channels_last", "bf16_compile")]
+    pairs += [(name, "bf16") for name in ("bf16_channels_last", "bf16_compile")]
+    pairs += [(name, name.removesuffix("_channels_last")) for name in names
               if name.endswith("_channels_last") and not name.startswith("bf16")]
-    return [*pairs, ("project_bf16", "project_fp32")]
+    pairs.append(("project_bf16", "project_fp32"))
+    return [(name, base) for name, base in pairs if name in names and base in names]
 
 
 # ------------------------------------------------------------------------------------------ 2. loss curves
@@ -380,6 +400,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="step part: alternating rounds (default 5; quick 2)")
     parser.add_argument("--steps", type=int, help="step part: timed steps per variant and round (default 3; quick 2)")
     parser.add_argument("--compile", action="store_true", help="step part: also bf16 + torch.compile (minutes to compile)")
+    parser.add_argument("--only", type=lambda text: text.split(","), metavar="NAMES",
+                        help="step part: only the variants whose name contains one of these comma-separated words "
+                             "(and the baselines they are compared with), e.g. channels_last, project, classifier")
     parser.add_argument("--loss-steps", type=int, help="loss part: training steps per run (default 300; quick 30)")
     parser.add_argument("--window", type=int, help="loss part: steps per window (default 50; quick 10)")
     parser.add_argument("--images", type=int, help="toy training project size (default 400; quick 48)")
