@@ -15,7 +15,7 @@ The memory format of the conv networks (``runtime.channels_last``: auto, true, f
 weights are channels_last returns channels_last activations, so converting the module (and, for the
 first conv, its 4-D input) is enough; an input already channels_last makes any conv run so, which
 is why inputs are put in their network's format. ``auto`` turns it on only where it measured faster
-(``CHANNELS_LAST_FASTER_BF16``): the networks differ (the autoencoder under bf16 is slower).
+(``CHANNELS_LAST_FASTER_BF16``): the networks differ.
 """
 
 from __future__ import annotations
@@ -162,12 +162,14 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> Iterator[
 ChannelsLastSetting = bool | Literal["auto"]  # runtime.channels_last
 NETWORKS = ("unet", "autoencoder", "classifier")
 # The networks whose training step measured faster channels_last under bf16 autocast on a CPU with native
-# bf16 (benchmarks/bench_precision.py's step part, on an Intel Xeon with AMX; ratios channels_last /
-# contiguous, medians of alternating rounds on a loaded machine): U-Net 0.xx, classifier 0.76; the
-# autoencoder measured 1.31 (slower). Float32 measured faster too (U-Net 0.xx, classifier 0.74,
-# autoencoder 0.76) but stays contiguous under auto: on a CPU with native bf16 float32 is what a run
-# asks for with mixed_precision: no, the reference path, and elsewhere nothing was measured.
-CHANNELS_LAST_FASTER_BF16 = frozenset({"unet", "classifier"})
+# bf16 (`python benchmarks/bench_precision.py step --only channels_last` on a 2-core Intel Xeon with AMX,
+# heavily loaded by other jobs; ratios channels_last / contiguous, medians of alternating rounds): the
+# classifier 0.76 (4 rounds, 1 thread) and 0.88 (3 rounds); the autoencoder 1.31 (slower) and 0.87, so
+# no; the bare U-Net step 0.90 (0.79 in an earlier run) but the project's training loop 0.99 (per round
+# 1.48, 0.99, 0.64), no gain shown, so the U-Net stays contiguous until a quiet run shows one (add
+# "unet" here). Float32 measured faster too (classifier 0.74, autoencoder 0.76) but stays contiguous
+# under auto: it is the reference path (mixed_precision: no), the same numbers on every CPU.
+CHANNELS_LAST_FASTER_BF16 = frozenset({"classifier"})
 Module = TypeVar("Module", bound=nn.Module)
 
 
@@ -225,4 +227,4 @@ def choose_memory_format(setting: ChannelsLastSetting, network: str, device: tor
         return MemoryFormat(network, False, f"not measured under {name} on this cpu ({why})")
     faster = network in CHANNELS_LAST_FASTER_BF16
     return MemoryFormat(network, faster, f"{network} under bf16 on a cpu with native bf16 ({why}): channels_last "
-                                         f"measured {'faster' if faster else 'slower'}")
+                                         f"measured {'faster' if faster else 'not faster'}")
