@@ -5,8 +5,11 @@
    bench_diffusion's bare loop) in fp32, bf16, bf16 + channels_last and, with ``--compile``, bf16 +
    torch.compile (inductor; its compile time is reported apart from its steady-state step). Then the
    project's own loop (tasks.diffusion.training.train_diffusion: conditions, lesion-preserving loss,
-   EMA) in fp32 and bf16. Variants alternate within every round, so load from other processes hits
-   each alike; the ratios are medians of per-round ratios.
+   EMA) in fp32, bf16 and bf16 + channels_last (runtime.channels_last: true), and a training step of
+   the classifier (densenet_small, batch 32, 64 px, masked BCE, Adam) and of the autoencoder (the
+   profile's shape and batch, L1 + KL, Adam) under bf16, contiguous and channels_last: the figures
+   behind ``runtime.channels_last: auto`` (tasks/device.py). Variants alternate within every round, so
+   load from other processes hits each alike; the ratios are medians of per-round ratios.
 2. loss: the loss curve of the first ``--loss-steps`` steps of train_diffusion on a toy project
    (tests.diffusion_data.make_project) in fp32 and bf16 from the same initial weights and seed, and a
    second fp32 run with another data seed as the noise band: mean loss per window, and whether bf16's
@@ -17,6 +20,10 @@
    The model is the fp32 model part 2 trains, or ``--model`` (a train_diffusion model folder).
 
 Run from the repository root:  python benchmarks/bench_precision.py [step] [loss] [fid] [--quick]
+(no part named: all three; the loss and fid parts take about half an hour on 2 cores).
+The step part alone, with the default profile's shapes (no training run of the other parts):
+    python benchmarks/bench_precision.py step [--rounds 5 --steps 3] [--compile] [--only channels_last]
+(``--only channels_last``: only the channels_last rows and the bf16 rows they are compared with).
 ``--quick`` runs every part on the tiny test profile in a few minutes (a sanity check, not a measurement).
 """
 
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 TORCH_THREADS = torch.get_num_threads()  # before tests.diffusion_data sets one thread for the test suite
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +49,9 @@ from torch.utils.data import default_collate  # noqa: E402
 
 from cxrsynth.tasks import manifest  # noqa: E402
 from cxrsynth.tasks.classifier import train_classifier  # noqa: E402
+from cxrsynth.models.autoencoder import build_autoencoder, kl_divergence  # noqa: E402
+from cxrsynth.models.classifier import build_classifier, masked_bce  # noqa: E402
+from cxrsynth.tasks.autoencoder.training import config_of  # noqa: E402
 from cxrsynth.tasks.classifier.training import VariantImages  # noqa: E402
 from cxrsynth.tasks.device import NATIVE_BF16_FLAGS, autocast, cpu_flags, cpu_model, native_bf16  # noqa: E402
 from cxrsynth.tasks.diffusion.data import DiffusionDataset, batch_conditions, training_rows  # noqa: E402
@@ -57,6 +68,9 @@ from tests.diffusion_data import make_project  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PARTS = ("step", "loss", "fid")
+CLASSIFIER_BATCH = 32  # classifier.batch_size of the default profile
+PROJECT_MODES = {"project_fp32": ("no", False), "project_bf16": ("bf16", False),
+                 "project_bf16_channels_last": ("bf16", True)}  # mixed_precision, runtime.channels_last
 
 
 def machine() -> dict:
@@ -73,6 +87,10 @@ def _manifest(root: Path):
 
 def profile(quick: bool) -> Params:
     return load_params(ROOT / ("tests/params.tiny.yaml" if quick else "params.yaml"))
+
+
+def with_runtime(params: Params, **runtime) -> Params:
+    return params.model_copy(update={"runtime": params.runtime.model_copy(update=runtime)})
 
 
 def with_train(params: Params, **train) -> Params:
@@ -114,9 +132,58 @@ class BareStep:
         return time.perf_counter() - started
 
 
-def project_steps(params: Params, root: Path, mixed_precision: str, steps: int, seed: int) -> list[float]:
+class NetworkStep:
+    """One optimisation step (Adam) of ``network`` on fixed random ``inputs``, its forward pass under
+    autocast to ``precision``, the loss (``loss_of(output)``) in float32, optionally channels_last."""
+
+    def __init__(self, network: torch.nn.Module, inputs: torch.Tensor, loss_of, precision: torch.dtype | None,
+                 channels_last: bool = False, learning_rate: float = 1e-3) -> None:
+        self.network = network.to(memory_format=torch.channels_last) if channels_last else network
+        self.inputs = inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
+        self.loss_of, self.precision = loss_of, precision
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+
+    def __call__(self) -> float:
+        started = time.perf_counter()
+        with autocast("cpu", self.precision):
+            output = self.network(self.inputs)
+        loss = self.loss_of(output)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return time.perf_counter() - started
+
+
+def classifier_step(params: Params, precision: torch.dtype | None, channels_last: bool) -> NetworkStep:
+    """The default classifier's step (batch CLASSIFIER_BATCH at the working resolution, random labels)."""
+    size, generator = params.ingest.image_size, torch.Generator().manual_seed(0)
+    images = torch.rand(CLASSIFIER_BATCH, 1, size, size, generator=generator)
+    labels = torch.randint(0, 2, (CLASSIFIER_BATCH, len(FINDINGS)), generator=generator).float()
+    torch.manual_seed(0)
+    return NetworkStep(build_classifier(params.classifier.architecture), images,
+                       lambda logits: masked_bce(logits.float(), labels), precision, channels_last,
+                       params.classifier.learning_rate)
+
+
+def autoencoder_step(params: Params, precision: torch.dtype | None, channels_last: bool) -> NetworkStep:
+    """The profile's autoencoder step (its shape and batch at the working resolution): L1 + KL."""
+    settings, size = params.autoencoder, params.ingest.image_size
+    images = torch.rand(settings.batch_size, 1, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def loss_of(output):
+        reconstruction, z_mu, z_sigma = (part.float() for part in output)
+        return F.l1_loss(reconstruction, images) + settings.loss.kl_weight * kl_divergence(z_mu, z_sigma)
+
+    torch.manual_seed(0)
+    return NetworkStep(build_autoencoder(config_of(settings)), images, loss_of, precision, channels_last,
+                       settings.learning_rate)
+
+
+def project_steps(params: Params, root: Path, mixed_precision: str, steps: int, seed: int,
+                  channels_last: bool = False) -> list[float]:
     """Seconds of each step after the first of the project's training loop (checkpoint writes excluded)."""
-    params = with_train(params, steps=steps, checkpoint_every=10**6, sample_every=10**6, mixed_precision=mixed_precision)
+    params = with_train(with_runtime(params, channels_last=channels_last), steps=steps, checkpoint_every=10**6,
+                        sample_every=10**6, mixed_precision=mixed_precision)
     prepared = training_setup(params, _manifest(root), root)
     ends: list[float] = []
     with tempfile.TemporaryDirectory() as checkpoints:
@@ -125,49 +192,82 @@ def project_steps(params: Params, root: Path, mixed_precision: str, steps: int, 
     return list(np.diff(ends))
 
 
+def step_variants(args, params: Params, root: Path) -> dict:
+    """Every variant of the step part as (warm-up or None, timed round: round index -> median s/step)."""
+    batch = params.diffusion.train.batch_size
+    prepared = training_setup(params, _manifest(root), root)
+    bare = {"fp32": BareStep(prepared, batch, None), "bf16": BareStep(prepared, batch, torch.bfloat16),
+            "bf16_channels_last": BareStep(prepared, batch, torch.bfloat16, channels_last=True)}
+    if args.compile:
+        bare["bf16_compile"] = BareStep(prepared, batch, torch.bfloat16, compiled=True)
+    for network, build in (("classifier", classifier_step), ("autoencoder", autoencoder_step)):
+        bare[f"{network}_bf16"] = build(params, torch.bfloat16, False)
+        bare[f"{network}_bf16_channels_last"] = build(params, torch.bfloat16, True)
+    variants = {name: (step, lambda _, step=step: statistics.median(step() for _ in range(args.steps)))
+                for name, step in bare.items()}
+    for name, (mixed, channels_last) in PROJECT_MODES.items():
+        variants[name] = (None, lambda round_index, mixed=mixed, channels_last=channels_last: statistics.median(
+            project_steps(params, root, mixed, args.steps + 1, round_index, channels_last)))
+    return variants
+
+
+def selected(names: list[str], only: list[str] | None) -> list[str]:
+    """The variants whose name contains one of ``only`` (all when None), with the baselines they are
+    compared with."""
+    if not only:
+        return names
+    chosen = {name for name in names if any(part in name for part in only)}
+    chosen |= {base for name, base in step_baselines(names) if name in chosen}
+    return [name for name in names if name in chosen]
+
+
 def bench_step(args) -> dict:
     params = profile(args.quick)
     batch = params.diffusion.train.batch_size
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         make_project(root, n_images=max(64, 2 * batch), size=params.ingest.image_size, lesion_rate=0.2)
-        prepared = training_setup(params, _manifest(root), root)
-        variants = {"fp32": BareStep(prepared, batch, None), "bf16": BareStep(prepared, batch, torch.bfloat16),
-                    "bf16_channels_last": BareStep(prepared, batch, torch.bfloat16, channels_last=True)}
-        if args.compile:
-            variants["bf16_compile"] = BareStep(prepared, batch, torch.bfloat16, compiled=True)
-        first = {name: step() for name, step in variants.items()}  # warm-up; compile happens here
-        times: dict[str, list[float]] = {name: [] for name in [*variants, "project_fp32", "project_bf16"]}
+        variants = step_variants(args, params, root)
+        names = selected(list(variants), args.only)
+        first = {name: variants[name][0]() for name in names if variants[name][0]}  # warm-up; compile happens here
+        times: dict[str, list[float]] = {name: [] for name in names}
         for round_index in range(args.rounds):
-            order = list(variants) if round_index % 2 == 0 else list(variants)[::-1]
-            for name in order:
-                times[name].append(statistics.median(variants[name]() for _ in range(args.steps)))
-            for mode in ("fp32", "bf16") if round_index % 2 == 0 else ("bf16", "fp32"):
-                times[f"project_{mode}"].append(statistics.median(
-                    project_steps(params, root, "no" if mode == "fp32" else "bf16", args.steps + 1, round_index)))
+            for name in names if round_index % 2 == 0 else names[::-1]:
+                times[name].append(variants[name][1](round_index))
             print(f"  round {round_index}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), file=sys.stderr)
     result = {name: {"median_s": statistics.median(t), "rounds_s": t} for name, t in times.items()}
-    for name, base in [*((n, "fp32") for n in variants if n != "fp32"), ("project_bf16", "project_fp32")]:
+    for name, base in step_baselines(names):
         ratios = [a / b for a, b in zip(times[name], times[base], strict=True)]
-        result[name]["ratio_to_fp32"] = statistics.median(ratios)
+        result[name][f"ratio_to_{base}"] = statistics.median(ratios)
         result[name]["round_ratios"] = ratios
-    for name in (n for n in variants if n.startswith("bf16_")):  # what channels_last or compile add to bf16
-        result[name]["ratio_to_bf16"] = statistics.median(a / b for a, b in zip(times[name], times["bf16"], strict=True))
-    if args.compile:
+        result[name]["baseline"] = base
+    if "bf16_compile" in first:
         result["bf16_compile"]["first_step_s"] = first["bf16_compile"]
     result["shape"] = {"batch": batch, "image_size": params.ingest.image_size,
                        "channels": list(params.diffusion.unet.channels)}
     print(f"\nstep time ({batch} x {params.ingest.image_size} px, channels {list(params.diffusion.unet.channels)}, "
           f"median of {args.rounds} rounds x {args.steps} steps)")
-    print(f"{'variant':24s} {'s/step':>8s} {'/ fp32':>8s} {'/ bf16':>8s}  per-round ratios to fp32")
+    print(f"{'variant':30s} {'s/step':>8s} {'ratio':>7s}  {'to':22s} per-round ratios")
     for name in times:
         row = result[name]
-        ratios = [f"{row[key]:8.3f}" if key in row else "" for key in ("ratio_to_fp32", "ratio_to_bf16")]
-        print(f"{name:24s} {row['median_s']:8.3f} {ratios[0]:>8s} {ratios[1]:>8s}  "
+        base = row.get("baseline")
+        ratio = f"{row[f'ratio_to_{base}']:7.3f}" if base else ""
+        print(f"{name:30s} {row['median_s']:8.3f} {ratio:>7s}  {base or '':22s} "
               f"{' '.join(f'{r:.3f}' for r in row.get('round_ratios', []))}")
-    if args.compile:
+    if "bf16_compile" in first:
         print(f"bf16_compile: first step (compile) {first['bf16_compile']:.1f} s")
     return result
+
+
+def step_baselines(names: list[str]) -> list[tuple[str, str]]:
+    """(variant, the variant it is compared with) among ``names``: precision against fp32, channels_last
+    and compile against the same precision without them."""
+    pairs = [(name, "fp32") for name in ("bf16", "bf16_channels_last", "bf16_compile")]
+    pairs += [(name, "bf16") for name in ("bf16_channels_last", "bf16_compile")]
+    pairs += [(name, name.removesuffix("_channels_last")) for name in names
+              if name.endswith("_channels_last") and not name.startswith("bf16")]
+    pairs.append(("project_bf16", "project_fp32"))
+    return [(name, base) for name, base in pairs if name in names and base in names]
 
 
 # ------------------------------------------------------------------------------------------ 2. loss curves
@@ -300,6 +400,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="step part: alternating rounds (default 5; quick 2)")
     parser.add_argument("--steps", type=int, help="step part: timed steps per variant and round (default 3; quick 2)")
     parser.add_argument("--compile", action="store_true", help="step part: also bf16 + torch.compile (minutes to compile)")
+    parser.add_argument("--only", type=lambda text: text.split(","), metavar="NAMES",
+                        help="step part: only the variants whose name contains one of these comma-separated words "
+                             "(and the baselines they are compared with), e.g. channels_last, project, classifier")
     parser.add_argument("--loss-steps", type=int, help="loss part: training steps per run (default 300; quick 30)")
     parser.add_argument("--window", type=int, help="loss part: steps per window (default 50; quick 10)")
     parser.add_argument("--images", type=int, help="toy training project size (default 400; quick 48)")

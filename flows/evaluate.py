@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks import reader_study, sites, stages, tracking
-from cxrsynth.tasks.classifier import classifier_precision, resolve_device
+from cxrsynth.tasks.classifier import classifier_memory_format, classifier_precision, resolve_device
 from cxrsynth.tasks.classifier.outputs import seed_dirs
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks.io import write_csv, write_json
@@ -49,7 +49,8 @@ def predict_variant(directory: Path, test: inputs.ImageSet, params: Params, devi
     """The variant's classifier of every seed (classifier.seeds order) and their test probabilities
     (seeds, images, findings)."""
     precision = classifier_precision(params.classifier, device).dtype
-    models = [classifiers.load(folder, device) for folder in seed_dirs(directory, params.classifier.seeds).values()]
+    layout = classifier_memory_format(params.classifier, params.runtime.channels_last, device)
+    models = [classifiers.load(folder, device, layout) for folder in seed_dirs(directory, params.classifier.seeds).values()]
     return models, np.stack([classifiers.predict(model, test.images, batch_size=params.evaluate.batch_size,
                                                  precision=precision) for model in models])
 
@@ -120,8 +121,11 @@ def _reader_study(params: Params, sets: dict) -> dict:
 
 
 def _precision_params(params: Params) -> dict[str, str]:
-    """The classifiers' inference precision (the feature network of FID and the segmenter run in float32)."""
-    return classifier_precision(params.classifier, resolve_device(params.runtime.device)).params()
+    """The classifiers' inference precision and memory format (FID's feature network, by default the reference
+    classifier, runs in float32 in the classifiers' memory format; the segmenter in float32, contiguous)."""
+    device = resolve_device(params.runtime.device)
+    return {**classifier_precision(params.classifier, device).params(),
+            **classifier_memory_format(params.classifier, params.runtime.channels_last, device).params()}
 
 
 def _log_variant_runs(params: Params, dag: Dag, variants: list[tuple[str, float]], downstream_by_variant: dict,

@@ -13,9 +13,9 @@ from cxrsynth.flows.common import setup
 from cxrsynth.flows.fanout import ChunkRule, Fanout
 from cxrsynth.tasks import manifest, sites, stages, threads, tracking
 from cxrsynth.tasks.diffusion import generation
-from cxrsynth.tasks.device import precision_params, resolve_device
+from cxrsynth.tasks.device import autocast_dtype, precision_params, resolve_device
 from cxrsynth.tasks.diffusion.model_io import WEIGHTS_FILE
-from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline, diffusion_memory_formats
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params
 
@@ -37,6 +37,7 @@ def sample_all(requests, maps, params: Params, device, model_dir: Path, autoenco
         "model_dir": str(root / model_dir), "todo": part, "maps": {i: maps[i] for i in part["image_id"] if i in maps},
         "autoencoder_dir": None if autoencoder_dir is None else str(root / autoencoder_dir),
         "generate": params.generate, "root": str(root), "device": str(device),
+        "channels_last": params.runtime.channels_last,
         # on threads, every part runs at once in this process and gets its share of the CPUs
         "cpu": threads.ThreadRequest(params.runtime.torch_threads, SAMPLE.rule.count(len(todo), workers),
                                      adaptive=threads.adaptive()),
@@ -55,6 +56,9 @@ def generate_flow(params_path: str = "params.yaml") -> dict:
     device = resolve_device(params.runtime.device)
     with tracking.stage_run(spec, params, extra_params=precision_params(generation.SAMPLING_PRECISION, device)):
         config = GenerationPipeline.load_config(model_dir)  # the model itself is loaded where its part is sampled
+        for layout in diffusion_memory_formats(params.runtime.channels_last, config.latent is not None, device,
+                                               autocast_dtype(generation.SAMPLING_PRECISION, device)).values():
+            mlflow.log_params(layout.params())
         # A latent-space model decodes through train_autoencoder's autoencoder; a pixel-space one reads none.
         autoencoder_dir = dag.input(spec.name, "train_autoencoder", "model") if config.latent is not None else None
         checkpoint_digest = tracking.md5_digest(weights)

@@ -73,12 +73,14 @@ def train_and_measure(params: Params, dag: stages.Dag, spec: stages.StageSpec, p
     """Train (or resume), write the model folder, measure the test split's reconstructions; one MLflow run."""
     # Imported here: torch, MONAI and torchmetrics take seconds to load, which a skipped run never needs.
     from cxrsynth.tasks.autoencoder import stage
+    from cxrsynth.tasks.autoencoder.training import autoencoder_memory_format
     from cxrsynth.tasks.device import precision_params, resolve_device
 
     device = resolve_device(params.runtime.device)
     settings = params.autoencoder
     precision = precision_params(settings.mixed_precision, device, "autoencoder.mixed_precision")
-    with tracking.stage_run(spec, params, extra_params=precision):
+    layout = autoencoder_memory_format(settings, params.runtime.channels_last, device).params()
+    with tracking.stage_run(spec, params, extra_params=precision | layout):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         load = task(stage.real_split, cache_policy=NO_CACHE)
         # the absolute root: load_set strips it from quarantine reasons (a "." would strip every dot)

@@ -11,7 +11,13 @@ from prefect.cache_policies import NO_CACHE
 
 from cxrsynth.flows.common import setup
 from cxrsynth.tasks import mixing, stages, tracking
-from cxrsynth.tasks.classifier import classifier_precision, predict, resolve_device, train_classifier
+from cxrsynth.tasks.classifier import (
+    classifier_memory_format,
+    classifier_precision,
+    predict,
+    resolve_device,
+    train_classifier,
+)
 from cxrsynth.tasks.classifier.data import check_images
 from cxrsynth.tasks.classifier.outputs import seed_dir, write_outputs, write_variant_config
 from cxrsynth.tasks.classifier.training import VariantImages, finding_aurocs
@@ -38,7 +44,7 @@ def _train_seed(seed: int, images: VariantImages, variant_config: dict, params: 
                             {"seed": seed, "variant": base["variant"], "ratio": base["ratio"]},
                             tags={"cxrsynth.variant": base["variant"], "cxrsynth.classifier_seed": str(seed)}):
         result = task(train_classifier, cache_policy=NO_CACHE, task_run_name=f"seed {seed}")(
-            images, variant_config, params.classifier, device, seed=seed,
+            images, variant_config, params.classifier, device, seed=seed, channels_last=params.runtime.channels_last,
             on_epoch=lambda row: tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
         )
         val_auroc = _val_aurocs(result.model, images, params, device)
@@ -83,7 +89,8 @@ def train_classifier_flow(params_path: str = "params.yaml", variant: str = "real
     spec = dag.stage_for("train_classifier", variant)
     device = resolve_device(params.runtime.device)
     shown_ratio = "none" if ratio is None else ratio
-    extra = {"variant": variant, "ratio": shown_ratio, **classifier_precision(params.classifier, device).params()}
+    extra = {"variant": variant, "ratio": shown_ratio, **classifier_precision(params.classifier, device).params(),
+             **classifier_memory_format(params.classifier, params.runtime.channels_last, device).params()}
     with tracking.stage_run(spec, params, run_name=f"train_classifier:{variant}", extra_params=extra):
         mlflow.set_tags({"cxrsynth.variant": variant, "cxrsynth.ratio": str(shown_ratio)})
         frame, variant_config = mixing.read_variant(variant, mixing.variant_path(dag, variant, params, spec.name))

@@ -20,7 +20,7 @@ from cxrsynth.tasks import manifest, stages, tracking
 from cxrsynth.tasks.diffusion import train_stage
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint
 from cxrsynth.tasks.diffusion.previews import preview_grid, preview_indices
-from cxrsynth.tasks.diffusion.training import TrainHooks, training_precision
+from cxrsynth.tasks.diffusion.training import TrainHooks, training_memory_formats, training_precision
 from cxrsynth.tasks.io import write_json
 from cxrsynth.tasks.params import Params, load_params
 
@@ -48,7 +48,8 @@ def mlflow_hooks(params: Params, prepared: train_stage.TrainingSetup, losses: Lo
     def on_sample(step, ema_model):
         train = params.diffusion.train
         pipeline = prepared.pipeline(ema_model)
-        pipeline.to(pipeline.device, train.mixed_precision)  # the grids sample in the training's precision
+        # the grids sample in the training's precision and memory format
+        pipeline.to(pipeline.device, train.mixed_precision, prepared.channels_last)
         grid = preview_grid(pipeline, prepared.dataset, preview, train.sample_steps, train.sample_guidance,
                             seed=params.seed)
         mlflow.log_image(grid, f"samples/step_{step:07d}.png")
@@ -88,8 +89,12 @@ def train_diffusion_flow(params_path: str = "params.yaml") -> dict:
     params, replica = setup(params_path), replica_from_env()
     dag = stages.load()
     spec = dag.stage_for("train_diffusion")
-    precision = training_precision(params.diffusion.train, train_stage.training_device(params, replica))
-    with tracking.stage_run(spec, params, extra_params=precision.params()):
+    device = train_stage.training_device(params, replica)
+    logged = training_precision(params.diffusion.train, device).params()
+    for layout in training_memory_formats(params.runtime.channels_last, params.diffusion.space == "latent",
+                                          params.diffusion.train, device).values():
+        logged |= layout.params()
+    with tracking.stage_run(spec, params, extra_params=logged):
         frame = manifest.read(dag.input(spec.name, "prepare_masks", "manifest.parquet"))
         prepared = train_stage.training_setup(params, frame, ".", autoencoder_input(params, dag))
         if prepared.init_report is not None:

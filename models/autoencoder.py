@@ -39,11 +39,21 @@ class AutoencoderConfig:
         return tuple(self.base_channels * min(2**level, 4) for level in range(levels))
 
 
+class LayoutFreeAutoencoderKL(AutoencoderKL):
+    """MONAI's ``AutoencoderKL`` whose posterior sample draws its noise in the latents' logical order:
+    ``torch.randn_like`` fills memory in storage order, so a channels_last model would put the same
+    random numbers at other positions and train on other samples than a contiguous one."""
+
+    def sampling(self, z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+        eps = torch.randn(z_sigma.shape, dtype=z_sigma.dtype, device=z_sigma.device)
+        return z_mu + eps * z_sigma
+
+
 def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:
     """A 2-D, one-channel ``AutoencoderKL`` whose latent grid is the image divided by ``downsampling``."""
     levels = len(config.channels)
     attention = tuple(config.attention_at_bottom and level == levels - 1 for level in range(levels))
-    return AutoencoderKL(
+    return LayoutFreeAutoencoderKL(
         spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels,
         num_res_blocks=(config.num_res_blocks,) * levels, attention_levels=attention,
         latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,

@@ -9,6 +9,13 @@ bf16 is emulated and slower than float32.
 The CPU's flags come from ``/proc/cpuinfo``: torch's own probes do not tell native from emulated
 bf16 (``torch.backends.cpu.get_cpu_capability()`` says "AVX512" on CPUs with and without it, and
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is true on any AVX-512BW CPU).
+
+The memory format of the conv networks (``runtime.channels_last``: auto, true, false): channels_last
+(NHWC) lets oneDNN and cuDNN run convolutions without reordering every activation. A conv whose
+weights are channels_last returns channels_last activations, so converting the module (and, for the
+first conv, its 4-D input) is enough; an input already channels_last makes any conv run so, which
+is why inputs are put in their network's format. ``auto`` turns it on only where it measured faster
+(``CHANNELS_LAST_FASTER_BF16``): the networks differ.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import torch
+from torch import nn
 
 SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f")  # what benchmarks name
 CPUINFO = Path("/proc/cpuinfo")
@@ -148,3 +157,74 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> Iterator[
         return
     with torch.autocast(torch.device(device).type, dtype=dtype):
         yield
+
+
+ChannelsLastSetting = bool | Literal["auto"]  # runtime.channels_last
+NETWORKS = ("unet", "autoencoder", "classifier")
+# The networks whose training step measured faster channels_last under bf16 autocast on a CPU with native
+# bf16 (`python benchmarks/bench_precision.py step --only channels_last` on a 2-core Intel Xeon with AMX,
+# heavily loaded by other jobs; ratios channels_last / contiguous, medians of alternating rounds): the
+# classifier 0.76 (4 rounds, 1 thread) and 0.88 (3 rounds); the autoencoder 1.31 (slower) and 0.87, so
+# no; the bare U-Net step 0.90 (0.79 in an earlier run) but the project's training loop 0.99 (per round
+# 1.48, 0.99, 0.64), no gain shown, so the U-Net stays contiguous until a quiet run shows one (add
+# "unet" here). Float32 measured faster too (classifier 0.74, autoencoder 0.76) but stays contiguous
+# under auto: it is the reference path (mixed_precision: no), the same numbers on every CPU.
+CHANNELS_LAST_FASTER_BF16 = frozenset({"classifier"})
+Module = TypeVar("Module", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class MemoryFormat:
+    """Whether ``network`` runs channels_last, and why."""
+
+    network: str
+    channels_last: bool
+    reason: str
+
+    @property
+    def torch_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def params(self) -> dict[str, str]:
+        """What a stage logs to MLflow beside its own params."""
+        return {f"runtime.memory_format.{self.network}": "channels_last" if self.channels_last else "contiguous",
+                f"runtime.memory_format_reason.{self.network}": self.reason}
+
+    def module(self, module: Module) -> Module:
+        """``module`` with its 4-D weights in this format (in place, as ``nn.Module.to``)."""
+        return module.to(memory_format=self.torch_format)
+
+    def tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A 4-D (B, C, H, W) input in this format; other tensors as they are."""
+        return tensor.contiguous(memory_format=self.torch_format) if tensor.ndim == 4 else tensor
+
+
+CONTIGUOUS = {network: MemoryFormat(network, False, "runtime.channels_last = false") for network in NETWORKS}
+
+
+def choose_memory_format(setting: ChannelsLastSetting, network: str, device: torch.device | str,
+                         precision: torch.dtype | None, cpuinfo: str | None = None) -> MemoryFormat:
+    """The memory format of ``network`` (one of NETWORKS) on ``device`` under autocast to ``precision``
+    (None: float32) for ``runtime.channels_last`` = ``setting``. ``cpuinfo`` replaces /proc/cpuinfo's
+    text (tests)."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
+    if setting is True or setting is False:
+        return MemoryFormat(network, setting, f"runtime.channels_last = {str(setting).lower()}")
+    if setting != "auto":
+        raise ValueError(f"runtime.channels_last: {setting!r} is not one of auto, true, false")
+    device, name = torch.device(device), PRECISION_NAMES.get(precision, str(precision))
+    if device.type == "cuda":
+        if precision is None:
+            return MemoryFormat(network, False, "cuda in float32: channels_last pays under autocast (tensor cores)")
+        return MemoryFormat(network, True, f"cuda under {name} autocast: tensor cores run channels_last convs")
+    if device.type != "cpu":
+        return MemoryFormat(network, False, f"not measured on {device.type}")
+    if precision is None:
+        return MemoryFormat(network, False, "cpu in float32: kept contiguous, the reference path")
+    native, why = native_bf16(cpuinfo)
+    if precision != torch.bfloat16 or not native:
+        return MemoryFormat(network, False, f"not measured under {name} on this cpu ({why})")
+    faster = network in CHANNELS_LAST_FASTER_BF16
+    return MemoryFormat(network, faster, f"{network} under bf16 on a cpu with native bf16 ({why}): channels_last "
+                                         f"measured {'faster' if faster else 'not faster'}")

@@ -594,6 +594,13 @@ class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where torch runs; auto: CUDA when available, else CPU"
     )
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="the conv networks (diffusion U-Net, autoencoder, classifier) and their image inputs in "
+        "channels_last (NHWC) memory, for training and inference; auto: where it measured faster: the classifier "
+        "under bf16 autocast on a CPU with AMX or AVX-512 BF16 (the U-Net and the autoencoder showed no gain "
+        "there), every network on CUDA under autocast; float32 runs stay contiguous. Results agree within float rounding and saved weights are the same bytes "
+        "either way. Each stage logs runtime.memory_format.<network> and the reason"
+    )
 
 
 class Params(Section):

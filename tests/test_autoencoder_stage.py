@@ -82,6 +82,7 @@ def test_latent_space_logs_one_mlflow_run_with_params_step_metrics_and_artifacts
     assert [m.step for m in client.get_metric_history(run.info.run_id, "l1")] == [1, 2, 3, 4]
     assert run.data.params["autoencoder.downsampling"] == "4" and run.data.params["diffusion.space"] == "latent"
     assert run.data.params["runtime.precision_reason"] == "autoencoder.mixed_precision = no"
+    assert run.data.params["runtime.memory_format.autoencoder"] == "contiguous"
     assert {"psnr", "ssim", "steps"} <= set(run.data.metrics)
     assert any(name.startswith("lesions.") and name.endswith(".crop_ssim") for name in run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -313,6 +313,7 @@ def test_train_classifier_flow_on_a_tiny_project(tmp_path, blob_project):
     assert runs.loc["train_classifier:classical_aug", "params.augmentation"] == "True"
     assert parent["params.runtime.precision"] == "fp32"  # the tiny profile: float32
     assert parent["params.runtime.precision_reason"] == "classifier.mixed_precision = no"
+    assert parent["params.runtime.memory_format.classifier"] == "contiguous"
     for seed in (0, 1):  # one run per seed, nested under the variant's, grouped like it
         child = runs.loc[f"train_classifier:ratio_1:seed_{seed}"]
         assert child["tags.mlflow.parentRunId"] == parent["run_id"] and child["params.seed"] == str(seed)

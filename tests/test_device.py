@@ -1,11 +1,15 @@
 import pytest
 import torch
 
-from cxrsynth.tasks import classifier
+from cxrsynth.tasks import classifier, device
 from cxrsynth.tasks.device import (
+    CONTIGUOUS,
+    NETWORKS,
+    MemoryFormat,
     Precision,
     autocast,
     autocast_dtype,
+    choose_memory_format,
     choose_precision,
     cpu_flags,
     describe_cpu,
@@ -97,3 +101,60 @@ def test_describe_cpu_names_the_model_and_the_flags_speed_depends_on():
     text = describe_cpu("processor : 0\nmodel name : Some Xeon\nflags : fpu sse2 avx512f amx_bf16 amx_tile\n")
     assert text.startswith("Some Xeon; flags: amx_bf16 amx_tile avx512f;") and text.endswith("usable CPUs")
     assert "no AVX-512 / AMX" in describe_cpu("model name : Old\nflags : fpu sse2\n")
+
+
+def _channels_last(setting, network, device="cpu", precision=torch.bfloat16, cpuinfo=XEON) -> bool:
+    return choose_memory_format(setting, network, torch.device(device), precision, cpuinfo).channels_last
+
+
+def test_channels_last_auto_on_a_cpu_follows_what_measured_faster_under_native_bf16(monkeypatch):
+    assert _channels_last("auto", "classifier") and _channels_last("auto", "classifier", cpuinfo=ZEN4)
+    assert not _channels_last("auto", "unet") and not _channels_last("auto", "autoencoder")  # no gain measured
+    layout = choose_memory_format("auto", "autoencoder", CPU, torch.bfloat16, XEON)
+    assert "not faster" in layout.reason and "amx_bf16" in layout.reason
+    monkeypatch.setattr(device, "CHANNELS_LAST_FASTER_BF16", frozenset({"unet"}))  # the table decides
+    assert _channels_last("auto", "unet") and not _channels_last("auto", "classifier")
+
+
+def test_channels_last_auto_keeps_float32_and_emulated_bf16_contiguous():
+    for network in NETWORKS:
+        assert not _channels_last("auto", network, precision=None)
+        assert not _channels_last("auto", network, cpuinfo=AVX512_ONLY)  # bf16 emulated: not measured
+        assert not _channels_last("auto", network, cpuinfo=NO_FLAGS)
+    assert "float32" in choose_memory_format("auto", "unet", CPU, None, XEON).reason
+    assert "not measured" in choose_memory_format("auto", "unet", CPU, torch.bfloat16, AVX512_ONLY).reason
+
+
+def test_channels_last_auto_on_cuda_under_autocast_only():
+    for network in NETWORKS:
+        assert _channels_last("auto", network, "cuda", torch.float16)
+        assert _channels_last("auto", network, "cuda", torch.bfloat16)
+        assert not _channels_last("auto", network, "cuda", None)
+    assert not _channels_last("auto", "unet", "mps")
+
+
+def test_channels_last_true_and_false_are_obeyed_everywhere():
+    for device_name, precision, cpuinfo in (("cpu", None, NO_FLAGS), ("cpu", torch.bfloat16, XEON), ("cuda", None, XEON)):
+        assert _channels_last(True, "autoencoder", device_name, precision, cpuinfo)
+        assert not _channels_last(False, "classifier", device_name, precision, cpuinfo)
+    assert choose_memory_format(True, "unet", CPU, None).reason == "runtime.channels_last = true"
+
+
+def test_channels_last_refuses_unknown_settings_and_networks():
+    with pytest.raises(ValueError, match=r"runtime\.channels_last: 'yes' is not one of auto, true, false"):
+        choose_memory_format("yes", "unet", CPU, None)
+    with pytest.raises(ValueError, match="unknown network 'vae'"):
+        choose_memory_format("auto", "vae", CPU, None)
+
+
+def test_memory_format_converts_modules_and_four_d_inputs_and_names_itself():
+    on, off = MemoryFormat("unet", True, "why"), CONTIGUOUS["unet"]
+    conv = on.module(torch.nn.Conv2d(3, 4, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert off.module(conv).weight.is_contiguous()
+    image, vector = torch.randn(2, 3, 5, 5), torch.randn(2, 3)
+    assert on.tensor(image).is_contiguous(memory_format=torch.channels_last) and not on.tensor(image).is_contiguous()
+    assert on.tensor(vector) is vector
+    assert torch.equal(on.tensor(image), image)
+    assert on.params() == {"runtime.memory_format.unet": "channels_last", "runtime.memory_format_reason.unet": "why"}
+    assert off.params()["runtime.memory_format.unet"] == "contiguous"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cxrsynth.tasks import manifest
-from cxrsynth.tasks.device import choose_precision
+from cxrsynth.tasks.device import choose_memory_format, choose_precision
 from tests.conftest import write_tiny_params
 from tests.diffusion_data import make_project
 
@@ -55,6 +55,8 @@ def test_train_diffusion_flow_writes_model_curve_metrics_and_mlflow_run(trained,
     assert run.data.params["diffusion.loss.lesion_weight"] == "2.0"
     assert run.data.params["runtime.precision"] == "fp32"  # the tiny profile trains in float32
     assert run.data.params["runtime.precision_reason"] == "diffusion.train.mixed_precision = no"
+    assert run.data.params["runtime.memory_format.unet"] == "contiguous"  # channels_last: auto keeps float32 so
+    assert "float32" in run.data.params["runtime.memory_format_reason.unet"]
 
 
 def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeypatch):
@@ -77,6 +79,9 @@ def test_generate_flow_writes_images_manifest_grids_and_resumes(trained, monkeyp
     sampling = choose_precision("auto", torch.device("cpu"))  # generate samples under auto: this CPU's flags decide
     assert run.data.params["runtime.precision"] == sampling.name
     assert run.data.params["runtime.precision_reason"] == sampling.reason
+    layout = choose_memory_format("auto", "unet", "cpu", sampling.dtype)  # and so they decide the memory format
+    assert run.data.params["runtime.memory_format.unet"] == ("channels_last" if layout.channels_last else "contiguous")
+    assert run.data.params["runtime.memory_format_reason.unet"] == layout.reason
 
 
 def test_generate_on_a_local_dask_cluster_writes_the_same_images(trained, tmp_path, monkeypatch):

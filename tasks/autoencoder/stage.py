@@ -55,7 +55,8 @@ def train(params: Params, train_set: ImageSet, checkpoints: Path, device: torch.
     terms = params.autoencoder.loss
     perceptual = load_perceptual_network(terms.perceptual_network) if terms.perceptual_weight > 0 else None
     return train_autoencoder(model_input(train_set.images), params.autoencoder, params.seed, checkpoints, device,
-                             perceptual=perceptual.to(device) if perceptual else None, on_step=on_step)
+                             perceptual=perceptual.to(device) if perceptual else None, on_step=on_step,
+                             channels_last=params.runtime.channels_last)
 
 
 def write_model(folder: Path, outcome: AutoencoderOutcome, params: Params) -> None:

@@ -27,7 +27,7 @@ from cxrsynth.models.autoencoder import (
     kl_divergence,
 )
 from cxrsynth.tasks import threads
-from cxrsynth.tasks.device import autocast, autocast_dtype
+from cxrsynth.tasks.device import ChannelsLastSetting, MemoryFormat, autocast, autocast_dtype, choose_memory_format
 from cxrsynth.tasks.diffusion.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from cxrsynth.tasks.diffusion.data import StepBatches
 from cxrsynth.tasks.diffusion.model_io import mapping_digest
@@ -82,10 +82,18 @@ class _Run:
         torch.set_rng_state(state["rng"])
 
 
-def _new_run(params: AutoencoderParams, seed: int, device: torch.device) -> _Run:
+def autoencoder_memory_format(params: AutoencoderParams, channels_last: ChannelsLastSetting,
+                              device: torch.device | str) -> MemoryFormat:
+    """The autoencoder's memory format in training on ``device`` under ``autoencoder.mixed_precision``
+    (``runtime.channels_last`` = ``channels_last``); the discriminator stays contiguous."""
+    precision = autocast_dtype(params.mixed_precision, torch.device(device), "autoencoder.mixed_precision")
+    return choose_memory_format(channels_last, "autoencoder", device, precision)
+
+
+def _new_run(params: AutoencoderParams, seed: int, device: torch.device, layout: MemoryFormat) -> _Run:
     precision = autocast_dtype(params.mixed_precision, device, "autoencoder.mixed_precision")
     torch.manual_seed(seed)
-    autoencoder = build_autoencoder(config_of(params)).to(device)
+    autoencoder = layout.module(build_autoencoder(config_of(params)).to(device))  # the EMA copy follows
     adversarial = params.loss.adversarial_weight > 0
     discriminator = build_discriminator().to(device) if adversarial else None
     return _Run(
@@ -156,13 +164,15 @@ class AutoencoderOutcome:
 
 def train_autoencoder(images: torch.Tensor, params: AutoencoderParams, seed: int, checkpoint_dir: str | Path,
                       device: torch.device | str = "cpu", perceptual: FeaturePerceptualLoss | None = None,
-                      on_step: StepHook | None = None) -> AutoencoderOutcome:
+                      on_step: StepHook | None = None, channels_last: ChannelsLastSetting = False) -> AutoencoderOutcome:
     """Train on ``images`` (N, 1, H, W) in [-1, 1] up to ``params.steps``, resuming from the newest
-    checkpoint in ``checkpoint_dir`` (refused when it belongs to another autoencoder config)."""
+    checkpoint in ``checkpoint_dir`` (refused when it belongs to another autoencoder config; saved in
+    either memory format). ``channels_last``: ``runtime.channels_last``, see ``autoencoder_memory_format``;
+    one-channel images are in either format already."""
     device = torch.device(device)
     config = asdict(config_of(params)) | {"adversarial": params.loss.adversarial_weight > 0}
     digest = mapping_digest(config)
-    run = _new_run(params, seed, device)
+    run = _new_run(params, seed, device, autoencoder_memory_format(params, channels_last, device))
     latest = latest_checkpoint(checkpoint_dir)
     init_report = None
     if latest is not None:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier
 from cxrsynth.tasks.classifier.data import LabelledImages, inference_loader
-from cxrsynth.tasks.device import autocast
+from cxrsynth.tasks.device import CONTIGUOUS, MemoryFormat, autocast
 from cxrsynth.tasks.findings import FINDINGS
 from cxrsynth.tasks import torch_files
 
@@ -26,8 +26,10 @@ def save_classifier(model: FindingClassifier, path: str | Path) -> None:
     torch_files.save(payload, path)
 
 
-def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -> FindingClassifier:
-    """The classifier saved in ``directory/model.pt``, in eval mode."""
+def load_classifier(directory: str | Path, device: torch.device | str = "cpu",
+                    layout: MemoryFormat = CONTIGUOUS["classifier"]) -> FindingClassifier:
+    """The classifier saved in ``directory/model.pt``, in eval mode, in memory format ``layout`` (see
+    ``classifier_memory_format``; the one-channel images it reads are in either format already)."""
     path = Path(directory) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"{path}: classifier checkpoint not found (has train_classifier run?)")
@@ -38,7 +40,7 @@ def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -
     lesion_head = any(key.startswith("lesion_head.") for key in payload["state_dict"])
     model = build_classifier(payload["architecture"], lesion_head)
     model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval()
+    return layout.module(model.to(device)).eval()
 
 
 def _image_batches(images_or_frame, root: str | Path, batch_size: int) -> Iterator[torch.Tensor]:

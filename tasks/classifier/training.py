@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.classifier import FindingClassifier, build_classifier, lesion_loss, masked_bce
 from cxrsynth.tasks import threads
-from cxrsynth.tasks.device import Precision, autocast, choose_precision
+from cxrsynth.tasks.device import (
+    ChannelsLastSetting,
+    MemoryFormat,
+    Precision,
+    autocast,
+    choose_memory_format,
+    choose_precision,
+)
 from cxrsynth.tasks.classifier.data import (
     LabelledImages,
     augmentation,
@@ -103,6 +110,13 @@ class TrainResult:
 def classifier_precision(settings: ClassifierParams, device: torch.device | str) -> Precision:
     """The autocast of the classifier's training and inference on ``device`` (``classifier.mixed_precision``)."""
     return choose_precision(settings.mixed_precision, torch.device(device), PRECISION_KEY)
+
+
+def classifier_memory_format(settings: ClassifierParams, channels_last: ChannelsLastSetting,
+                             device: torch.device | str) -> MemoryFormat:
+    """The classifier's memory format for training and inference on ``device`` under its precision
+    (``runtime.channels_last`` = ``channels_last``)."""
+    return choose_memory_format(channels_last, "classifier", device, classifier_precision(settings, device).dtype)
 
 
 def logits(model: FindingClassifier, images: torch.Tensor, precision: torch.dtype | None) -> torch.Tensor:
@@ -204,9 +218,12 @@ def train_classifier(
     on_epoch: Callable[[dict], None] | None = None,
     *,
     seed: int | None = None,
+    channels_last: ChannelsLastSetting = False,
 ) -> TrainResult:
     """Train on ``images.train`` with the variant's augmentation and balancing; stop early on ``images.val``.
-    ``seed`` (default: the first of ``settings.seeds``) fixes the initial weights and the batch order."""
+    ``seed`` (default: the first of ``settings.seeds``) fixes the initial weights and the batch order;
+    ``channels_last`` (``runtime.channels_last``) the memory format, which the weights are the same in.
+    The images are one-channel, so they are already in either format."""
     train, val, image_size, root = images.train, images.val, images.image_size, images.root
     if train.empty or val.empty:
         raise ValueError(f"variant {variant_config.get('variant')!r} needs training and validation rows "
@@ -217,7 +234,8 @@ def train_classifier(
     seed = settings.seeds[0] if seed is None else seed
     torch.manual_seed(seed)
     lesions = LesionTraining(settings.lesion_weight, settings.lesion_pos_weight) if settings.lesion_weight > 0 else None
-    model = build_classifier(settings.architecture, lesion_head=lesions is not None).to(device)
+    layout = classifier_memory_format(settings, channels_last, device)
+    model = layout.module(build_classifier(settings.architecture, lesion_head=lesions is not None).to(device))
     transform = augmentation(variant_config["augmentation"], image_size) if variant_config.get("augmentation") else None
     train_data = LabelledImages(train, root, transform, images.train_pixels, settings.unmentioned,
                                 images.lesion_maps() if lesions is not None else None)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import CONDITION_NAMES, Conditions
 from cxrsynth.tasks import threads
+from cxrsynth.tasks.device import ChannelsLastSetting
 from cxrsynth.tasks.diffusion.data import readable_rows, training_rows
 from cxrsynth.tasks.diffusion.grids import pairs, tile, write_rgb
 from cxrsynth.tasks.diffusion.labels import attribute_indices, label_attributes, read_lesions, state_indices
@@ -254,14 +255,16 @@ def sample_requests(pipeline: GenerationPipeline, todo: pd.DataFrame, maps: dict
 
 def sample_part(model_dir: str | Path, todo: pd.DataFrame, maps: dict[str, np.ndarray], generate: GenerateParams,
                 root: str | Path, device: str = "cpu", cpu: threads.ThreadRequest = threads.ThreadRequest(),
-                autoencoder_dir: str | Path | None = None) -> int:
+                autoencoder_dir: str | Path | None = None, channels_last: ChannelsLastSetting = False) -> int:
     """One worker's part of the plan (a thread, or a Dask worker that shares the project folder):
     takes its share of the CPUs (``cpu``), loads the model (and, in latent space, the autoencoder of
-    ``autoencoder_dir``) where it runs, then samples and writes the part's images."""
+    ``autoencoder_dir``) where it runs, in the memory format ``runtime.channels_last`` =
+    ``channels_last`` gives it, then samples and writes the part's images."""
     setting = cpu.apply()
     print(setting.describe())
     pipeline = GenerationPipeline.from_pretrained(model_dir, device, sampler=generate.sampler,
-                                                  mixed_precision=SAMPLING_PRECISION, autoencoder=autoencoder_dir)
+                                                  mixed_precision=SAMPLING_PRECISION, autoencoder=autoencoder_dir,
+                                                  channels_last=channels_last)
     return sample_requests(pipeline, todo, maps, generate, root, on_batch=cpu.step_hook(setting))
 
 

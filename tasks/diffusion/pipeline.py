@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 
 from cxrsynth.models.conditioning import Conditions
 from cxrsynth.models.latent import LatentCodec
-from cxrsynth.tasks.device import autocast, autocast_dtype
+from cxrsynth.tasks.device import (
+    CONTIGUOUS,
+    ChannelsLastSetting,
+    MemoryFormat,
+    autocast,
+    autocast_dtype,
+    choose_memory_format,
+)
 from cxrsynth.tasks.diffusion.model_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -52,13 +59,22 @@ def _step_options(scheduler, generators: list[torch.Generator]) -> dict:
     return {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
 
+def diffusion_memory_formats(channels_last: ChannelsLastSetting, latent: bool, device: torch.device | str,
+                             precision: torch.dtype | None) -> dict[str, MemoryFormat]:
+    """The memory format (``runtime.channels_last`` = ``channels_last``) of the U-Net and, in ``latent``
+    space, of the autoencoder that decodes its latents, under autocast to ``precision``."""
+    networks = ("unet", "autoencoder") if latent else ("unet",)
+    return {network: choose_memory_format(channels_last, network, device, precision) for network in networks}
+
+
 class GenerationPipeline:
     """``pipeline(conditions, seeds, steps, guidance_scale)`` -> images (B, 1, H, W) in [0, 1].
 
     ``scheduler`` is a diffusers scheduler of the model's diffusion process (``sampler`` names it, one
     of ``SAMPLERS``; ``with_sampler`` swaps it). ``autocast`` is the mixed-precision dtype
     of the denoiser's forward passes (None: full precision). ``codec`` decodes a latent-space model's
-    latents (None in pixel space).
+    latents (None in pixel space). ``layouts`` are the memory formats of the U-Net and the autoencoder
+    (``to`` chooses them), which their inputs are put in.
     """
 
     def __init__(self, denoiser: nn.Module, tokenizer: Tokenizer, config: ModelConfig,
@@ -69,6 +85,7 @@ class GenerationPipeline:
                              f"latent codec")
         self.denoiser, self.tokenizer, self.config = denoiser, tokenizer, config
         self.sampler, self.autocast, self.codec = sampler, autocast, codec
+        self.layouts: dict[str, MemoryFormat] = dict(CONTIGUOUS)
         self.scheduler = sampling_scheduler(config.process, sampler, config.clip)
 
     @property
@@ -89,19 +106,24 @@ class GenerationPipeline:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
-    def to(self, device: torch.device | str, mixed_precision: str = "no") -> "GenerationPipeline":
+    def to(self, device: torch.device | str, mixed_precision: str = "no",
+           channels_last: ChannelsLastSetting = False) -> "GenerationPipeline":
         """Move the denoiser; its forward passes run under ``mixed_precision`` (auto, no, fp16, bf16; see
-        ``tasks.device.choose_precision``: auto is bf16 on a CPU with AMX or AVX-512 BF16)."""
+        ``tasks.device.choose_precision``: auto is bf16 on a CPU with AMX or AVX-512 BF16), the U-Net and
+        the autoencoder in the memory format ``runtime.channels_last`` = ``channels_last`` gives them."""
         device = torch.device(device)
-        self.denoiser.to(device)
-        if self.codec is not None:
-            self.codec.to(device)
         self.autocast = autocast_dtype(mixed_precision, device, "sampling mixed_precision")
+        self.layouts = diffusion_memory_formats(channels_last, self.codec is not None, device, self.autocast)
+        self.layouts["unet"].module(self.denoiser.to(device))
+        if self.codec is not None:
+            self.layouts["autoencoder"].module(self.codec.to(device))
         return self
 
     def with_sampler(self, sampler: str) -> "GenerationPipeline":
         """The same model, tokenizer and config under another sampler (nothing copied)."""
-        return GenerationPipeline(self.denoiser, self.tokenizer, self.config, sampler, self.autocast, self.codec)
+        other = GenerationPipeline(self.denoiser, self.tokenizer, self.config, sampler, self.autocast, self.codec)
+        other.layouts = dict(self.layouts)
+        return other
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write config, weights and tokenizer to ``folder`` (what ``from_pretrained`` reads)."""
@@ -123,10 +145,11 @@ class GenerationPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu", sampler: str = DEFAULT_SAMPLER,
-                        mixed_precision: str = "no", autoencoder: str | Path | None = None) -> "GenerationPipeline":
+                        mixed_precision: str = "no", autoencoder: str | Path | None = None,
+                        channels_last: ChannelsLastSetting = False) -> "GenerationPipeline":
         """The pipeline saved in ``folder``, its denoiser in eval mode on ``device``. A latent-space model
         needs the ``autoencoder`` folder of the autoencoder it was trained with (its digest is checked);
-        a pixel-space one reads none."""
+        a pixel-space one reads none. ``channels_last``: see ``to``."""
         folder = Path(folder)
         config = cls.load_config(folder)
         codec = load_codec(config, autoencoder, folder)
@@ -136,7 +159,7 @@ class GenerationPipeline:
         tokenizer = load_tokenizer(folder)
         if config.pretrained_text != isinstance(tokenizer, PretrainedTokenizer):
             raise ValueError(f"{folder}: the saved tokenizer does not fit the {config.text_encoder.kind} text encoder")
-        return cls(denoiser.eval(), tokenizer, config, sampler, codec=codec).to(device, mixed_precision)
+        return cls(denoiser.eval(), tokenizer, config, sampler, codec=codec).to(device, mixed_precision, channels_last)
 
     @torch.no_grad()
     def __call__(self, conditions: Conditions, seeds: Sequence[int], steps: int, guidance_scale: float,
@@ -150,7 +173,8 @@ class GenerationPipeline:
         scheduler.set_timesteps(steps, device=device)
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         shape = (len(seeds), *self.config.sample_shape)
-        noisy = randn_tensor(shape, generator=generators, device=device) * scheduler.init_noise_sigma
+        noisy = self.layouts["unet"].tensor(randn_tensor(shape, generator=generators, device=device)
+                                            * scheduler.init_noise_sigma)
         cond = conditions.to(device)
         was_training = self.denoiser.training
         self.denoiser.eval()
@@ -167,6 +191,6 @@ class GenerationPipeline:
         self.denoiser.train(was_training)
         if self.codec is not None:
             with autocast(device, self.autocast):
-                noisy = self.codec.decode(noisy).float()
-        return ((noisy.clamp(-1, 1) + 1) / 2).cpu()
+                noisy = self.codec.decode(self.layouts["autoencoder"].tensor(noisy)).float()
+        return ((noisy.clamp(-1, 1) + 1) / 2).cpu().contiguous()
 

@@ -71,7 +71,8 @@ def training_setup(params: Params, frame: pd.DataFrame, root: str | Path = ".",
     model = build_model(config, backbone)
     # A resumed run restores its checkpoint over these weights; init_from shapes only the start.
     report = init_diffusion(model, config, diffusion.init_from) if diffusion.init_from else None
-    return TrainingSetup(dataset, tokenizer, config, model, quarantined, init_report=report, codec=codec)
+    return TrainingSetup(dataset, tokenizer, config, model, quarantined, init_report=report, codec=codec,
+                         channels_last=params.runtime.channels_last)
 
 
 def loss_table(history: list[tuple[int, float]]) -> str:

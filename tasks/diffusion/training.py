@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,14 @@ from cxrsynth.models.denoiser import ConditionalDenoiser
 from cxrsynth.models.latent import LatentCodec, mask_grid
 from cxrsynth.models.losses import CleanEstimate, lesion_preserving_loss
 from cxrsynth.tasks import threads
-from cxrsynth.tasks.device import Precision, autocast, choose_precision
+from cxrsynth.tasks.device import (
+    CONTIGUOUS,
+    ChannelsLastSetting,
+    MemoryFormat,
+    Precision,
+    autocast,
+    choose_precision,
+)
 from cxrsynth.tasks.diffusion.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
@@ -39,7 +46,7 @@ from cxrsynth.tasks.diffusion.data import (
 )
 from cxrsynth.tasks.diffusion.distributed import Replica, barrier, check_batch, mean_across, wrap
 from cxrsynth.tasks.diffusion.model_io import ModelConfig
-from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline
+from cxrsynth.tasks.diffusion.pipeline import GenerationPipeline, diffusion_memory_formats
 from cxrsynth.tasks.diffusion.schedulers import (
     min_snr_weight,
     predicted_clean,
@@ -61,7 +68,7 @@ PRECISION_KEY = "diffusion.train.mixed_precision"
 class TrainingSetup:
     """What training starts from: the training split, the tokenizer built from its texts, the typed
     model config, a fresh (or ``init_from``-loaded) model, the images set aside as unreadable, and in
-    latent space the codec whose latents the dataset holds."""
+    latent space the codec whose latents the dataset holds. ``channels_last`` is ``runtime.channels_last``."""
 
     dataset: DiffusionDataset
     tokenizer: Tokenizer
@@ -70,6 +77,7 @@ class TrainingSetup:
     quarantined: list[dict[str, str]] = field(default_factory=list)
     init_report: InitReport | None = None  # what diffusion.init_from loaded and did not
     codec: LatentCodec | None = None
+    channels_last: ChannelsLastSetting = False
 
     def pipeline(self, denoiser: nn.Module | None = None) -> GenerationPipeline:
         """The model (or ``denoiser``, e.g. its EMA copy in training) as a generation pipeline."""
@@ -101,6 +109,13 @@ class TrainOutcome:
 def training_precision(settings: DiffusionTrainParams, device: torch.device | str) -> Precision:
     """The autocast of the training forward passes on ``device`` (``diffusion.train.mixed_precision``)."""
     return choose_precision(settings.mixed_precision, torch.device(device), PRECISION_KEY)
+
+
+def training_memory_formats(channels_last: ChannelsLastSetting, latent: bool, settings: DiffusionTrainParams,
+                            device: torch.device | str) -> dict[str, MemoryFormat]:
+    """The memory format (``runtime.channels_last`` = ``channels_last``) of the U-Net and, in ``latent``
+    space, of the autoencoder that decodes the SSIM term's estimate, under the training's precision."""
+    return diffusion_memory_formats(channels_last, latent, device, training_precision(settings, device).dtype)
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
@@ -141,20 +156,23 @@ def draw_step(size: int, image_shape: torch.Size, diffusion: DiffusionParams, nu
 
 def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], diffusion: DiffusionParams,
                    draws: StepDraws, device: torch.device, precision: torch.dtype | None = None,
-                   codec: LatentCodec | None = None) -> dict[str, torch.Tensor]:
+                   codec: LatentCodec | None = None,
+                   layouts: Mapping[str, MemoryFormat] = CONTIGUOUS) -> dict[str, torch.Tensor]:
     """One batch's lesion-preserving loss under the drawn condition dropout, timesteps and noise. The
     forward pass runs under autocast to ``precision`` (None: float32); the loss is float32 either way.
     In latent space (``codec``) the model diffuses the batch's latents: the lesion term weighs the
     latent cells the lesion touches, and the SSIM term compares the decoded clean estimate with the
-    real image in pixels."""
+    real image in pixels. ``layouts`` are the networks' memory formats (see ``training_memory_formats``),
+    which their inputs take: a conv runs channels_last when its input is, whatever its weights."""
     clean = diffused(batch).to(device, non_blocking=True)
     cond = batch_conditions(batch).with_keep(**draws.keep).to(device)
     timesteps, noise = draws.timesteps.to(device), draws.noise.to(device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     with autocast(device, precision):
-        output = model(noisy, timesteps, cond)
+        output = model(layouts["unet"].tensor(noisy), timesteps, cond)
     # Outside autocast and in float32: the x0 estimate, the masked MSE and the SSIM term lose digits in bf16.
-    output = output.float()
+    # Contiguous like the targets it meets: elementwise ops over mixed memory formats run slower.
+    output = output.to(torch.float32, memory_format=torch.contiguous_format)
     weights = diffusion.loss
     # The lesion terms use every known lesion pixel, whether or not the mask condition was dropped.
     lesion = cond.masks.amax(dim=1, keepdim=True)
@@ -162,7 +180,8 @@ def diffusion_loss(model: nn.Module, scheduler, batch: dict[str, torch.Tensor], 
     estimate = None if x0_predicted is None else CleanEstimate(
         x0_predicted, clean, min_snr_weight(scheduler, timesteps, weights.snr_gamma))
     if codec is not None:
-        estimate = None if estimate is None else decoded_estimate(codec, estimate, batch, lesion, device, precision)
+        estimate = None if estimate is None else decoded_estimate(codec, estimate, batch, lesion, device, precision,
+                                                                  layouts["autoencoder"])
         lesion = mask_grid(lesion, codec_factor(clean, lesion)).expand_as(clean)  # every latent channel
     return lesion_preserving_loss(output, training_target(scheduler, clean, noise, timesteps), lesion,
                                   weights.lesion_weight, weights.ssim_weight, estimate)
@@ -174,7 +193,8 @@ def codec_factor(latents: torch.Tensor, pixels: torch.Tensor) -> int:
 
 
 def decoded_estimate(codec: LatentCodec, estimate: CleanEstimate, batch: dict[str, torch.Tensor],
-                     lesion: torch.Tensor, device: torch.device, precision: torch.dtype | None) -> CleanEstimate:
+                     lesion: torch.Tensor, device: torch.device, precision: torch.dtype | None,
+                     layout: MemoryFormat = CONTIGUOUS["autoencoder"]) -> CleanEstimate:
     """The latent clean estimate decoded to pixels, beside the real images, for the images that have a
     lesion (the SSIM term is zero for the others, so only those pay for a pass through the decoder)."""
     rows = lesion.flatten(1).amax(dim=1) > 0
@@ -182,9 +202,9 @@ def decoded_estimate(codec: LatentCodec, estimate: CleanEstimate, batch: dict[st
     if not bool(rows.any()):
         return CleanEstimate(images, images, lesion=lesion[rows])
     with autocast(device, precision):
-        decoded = codec.decode(estimate.predicted[rows])
+        decoded = codec.decode(layout.tensor(estimate.predicted[rows]))
     weight = None if estimate.weight is None else estimate.weight[rows]
-    return CleanEstimate(decoded.float(), images, weight, lesion[rows])
+    return CleanEstimate(decoded.to(torch.float32, memory_format=torch.contiguous_format), images, weight, lesion[rows])
 
 
 @dataclass
@@ -236,11 +256,13 @@ def _mean_parts(recent: deque[dict[str, float]]) -> dict[str, float]:
 
 
 def _start_run(setup: TrainingSetup, settings: DiffusionTrainParams, checkpoint_dir: str | Path, seed: int,
-               device: torch.device, precision: torch.dtype | None) -> _Run:
-    """Model on ``device``, EMA, optimizer, grad scaler and generator, restored from the newest
-    checkpoint in ``checkpoint_dir`` when there is one (refused if it belongs to another config)."""
+               device: torch.device, precision: torch.dtype | None, layout: MemoryFormat) -> _Run:
+    """Model on ``device`` in memory format ``layout`` (its EMA and optimizer state follow), EMA,
+    optimizer, grad scaler and generator, restored from the newest checkpoint in ``checkpoint_dir``
+    when there is one (refused if it belongs to another config; a checkpoint saved in either memory
+    format loads into either)."""
     model = setup.model
-    trainable = [p for p in model.to(device).parameters() if p.requires_grad]
+    trainable = [p for p in layout.module(model.to(device)).parameters() if p.requires_grad]
     run = _Run(model, make_ema(model, settings.ema_decay), torch.optim.AdamW(trainable, lr=settings.learning_rate),
                torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
                torch.Generator().manual_seed(seed))
@@ -282,8 +304,9 @@ def train_diffusion(
     check_batch(settings.batch_size, replica)
     scheduler = training_scheduler(setup.config.process)
     precision = training_precision(settings, device).dtype
-    run = _start_run(setup, settings, checkpoint_dir, seed, device, precision)
-    codec = None if setup.codec is None else setup.codec.to(device)
+    layouts = training_memory_formats(setup.channels_last, setup.codec is not None, settings, device)
+    run = _start_run(setup, settings, checkpoint_dir, seed, device, precision, layouts["unet"])
+    codec = None if setup.codec is None else layouts["autoencoder"].module(setup.codec.to(device))
     resumed_from, trainable = run.step, [p for p in run.model.parameters() if p.requires_grad]
     forward = wrap(run.model, replica, device)
     loader = DataLoader(setup.dataset, batch_sampler=StepBatches(len(setup.dataset), settings.batch_size, seed,
@@ -298,7 +321,7 @@ def train_diffusion(
         run.model.train()
         draws = draw_step(settings.batch_size, diffused(batch).shape[1:], diffusion,
                           scheduler.config.num_train_timesteps, run.generator).rows(replica)
-        losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device, precision, codec)
+        losses = diffusion_loss(forward, scheduler, batch, diffusion, draws, device, precision, codec, layouts)
         _optimise(run, losses["loss"], trainable, settings.grad_clip)
         threads.tick()  # fewer torch threads while other processes keep CPUs busy
         run.step += 1

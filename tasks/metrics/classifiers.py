@@ -12,6 +12,7 @@ import torch
 
 from cxrsynth.tasks.classifier import load_classifier
 from cxrsynth.tasks.classifier import predict as classifier_predict
+from cxrsynth.tasks.device import CONTIGUOUS, MemoryFormat
 from cxrsynth.tasks.params import Params, variant_name
 from cxrsynth.tasks.stages import Dag
 
@@ -42,8 +43,8 @@ def variant_dir(dag: Dag, variant: str, root: str | Path = ".") -> Path:
     return directory
 
 
-def load(directory: Path, device: torch.device | str = "cpu"):
-    return load_classifier(directory, device)
+def load(directory: Path, device: torch.device | str = "cpu", layout: MemoryFormat = CONTIGUOUS["classifier"]):
+    return load_classifier(directory, device, layout)
 
 
 def predict(model, frame: pd.DataFrame, root: str | Path = ".", batch_size: int = 64,
