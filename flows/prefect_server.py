@@ -164,6 +164,15 @@ def runs_server(pid: int) -> bool:
     return SERVER_MODULE.encode() in command
 
 
+def await_exec(pid: int, seconds: float = 10.0) -> None:
+    """Wait until a just-spawned ``pid`` runs the server (or exits). Between fork and exec its command
+    line is still its parent's, and a stage reading the state file then would call the new server stale
+    and start a second one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process_alive(pid) and not runs_server(pid):
+        time.sleep(0.01)
+
+
 # ---------------------------------------------------------------------------------------------- clients
 
 
@@ -228,6 +237,7 @@ def acquire(paths: StatePaths, database: str, port: int,
                 return None
         else:
             process = (spawn or spawn_detached)(paths, server_command(paths, port))
+            await_exec(process.pid)
             state = ServerState(process.pid, port, f"http://127.0.0.1:{port}/api", time.time(), database)
             write_state(paths, state)
         return Lease(paths, state, register_client(paths, os.getpid()))

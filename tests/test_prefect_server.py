@@ -87,6 +87,26 @@ def test_a_server_of_another_database_is_left_alone(paths, stand_ins):
     assert "elsewhere" not in paths.state.read_text() and "somewhere" not in paths.state.read_text()
 
 
+def test_a_server_not_yet_exec_ed_is_not_taken_for_stale(paths):
+    """A spawned server's command line names the module only after exec: acquire waits for it, so the
+    next stage finds the server it started instead of starting a second one."""
+    spawned = []
+
+    def slow_exec(paths, command):  # a child that takes a moment before it becomes the stand-in server
+        script = "import json, os, time; time.sleep(0.5); command = json.loads(os.environ['STAND_IN']); os.execv(command[0], command)"
+        spawned.append(subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "STAND_IN": json.dumps(STAND_IN)}))
+        return spawned[-1]
+
+    try:
+        first = prefect_server.acquire(paths, DATABASE, 41006, spawn=slow_exec)
+        second = prefect_server.acquire(paths, DATABASE, 41007, spawn=slow_exec)
+        assert len(spawned) == 1 and first.server == second.server
+    finally:
+        for process in spawned:
+            process.kill()
+            process.wait()
+
+
 def test_stages_starting_at_once_start_one_server(paths):
     """Separate processes race for the lock; each prints the server it got and stays registered until told."""
     script = textwrap.dedent(f"""
