@@ -162,13 +162,11 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> Iterator[
 ChannelsLastSetting = bool | Literal["auto"]  # runtime.channels_last
 NETWORKS = ("unet", "autoencoder", "classifier")
 # The networks whose training step measured faster channels_last under bf16 autocast on a CPU with native
-# bf16 (`python benchmarks/bench_precision.py step --only channels_last` on a 2-core Intel Xeon with AMX,
-# heavily loaded by other jobs; ratios channels_last / contiguous, medians of alternating rounds): the
-# classifier 0.76 (4 rounds, 1 thread) and 0.88 (3 rounds); the autoencoder 1.31 (slower) and 0.87, so
-# no; the bare U-Net step 0.90 (0.79 in an earlier run) but the project's training loop 0.99 (per round
-# 1.48, 0.99, 0.64), no gain shown, so the U-Net stays contiguous until a quiet run shows one (add
-# "unet" here). Float32 measured faster too (classifier 0.74, autoencoder 0.76) but stays contiguous
-# under auto: it is the reference path (mixed_precision: no), the same numbers on every CPU.
+# bf16 (`python benchmarks/bench_precision.py step --only channels_last --rounds 3 --steps 2`, a quiet 2-core
+# Intel Xeon with AMX; channels_last / contiguous, medians of alternating rounds): the classifier 0.84 (0.82
+# over 5 rounds), the bare U-Net step 1.02, the project's training loop 1.01, the autoencoder 1.50 (slower).
+# Float32 stays contiguous under auto: it is the reference path (mixed_precision: no), the same numbers on
+# every CPU.
 CHANNELS_LAST_FASTER_BF16 = frozenset({"classifier"})
 Module = TypeVar("Module", bound=nn.Module)
 
