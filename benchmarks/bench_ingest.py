@@ -1,8 +1,8 @@
 """Ingest's throughput against a bare decode + resize + write loop on the same files.
 
-    python benchmarks/bench_ingest.py                      # 300 generated 12-bit DICOMs of 256 px -> 64 px
+    python benchmarks/bench_ingest.py                      # 300 generated 12-bit DICOMs of 1024 px -> 64 px
     python benchmarks/bench_ingest.py --quick              # a sanity run: 60 files, 2 rounds
-    python benchmarks/bench_ingest.py --size 1024 --image-size 256
+    python benchmarks/bench_ingest.py --size 256           # small files: fixed costs weigh more
     python benchmarks/bench_ingest.py --folder /path/to/dicoms --workers 4
     python benchmarks/bench_ingest.py --levels             # PNG writers: time and size per zlib level
     python benchmarks/bench_ingest.py --digests            # hash throughput: md5, sha1, sha256, blake2b
@@ -17,8 +17,12 @@ fresh folders), on the same files:
   ingest task runs: read, md5, pydicom's modality/VOI pipeline with the header checks, anti-aliased
   Lanczos resize into the padded square, 16-bit PNG written atomically;
 - ingest flow, 1 and N workers: the ``ingest`` flow's fan-out (``flows.ingest.decode_all``) inside a
-  Prefect flow with 1 and ``--workers`` worker threads; the flow's own start-up is not counted, the
-  task runs' API calls are.
+  Prefect flow with 1 worker, and with ``--workers`` worker processes (``runtime.fanout: processes``,
+  the default) and threads (``threads``); the flow's own start-up is not counted, the task runs' API
+  calls and the worker processes' start are.
+
+The default files are 1024 px, the size of the smallest public collections' images (NIH ChestX-ray14);
+a hospital's radiographs are 2-3k px, so per-file work weighs more there, fixed costs less.
 
 Each line gives the median images/s over the rounds and the median of the per-round ratios to bare.
 The machine's CPU model and its bf16/AMX flags are printed beside the figures.
@@ -52,7 +56,6 @@ from PIL import Image  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
-from cxrsynth.tasks.device import describe_cpu  # noqa: E402
 from cxrsynth.tasks.ingest import images  # noqa: E402
 from cxrsynth.tasks.io import to_uint16  # noqa: E402
 from cxrsynth.tasks.params import parse_params  # noqa: E402
@@ -106,14 +109,14 @@ def ingest_one_worker(items: list[images.WorkItem], size: int, out: Path) -> Non
     _check(images.process_chunk(items, size, out))
 
 
-def ingest_flow(items: list[images.WorkItem], size: int, out: Path, workers: int) -> float:
+def ingest_flow(items: list[images.WorkItem], size: int, out: Path, workers: int, fanout: str = "processes") -> float:
     """Seconds the ingest fan-out takes inside a Prefect flow (the flow's own start-up not counted)."""
     from prefect import flow
 
     import cxrsynth.flows.ingest as stage
 
     root = os.path.commonpath([item.image_path.parent for item in items])  # files must lie inside ingest.path
-    params = parse_params({"ingest": {"image_size": size, "workers": workers, "path": root}})
+    params = parse_params({"ingest": {"image_size": size, "workers": workers, "path": root}, "runtime": {"fanout": fanout}})
 
     @flow(name="bench_ingest")
     def timed() -> float:
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, help="decode these DICOM files (recursively) instead of generated ones")
     parser.add_argument("--count", type=int, default=300)
-    parser.add_argument("--size", type=int, default=256, help="generated DICOM size")
+    parser.add_argument("--size", type=int, default=1024, help="generated DICOM size")
     parser.add_argument("--image-size", type=int, default=64, help="working resolution")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
@@ -246,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.rounds = min(args.count, 60), 2
+
+    # Here, not at the top: worker processes import this script again, and the fan-out's workers should
+    # start as the `cxrsynth` command's do, without torch.
+    from cxrsynth.tasks.device import describe_cpu
 
     print(describe_cpu())
     with tempfile.TemporaryDirectory() as scratch:
@@ -265,12 +272,13 @@ def main(argv: list[str] | None = None) -> None:
             return profile_ingest(items[: args.profile], args.image_size, scratch / "profile")
         bare_loop(paths[:5], args.image_size, scratch / "warm")  # warm imports and caches for every side
         ingest_one_worker(items[:5], args.image_size, scratch / "warm")
-        ingest_flow(items[:5], args.image_size, scratch / "warm", args.workers)  # and Prefect's server
+        ingest_flow(items[:40], args.image_size, scratch / "warm", args.workers)  # and Prefect's server
         methods = {
             "bare decode + resize + write (1 thread)": lambda out: bare_loop(paths, args.image_size, out),
             "ingest process_chunk (1 worker, no Prefect)": lambda out: ingest_one_worker(items, args.image_size, out),
             "ingest flow fan-out (1 worker)": lambda out: ingest_flow(items, args.image_size, out, 1),
-            f"ingest flow fan-out ({args.workers} workers)": lambda out: ingest_flow(items, args.image_size, out, args.workers),
+            f"ingest flow fan-out ({args.workers} worker processes)": lambda out: ingest_flow(items, args.image_size, out, args.workers),
+            f"ingest flow fan-out ({args.workers} threads)": lambda out: ingest_flow(items, args.image_size, out, args.workers, "threads"),
         }
         print(f"{len(paths)} DICOMs of {args.size} px -> {args.image_size} px; {args.rounds} alternating rounds")
         report(alternating_rounds(methods, args.rounds, scratch), len(paths), next(iter(methods)))

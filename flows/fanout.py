@@ -5,22 +5,36 @@ One chunking rule for every stage: contiguous, balanced chunks (sizes differ by 
 ``per_worker`` of them per worker, each within ``min_size``..``max_size`` items. Chunks are
 contiguous and results come back in chunk order, so the order of the work never depends on the
 chunking; only how many Prefect tasks carry it does.
+
+Where the chunks run: on Dask when ``runtime.dask_address`` is set; else work that holds Python's lock
+(phantom drawing, DICOM decoding, mask filling) runs in worker processes under ``runtime.fanout:
+processes``, since threads would take turns at that lock, and torch work, which releases it, on
+threads. Each chunk is still one Prefect task run, on a thread of this process that hands the chunk to
+a worker and waits: Prefect's per-run bookkeeping stays in this process, where it costs milliseconds
+(in a worker process of Prefect's own process runner it cost about 0.4 s a run, and each worker
+started by importing Prefect).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import Task
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from tqdm import tqdm
 
 from cxrsynth.flows.common import task_runner
+from cxrsynth.tasks import threads
 from cxrsynth.tasks.params import Params
 
 
@@ -65,10 +79,11 @@ def chunks(items: Sequence | pd.DataFrame, workers: int, rule: ChunkRule) -> lis
 class Fanout:
     """One stage's mapped work: the Prefect task run per chunk, its chunking rule and progress labels."""
 
-    task: Task
+    task: Task  # its function is pickled by reference when it runs in worker processes
     desc: str  # progress bar label
     unit: str  # what one item is, for the progress bar
     rule: ChunkRule = ChunkRule()
+    holds_gil: bool = True  # Python loops: worker processes under runtime.fanout; torch work: threads
 
     def run(
         self,
@@ -78,11 +93,15 @@ class Fanout:
         arguments: Callable[[Any], dict[str, Any]],
     ) -> list:
         """Submit ``self.task(**arguments(chunk))`` per chunk over the task runner (Dask when configured,
-        else ``workers`` threads); the results, one per chunk, in chunk order."""
+        else ``workers`` threads, whose chunks run in as many worker processes when :meth:`processes` says
+        so); the results, one per chunk, in chunk order."""
         parts = chunks(items, workers, self.rule)
+        processes = self.processes(params, workers, len(parts))
+        if processes:
+            print(f"{self.desc}: {len(parts)} chunks on {processes} worker processes")
         results: dict[int, Any] = {}
-        with task_runner(params, max_workers=workers) as runner:
-            futures = [runner.submit(self.task, parameters=arguments(part)) for part in parts]
+        with task_runner(params, max_workers=workers) as runner, worker_processes(processes, self.task.fn.__module__) as pool:
+            futures = [self._submit(runner, pool, arguments(part)) for part in parts]
             position = {future.task_run_id: number for number, future in enumerate(futures)}
             with tqdm(total=len(items), desc=self.desc, unit=self.unit) as progress:
                 for future in as_completed(futures):
@@ -90,3 +109,51 @@ class Fanout:
                     results[number] = future.result()
                     progress.update(len(parts[number]))
         return [results[number] for number in range(len(parts))]
+
+    def processes(self, params: Params, workers: int, parts: int) -> int:
+        """Worker processes for ``parts`` chunks: one per worker under ``runtime.fanout: processes`` for
+        work that holds the GIL; 0 (threads) on Dask, for torch work, or where only one would be busy
+        (it would gain nothing but its start-up)."""
+        if params.runtime.dask_address or params.runtime.fanout != "processes" or not self.holds_gil:
+            return 0
+        busy = min(workers, parts)
+        return busy if busy > 1 else 0
+
+    def _submit(self, runner, pool: Executor | None, parameters: dict[str, Any]):
+        if pool is None:
+            return runner.submit(self.task, parameters=parameters)
+        return runner.submit(self.task_in_pool, parameters={"pool": pool, "work": self.task.fn, "arguments": parameters})
+
+    @cached_property
+    def task_in_pool(self) -> Task:
+        """The Prefect task run of one chunk that runs in a worker process: this task's name and retries."""
+        return task(run_in_pool, name=self.task.name, cache_policy=NO_CACHE, retries=self.task.retries,
+                    retry_delay_seconds=self.task.retry_delay_seconds)
+
+
+def run_in_pool(pool: Executor, work: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """One chunk's ``work`` in a worker process of ``pool``; the calling thread, the chunk's Prefect
+    task run, waits for its result (an exception raised there is raised here)."""
+    return pool.submit(work, **arguments).result()
+
+
+@contextmanager
+def worker_processes(count: int, preload: str) -> Iterator[Executor | None]:
+    """``count`` worker processes of one thread each, or None for 0. They are forked from a forkserver
+    process, not from this one: a fork of this process would copy the locks its Prefect, MLflow and
+    OpenMP threads hold at that moment, with no thread left to release them. The forkserver imports
+    the module ``preload`` (the chunks' code) once, when the first pool of this process starts it, so
+    that workers, of this pool and of later ones, start with it loaded (about a second saved per
+    worker). On an error, chunks not yet started are cancelled."""
+    if not count:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([preload])  # no effect once the forkserver runs: workers then import it
+    pool = ProcessPoolExecutor(count, mp_context=context, initializer=threads.one_thread_worker)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -22,7 +22,7 @@ from cxrsynth.tasks.params import Params
 
 # One part per worker: each part loads the model, so more parts would only load it more often.
 SAMPLE = Fanout(task(generation.sample_part, name="sample_part", cache_policy=NO_CACHE),
-                "generate", "img", ChunkRule(per_worker=1, min_size=1, max_size=None))
+                "generate", "img", ChunkRule(per_worker=1, min_size=1, max_size=None), holds_gil=False)
 
 
 def sample_all(requests, maps, params: Params, device, model_dir: Path, autoencoder_dir: Path | None = None) -> dict:

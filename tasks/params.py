@@ -109,7 +109,7 @@ class PhantomParams(Section):
         description="the ceiling variant's reserve: new patients drawn as the training ones are and kept when an image "
         "states a rare finding present, until each rare finding has this many such images; 0: no reserve",
     )
-    workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (threads, or Dask when configured)")
+    workers: int = Field(2, ge=1, description="chunks of patients generated in parallel (worker processes or threads: runtime.fanout; Dask workers when configured)")
     seed: int = Field(
         0, ge=0, description="every collection: each patient is drawn from (seed, collection, patient index) alone"
     )
@@ -151,7 +151,7 @@ class IngestParams(Section):
     views: list[str] = Field(default_factory=lambda: ["PA", "AP"], description="views kept")
     max_images: int | None = Field(None, ge=1, description="cap for quick runs on large sources")
     workers: int = Field(
-        2, ge=1, description="images decoded and resized in parallel (threads, or Dask when configured)"
+        2, ge=1, description="images decoded and resized in parallel (worker processes or threads: runtime.fanout; Dask workers when configured)"
     )
     sample_grid: int = Field(16, ge=1, description="images in the MLflow sample grid")
     max_pixels: int = Field(
@@ -191,7 +191,7 @@ class ParseReportsParams(Section):
 
 class PrepareMasksParams(Section):
     min_area_px: int = Field(2, ge=0, description="lesions smaller than this at working size are dropped and reported")
-    workers: int = Field(2, ge=1, description="images prepared in parallel (threads, or Dask when configured)")
+    workers: int = Field(2, ge=1, description="images prepared in parallel (worker processes or threads: runtime.fanout; Dask workers when configured)")
     overlay_images: int = Field(8, ge=0, description="masked images drawn in the MLflow overlay figure")
 
 
@@ -578,7 +578,14 @@ class TrackingParams(Section):
 
 
 class RuntimeParams(Section):
-    dask_address: str | None = Field(None, description="Dask scheduler address; threads when unset")
+    dask_address: str | None = Field(None, description="Dask scheduler address; unset: worker processes or threads (runtime.fanout)")
+    fanout: Literal["processes", "threads"] = Field(
+        "processes", description="where the chunks of the Python-bound mapped work (phantom, ingest, prepare_masks) "
+        "run without Dask: processes: worker processes (one thread each; one Prefect task run per chunk still "
+        "tracks each), since threads take turns at Python's lock; threads: threads of the stage process. One "
+        "worker, or work of one chunk, always runs on a thread; generate's torch sampling always runs on threads. "
+        "The outputs are the same bytes either way"
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch CPU threads of each stage process; null: OMP_NUM_THREADS if set, else every CPU "
         "the process may use (its affinity mask); capped at those CPUs, and at a fair share of them for each of "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass
@@ -148,6 +149,22 @@ class ThreadRequest:
 
 def _no_step_hook() -> None:
     pass
+
+
+# The thread counts of the numeric libraries a fan-out worker process may load: read when each loads.
+WORKER_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def one_thread_worker() -> None:
+    """Set-up of a fan-out worker process (``runtime.fanout: processes``): one thread for torch, OpenMP and
+    BLAS, as DataLoader workers get, since the workers already share the CPUs among themselves. Run
+    before the worker unpickles its first chunk, so the libraries the work imports read one thread from
+    the environment; torch is not imported for it (phantom, ingest and prepare_masks do not use torch,
+    and importing it costs each worker seconds), but set to one thread if already loaded."""
+    for name in WORKER_THREAD_ENV:
+        os.environ[name] = "1"
+    if "torch" in sys.modules:
+        set_torch_threads(1)
 
 
 def logged_params() -> dict[str, object]:

@@ -1,6 +1,8 @@
 """The shared chunk-submit-progress loop of the mapped stages (flows/fanout.py)."""
 
+import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,36 +67,116 @@ def test_a_bad_rule_is_refused(fields):
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded machine needs more than the default 30 s
         yield
 
 
-@task(cache_policy=NO_CACHE)
-def _square_slowly(values: list[int], first: int) -> list[int]:
+def square_slowly(values: list[int], first: int) -> list[tuple[int, int, str | None]]:
+    """Each value squared, with the process and OpenMP thread setting that squared it."""
     if -1 in values:
         raise RuntimeError("chunk with -1")
     time.sleep(0.3 if values[0] == first else 0)  # the first chunk finishes last
-    return [value * value for value in values]
+    return [(value * value, os.getpid(), os.environ.get("OMP_NUM_THREADS")) for value in values]
 
 
-SQUARE = Fanout(_square_slowly, "squares", "number", ChunkRule(per_worker=2, min_size=1))
+SQUARE = Fanout(task(square_slowly, cache_policy=NO_CACHE), "squares", "number", ChunkRule(per_worker=2, min_size=1))
 
 
-def test_results_come_back_in_chunk_order_with_progress(prefect_server, tiny_params, capsys):
+def _with_runtime(params, **runtime):
+    return params.model_copy(update={"runtime": params.runtime.model_copy(update=runtime)})
+
+
+def _squares_over(params, values, fanout=SQUARE):
     @flow
-    def squares(values):
-        return SQUARE.run(tiny_params, 2, values, lambda chunk: {"values": chunk, "first": values[0]})
+    def squares():
+        return fanout.run(params, 2, values, lambda chunk: {"values": chunk, "first": values[0]})
 
-    parts = squares(list(range(1, 9)))
-    assert parts == [[1, 4], [9, 16], [25, 36], [49, 64]]
-    progress = capsys.readouterr().err
-    assert "squares: 100%" in progress and "8/8" in progress
+    return squares()
 
 
-def test_a_failed_chunk_fails_the_run(prefect_server, tiny_params):
+@pytest.mark.parametrize("fanout", ["threads", "processes"])
+def test_results_come_back_in_chunk_order_with_progress(prefect_server, tiny_params, capsys, fanout):
+    parts = _squares_over(_with_runtime(tiny_params, fanout=fanout), list(range(1, 9)))
+    assert [[square for square, _, _ in part] for part in parts] == [[1, 4], [9, 16], [25, 36], [49, 64]]
+    output = capsys.readouterr()
+    assert "squares: 100%" in output.err and "8/8" in output.err
+    workers = {pid for part in parts for _, pid, _ in part}
+    if fanout == "threads":
+        assert workers == {os.getpid()} and "worker processes" not in output.out
+    else:
+        assert os.getpid() not in workers and 1 <= len(workers) <= 2
+        assert "squares: 4 chunks on 2 worker processes" in output.out
+        assert {threads for part in parts for _, _, threads in part} == {"1"}  # one thread each
+
+
+@pytest.mark.parametrize("fanout", ["threads", "processes"])
+def test_a_failed_chunk_fails_the_run(prefect_server, tiny_params, fanout):
+    with pytest.raises(RuntimeError, match="chunk with -1"):  # a worker's error surfaces as it is
+        _squares_over(_with_runtime(tiny_params, fanout=fanout), [1, 2, -1, 4])
+
+
+def test_a_chunk_that_fails_once_is_retried_in_a_worker_process(prefect_server, tiny_params, tmp_path):
+    retried = Fanout(task(fail_first_time, cache_policy=NO_CACHE, retries=1), "flaky", "number",
+                     ChunkRule(per_worker=1, min_size=1))
+
     @flow
-    def squares(values):
-        return SQUARE.run(tiny_params, 2, values, lambda chunk: {"values": chunk, "first": values[0]})
+    def flaky():
+        return retried.run(_with_runtime(tiny_params, fanout="processes"), 2, [1, 2],
+                           lambda chunk: {"values": chunk, "marks": str(tmp_path)})
 
-    with pytest.raises(RuntimeError, match="chunk with -1"):
-        squares([1, 2, -1, 4])
+    assert flaky() == [[1], [2]]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["1", "2"]
+
+
+def fail_first_time(values: list[int], marks: str) -> list[int]:
+    mark = Path(marks) / str(values[0])
+    if not mark.exists():
+        mark.touch()
+        raise OSError("transient")
+    return values
+
+
+@pytest.mark.parametrize("runtime, workers, parts, holds_gil, expected", [
+    ({"fanout": "processes"}, 2, 8, True, 2),
+    ({"fanout": "processes"}, 4, 3, True, 3),  # no idle workers
+    ({"fanout": "processes"}, 1, 8, True, 0),  # one worker gains nothing from a process but its start-up
+    ({"fanout": "processes"}, 2, 1, True, 0),  # nor does one chunk
+    ({"fanout": "processes"}, 2, 8, False, 0),  # torch work releases the GIL
+    ({"fanout": "threads"}, 4, 8, True, 0),
+    ({"fanout": "processes", "dask_address": "tcp://127.0.0.1:8786"}, 2, 8, True, 0),
+])
+def test_worker_processes_follow_runtime_fanout_workers_and_dask(runtime, workers, parts, holds_gil, expected):
+    from cxrsynth.tasks.params import parse_params
+
+    fanout = Fanout(SQUARE.task, "squares", "number", holds_gil=holds_gil)
+    assert fanout.processes(parse_params({"runtime": runtime}), workers, parts) == expected
+
+
+def test_runtime_fanout_is_processes_or_threads():
+    from cxrsynth.tasks.params import Params, ParamsError, parse_params
+
+    assert Params().runtime.fanout == "processes"
+    with pytest.raises(ParamsError, match=r"runtime\.fanout"):
+        parse_params({"runtime": {"fanout": "forks"}})
+
+
+def test_generate_s_torch_sampling_stays_on_threads():
+    from cxrsynth.flows.generate import SAMPLE
+
+    assert not SAMPLE.holds_gil
+
+
+def test_a_worker_process_starts_with_one_thread(monkeypatch):
+    import torch
+
+    from cxrsynth.tasks import threads
+
+    for name in threads.WORKER_THREAD_ENV:
+        monkeypatch.setenv(name, "4")
+    before = torch.get_num_threads()
+    try:
+        threads.one_thread_worker()
+        assert all(os.environ[name] == "1" for name in threads.WORKER_THREAD_ENV)
+        assert torch.get_num_threads() == 1  # torch already loaded here: set as well
+    finally:
+        torch.set_num_threads(before)

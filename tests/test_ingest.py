@@ -243,6 +243,39 @@ def test_the_phantom_test_and_reserve_collections_take_their_own_splits(tmp_path
     assert all(by_split["test"] > 0 and by_split["reserve"] > 0 for by_split in rare)
 
 
+def _decode_over(fanout: str, source: Path, items: list, out: Path) -> dict:
+    from prefect import flow
+
+    from cxrsynth.flows.ingest import decode_all
+    from cxrsynth.tasks.params import parse_params
+
+    params = parse_params({"ingest": {"path": str(source), "image_size": 16, "workers": 2}, "runtime": {"fanout": fanout}})
+
+    @flow
+    def decode():
+        return decode_all(items, params, out)
+
+    return decode()
+
+
+def test_worker_processes_write_what_threads_write(tmp_path, prefect_server, capsys):
+    source = tmp_path / "export"
+    paths = [write_dicom(source / f"{n:02d}.dcm", ramp(40, 24 + n)) for n in range(32)]
+    paths[3].write_bytes(paths[3].read_bytes()[:-300])  # truncated pixel data: quarantined, not fatal
+    items = [images.WorkItem(f"img-{n:06d}", path) for n, path in enumerate([*paths, source / "missing.dcm"], start=1)]
+    written = {}
+    for fanout in ("threads", "processes"):
+        results = _decode_over(fanout, source, items, tmp_path / fanout)
+        files = sorted(p for p in (tmp_path / fanout).rglob("*") if p.is_file())
+        written[fanout] = results, {p.relative_to(tmp_path / fanout): p.read_bytes() for p in files}
+    assert "ingest: 2 chunks on 2 worker processes" in capsys.readouterr().out
+    assert written["processes"] == written["threads"]
+    results, files = written["processes"]
+    assert list(results) == [item.image_id for item in items] and len(files) == 31
+    assert "DICOM pixel data cannot be decoded" in results["img-000004"].reason
+    assert "not found" in results["img-000033"].reason
+
+
 SECRETS = ("DOE^JOHN", "DOE", "PID-998877", "998877", "HOSPITAL-SECRET-ACC", "Lakeview", "Houlihan", "55120931", "03/14/2019")
 REPORT = "Small left pneumothorax. Called to Dr. Margaret Houlihan at 9:15 AM on 03/14/2019. MRN 55120931."
 
