@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from multiprocessing import forkserver
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -150,6 +151,8 @@ def worker_processes(count: int, preload: str) -> Iterator[Executor | None]:
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([preload])  # no effect once the forkserver runs: workers then import it
+    with threads.one_thread_environment():  # what the forkserver loads reads the workers' thread setting
+        forkserver.ensure_running()
     pool = ProcessPoolExecutor(count, mp_context=context, initializer=threads.one_thread_worker)
     try:
         yield pool

@@ -29,7 +29,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,10 +162,25 @@ def one_thread_worker() -> None:
     before the worker unpickles its first chunk, so the libraries the work imports read one thread from
     the environment; torch is not imported for it (phantom, ingest and prepare_masks do not use torch,
     and importing it costs each worker seconds), but set to one thread if already loaded."""
-    for name in WORKER_THREAD_ENV:
-        os.environ[name] = "1"
+    os.environ.update(dict.fromkeys(WORKER_THREAD_ENV, "1"))
     if "torch" in sys.modules:
         set_torch_threads(1)
+
+
+@contextmanager
+def one_thread_environment() -> Iterator[None]:
+    """Within: the environment a fan-out worker runs under (WORKER_THREAD_ENV at 1), for a process
+    started here that loads libraries for the workers (their forkserver); restored after."""
+    saved = {name: os.environ.get(name) for name in WORKER_THREAD_ENV}
+    os.environ.update(dict.fromkeys(WORKER_THREAD_ENV, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def logged_params() -> dict[str, object]:

@@ -180,3 +180,26 @@ def test_a_worker_process_starts_with_one_thread(monkeypatch):
         assert torch.get_num_threads() == 1  # torch already loaded here: set as well
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_one_thread_environment_is_restored_after(monkeypatch):
+    from cxrsynth.tasks import threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with threads.one_thread_environment():
+        assert all(os.environ[name] == "1" for name in threads.WORKER_THREAD_ENV)
+    assert os.environ["OMP_NUM_THREADS"] == "4" and "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+def threads_of_numpy_s_blas() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
+
+
+def test_worker_processes_load_their_libraries_with_one_thread():
+    from cxrsynth.flows.fanout import worker_processes
+
+    with worker_processes(2, "numpy") as pool:  # numpy loaded in the forkserver, before any worker's set-up
+        assert pool.submit(threads_of_numpy_s_blas).result() == 1
