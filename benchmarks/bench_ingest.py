@@ -14,7 +14,7 @@ fresh folders), on the same files:
   ``Image.save`` of the 16-bit PNG (Pillow's defaults, no atomic rename), one file after another:
   the least a script that converts DICOMs to PNGs does;
 - ingest, 1 worker: ``tasks.ingest.images.process_chunk`` on every file in one thread, i.e. what every
-  ingest task runs: read, md5, pydicom's modality/VOI pipeline with the header checks, anti-aliased
+  ingest task runs: read, two SHA-256 digests, pydicom's modality/VOI pipeline with the header checks, anti-aliased
   Lanczos resize into the padded square, 16-bit PNG written atomically;
 - ingest flow, 1 and N workers: the ``ingest`` flow's fan-out (``flows.ingest.decode_all``) inside a
   Prefect flow with 1 worker, and with ``--workers`` worker processes (``runtime.fanout: processes``,
