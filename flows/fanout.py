@@ -101,7 +101,8 @@ class Fanout:
         if processes:
             print(f"{self.desc}: {len(parts)} chunks on {processes} worker processes")
         results: dict[int, Any] = {}
-        with task_runner(params, max_workers=workers) as runner, worker_processes(processes, self.task.fn.__module__) as pool:
+        with (task_runner(params, max_workers=workers) as runner,
+              worker_processes(processes, preload=self.task.fn.__module__) as pool):
             futures = [self._submit(runner, pool, arguments(part)) for part in parts]
             position = {future.task_run_id: number for number, future in enumerate(futures)}
             with tqdm(total=len(items), desc=self.desc, unit=self.unit) as progress:

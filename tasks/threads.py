@@ -154,6 +154,7 @@ def _no_step_hook() -> None:
 
 # The thread counts of the numeric libraries a fan-out worker process may load: read when each loads.
 WORKER_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+ONE_THREAD_ENV = dict.fromkeys(WORKER_THREAD_ENV, "1")
 
 
 def one_thread_worker() -> None:
@@ -162,7 +163,7 @@ def one_thread_worker() -> None:
     before the worker unpickles its first chunk, so the libraries the work imports read one thread from
     the environment; torch is not imported for it (phantom, ingest and prepare_masks do not use torch,
     and importing it costs each worker seconds), but set to one thread if already loaded."""
-    os.environ.update(dict.fromkeys(WORKER_THREAD_ENV, "1"))
+    os.environ.update(ONE_THREAD_ENV)
     if "torch" in sys.modules:
         set_torch_threads(1)
 
@@ -172,7 +173,7 @@ def one_thread_environment() -> Iterator[None]:
     """Within: the environment a fan-out worker runs under (WORKER_THREAD_ENV at 1), for a process
     started here that loads libraries for the workers (their forkserver); restored after."""
     saved = {name: os.environ.get(name) for name in WORKER_THREAD_ENV}
-    os.environ.update(dict.fromkeys(WORKER_THREAD_ENV, "1"))
+    os.environ.update(ONE_THREAD_ENV)
     try:
         yield
     finally:
